@@ -1,0 +1,114 @@
+"""Retrieval metrics on held-out pairs: Recall@K, the paper's AUC, mean rank, zero-shot.
+
+Scores are dot products of the rows as given (normalise first for cosine).
+Row i of ``queries`` matches row i of ``keys``.
+
+- Without labels the positive of query i is key i, every other key a negative.
+- With labels every key of the query's class is a positive and the keys of
+  other classes are the negatives (the supervised view of PAPER.md).
+
+AUC (PAPER.md): per query, the fraction of (positive, negative) pairs where the
+positive scores higher, ties counting 1/2, averaged over queries; with one
+positive this is the fraction of negatives ranked below it, and in general the
+query's ROC AUC. Recall@K and rank break ties *against* the positive: rank =
+1 + number of negatives scoring at least the best positive.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from scipy.stats import rankdata
+
+RECALL_KS = (1, 5, 10)
+
+
+def _positive_mask(
+    n_queries: int, n_keys: int, labels: torch.Tensor | None, rows: slice
+) -> torch.Tensor:
+    if labels is None:
+        idx = torch.arange(rows.start, rows.stop)
+        mask = torch.zeros(len(idx), n_keys, dtype=torch.bool)
+        mask[torch.arange(len(idx)), idx] = True
+        return mask
+    return labels[rows, None] == labels[None, :]
+
+
+def retrieval_metrics(
+    queries: torch.Tensor,
+    keys: torch.Tensor,
+    labels: torch.Tensor | None = None,
+    *,
+    chunk: int = 1024,
+) -> dict[str, float]:
+    """recall_at_{1,5,10}, auc and mean_rank for the queries -> keys direction."""
+    queries, keys = queries.detach().float().cpu(), keys.detach().float().cpu()
+    if queries.shape[0] != keys.shape[0]:
+        raise ValueError("queries and keys must be row-paired (same number of rows)")
+    labels = None if labels is None else labels.detach().cpu()
+    n = queries.shape[0]
+    ranks, aucs = [], []
+    for start in range(0, n, chunk):
+        rows = slice(start, min(start + chunk, n))
+        scores = queries[rows] @ keys.T
+        pos = _positive_mask(n, n, labels, rows)
+        best_pos = scores.masked_fill(~pos, float("-inf")).max(dim=1).values
+        neg_at_least = ((scores >= best_pos[:, None]) & ~pos).sum(dim=1)
+        ranks.append(1 + neg_at_least)
+        # Mann-Whitney AUC per row from average ranks (ties count 1/2).
+        r = rankdata(scores.numpy(), axis=1, method="average")
+        p = pos.numpy()
+        n_pos, n_neg = p.sum(axis=1), (~p).sum(axis=1)
+        u = (r * p).sum(axis=1) - n_pos * (n_pos + 1) / 2
+        with np.errstate(invalid="ignore", divide="ignore"):
+            aucs.append(u / (n_pos * n_neg))
+    rank = torch.cat(ranks).double()
+    auc = np.concatenate(aucs)
+    out = {f"recall_at_{k}": float((rank <= k).double().mean()) for k in RECALL_KS}
+    out["auc"] = float(np.nanmean(auc)) if np.isfinite(auc).any() else float("nan")
+    out["mean_rank"] = float(rank.mean())
+    return out
+
+
+def zeroshot_top1(
+    image_emb: torch.Tensor,
+    labels: torch.Tensor,
+    proto_text_emb: torch.Tensor,
+    proto_labels: torch.Tensor,
+) -> float:
+    """Top-1 accuracy of classifying images by the nearest class prototype.
+
+    A class prototype is the normalised mean text embedding of that class
+    (from captions outside the evaluated pairs); classes with no caption are
+    not candidates.
+    """
+    classes = torch.unique(proto_labels)
+    protos = torch.stack([proto_text_emb[proto_labels == c].mean(0) for c in classes])
+    protos = torch.nn.functional.normalize(protos.float(), dim=-1)
+    pred = classes[(image_emb.float() @ protos.T).argmax(dim=1)]
+    return float((pred == labels).double().mean())
+
+
+def evaluate(
+    image_emb: torch.Tensor,
+    text_emb: torch.Tensor,
+    labels: torch.Tensor | None = None,
+    proto: tuple[torch.Tensor, torch.Tensor] | None = None,
+) -> dict[str, float | None]:
+    """Both directions (suffixes _i2t, _t2i), their means, and zero-shot top-1.
+
+    Retrieval is instance-level (the paired item is the positive); ``labels``
+    are used for zero-shot classification with ``proto`` = (text embeddings,
+    labels) of prototype captions.
+    """
+    i2t = retrieval_metrics(image_emb, text_emb)
+    t2i = retrieval_metrics(text_emb, image_emb)
+    out: dict[str, float | None] = {}
+    for name in i2t:
+        out[name] = 0.5 * (i2t[name] + t2i[name])
+        out[f"{name}_i2t"] = i2t[name]
+        out[f"{name}_t2i"] = t2i[name]
+    out["zeroshot_top1"] = (
+        zeroshot_top1(image_emb, labels, *proto) if labels is not None and proto else None
+    )
+    return out

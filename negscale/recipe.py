@@ -1,0 +1,303 @@
+"""Recipes: the validated, fully resolved description of one training run.
+
+A recipe is a TOML file with sections ``data``, ``model``, ``negatives``,
+``train``, ``eval`` and ``sweep``. Every field has a default, so a recipe only
+states what differs. ``--set a.b=value`` overrides are applied to the raw
+mapping *before* validation, so an override is checked exactly like a file.
+Every validation failure becomes one :class:`NegscaleError` line naming the
+field, which the CLI prints without a traceback.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from importlib import resources
+from pathlib import Path
+from typing import Any, Literal
+
+import tomllib
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from negscale.errors import NegscaleError
+
+Source = Literal["batch", "subsample", "independent", "pool", "queue"]
+SETTING_OF_SOURCE: dict[str, str] = {
+    "batch": "self-supervised",
+    "subsample": "self-supervised",
+    "pool": "self-supervised",
+    "queue": "self-supervised",
+    "independent": "supervised",
+}
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class DataConfig(_Section):
+    """Which paired dataset, how many training pairs (n) and held-out pairs."""
+
+    name: str = "synthetic"
+    flavour: Literal["vectors", "images"] = "vectors"
+    n: int = Field(4096, ge=2, description="training pairs (anchors)")
+    n_eval: int = Field(1024, ge=2, description="held-out evaluation pairs")
+    classes: int = Field(16, ge=1, description="latent clusters (class labels)")
+    latent_dim: int = Field(8, ge=1)
+    input_dim: int = Field(32, ge=1, description="observed dimension of each vector view")
+    cluster_spread: float = Field(0.5, gt=0, description="within-cluster sd of the latent")
+    cluster_scale: float = Field(3.0, ge=0, description="sd of the cluster centres")
+    noise: float = Field(0.3, ge=0, description="view noise sd: higher means harder pairs")
+    image_size: int = Field(16, ge=8)
+    caption_len: int = Field(8, ge=1)
+    vocab: int = Field(16, ge=2, description="token bins per latent coordinate (images flavour)")
+    seed: int = Field(1234, description="generator seed: fixed so every run sees the same task")
+    path: str | None = Field(None, description="local data path for file-backed datasets")
+
+
+class ModelConfig(_Section):
+    """Two towers projected to one embedding space, and the temperature."""
+
+    image_encoder: str = "auto"
+    text_encoder: str = "auto"
+    embed_dim: int = Field(32, ge=1)
+    hidden: int = Field(128, ge=1)
+    layers: int = Field(2, ge=1)
+    tau: float = Field(0.1, gt=0)
+    learn_tau: bool = False
+    image_path: str | None = Field(None, description="local pretrained image tower (timm)")
+    text_path: str | None = Field(None, description="local pretrained text tower (transformers)")
+
+
+class NegativesConfig(_Section):
+    """How the m negatives of each anchor arise, and which loss form scores them."""
+
+    source: Source = "batch"
+    m: int | None = Field(None, ge=1, description="negatives per anchor; batch: B-1")
+    loss_form: Literal["paper", "infonce"] = "infonce"
+    pool_batch: int | None = Field(None, ge=1, description="pool: negatives encoded per step")
+    pool_exact_max: int = Field(1024, ge=0, description="pool: exact loss up to this m")
+    gamma: float = Field(0.9, gt=0, le=1, description="pool: moving-average rate of u_i")
+    chunk: int = Field(4096, ge=1, description="encode extra negatives in chunks of this size")
+    tile: int = Field(4096, ge=1, description="loss tile width for large m")
+
+    @property
+    def setting(self) -> str:
+        return SETTING_OF_SOURCE[self.source]
+
+
+class TrainConfig(_Section):
+    """Optimisation and execution: what makes the run reproducible and fast."""
+
+    batch_size: int = Field(256, ge=2)
+    steps: int = Field(300, ge=1)
+    lr: float = Field(2e-3, gt=0)
+    weight_decay: float = Field(0.05, ge=0)
+    warmup: float = Field(0.05, ge=0, lt=1, description="warmup fraction of steps")
+    grad_clip: float = Field(1.0, ge=0, description="0 disables clipping")
+    precision: Literal["auto", "fp32", "bf16"] = "auto"
+    compile: Literal["auto", "on", "off"] = "auto"
+    seed: int = 0
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    checkpoint_every: int = Field(0, ge=0, description="steps between checkpoints; 0: end only")
+
+
+class EvalConfig(_Section):
+    """Held-out retrieval evaluation."""
+
+    batch_size: int = Field(1024, ge=1)
+    prototypes: int = Field(4096, ge=1, description="train captions used for zero-shot classes")
+
+
+class SweepConfig(_Section):
+    """Default grid for ``negscale sweep`` (overridable on the command line)."""
+
+    negatives: list[int] = Field(default_factory=list)
+    ratios: list[float] = Field(default_factory=list)
+    samples: list[int] = Field(default_factory=list)
+    seeds: list[int] = Field(default_factory=lambda: [0])
+
+
+class Recipe(_Section):
+    """One run, fully resolved: the unit that ``run_id`` hashes."""
+
+    name: str = "custom"
+    description: str = ""
+    data: DataConfig = Field(default_factory=DataConfig)
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    negatives: NegativesConfig = Field(default_factory=NegativesConfig)
+    train: TrainConfig = Field(default_factory=TrainConfig)
+    eval: EvalConfig = Field(default_factory=EvalConfig)
+    sweep: SweepConfig = Field(default_factory=SweepConfig)
+
+    @model_validator(mode="after")
+    def _feasible(self) -> Recipe:
+        check_negatives(self)
+        return self
+
+    @property
+    def m(self) -> int:
+        """Negatives per anchor actually requested (batch: B-1)."""
+        return resolved_m(self)
+
+    @property
+    def setting(self) -> str:
+        return self.negatives.setting
+
+    def resolved(self) -> dict[str, Any]:
+        """The recipe as plain data, with m filled in."""
+        data = self.model_dump(mode="json")
+        data["negatives"]["m"] = self.m
+        return data
+
+    def run_id(self) -> str:
+        """Stable hash of everything that determines the outcome of the run.
+
+        Execution details that must not change results (device, checkpoint
+        cadence) and the sweep grid are left out, so a run is recognised as done
+        wherever it ran.
+        """
+        data = self.resolved()
+        data.pop("sweep")
+        data.pop("name")
+        data.pop("description")
+        data["train"].pop("device")
+        data["train"].pop("checkpoint_every")
+        blob = json.dumps(data, sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def resolved_m(recipe: Recipe) -> int:
+    neg, batch = recipe.negatives, recipe.train.batch_size
+    if neg.source == "batch":
+        return batch - 1
+    if neg.m is None:
+        raise NegscaleError(f"negatives.m: required for source '{neg.source}'")
+    return neg.m
+
+
+def check_negatives(recipe: Recipe) -> None:
+    """Reject m that the chosen negative source cannot supply."""
+    neg, batch, n = recipe.negatives, recipe.train.batch_size, recipe.data.n
+    if batch > n:
+        raise NegscaleError(f"train.batch_size: {batch} exceeds data.n = {n} training pairs")
+    if neg.source == "batch" and neg.m is not None and neg.m != batch - 1:
+        raise NegscaleError(
+            f"negatives.m: source 'batch' gives m = batch_size - 1 = {batch - 1}, not {neg.m};"
+            " use source 'subsample' for fewer or 'independent'/'pool' for more"
+        )
+    m = resolved_m(recipe)
+    if neg.source == "subsample" and m > batch - 1:
+        raise NegscaleError(
+            f"negatives.m: subsample draws from the other {batch - 1} items of the batch, got {m}"
+        )
+    if neg.source == "pool" and m > n:
+        raise NegscaleError(f"negatives.m: a pool holds at most data.n = {n} items, got {m}")
+    if neg.source == "independent" and m > n - 1:
+        raise NegscaleError(f"negatives.m: at most data.n - 1 = {n - 1} other items, got {m}")
+
+
+# ---------------------------------------------------------------- loading
+
+
+def bundled_recipes() -> dict[str, Path]:
+    """Recipes shipped inside the package, by name."""
+    root = resources.files("negscale") / "recipes"
+    return {Path(p.name).stem: Path(str(p)) for p in root.iterdir() if p.name.endswith(".toml")}
+
+
+def read_recipe_file(source: str) -> tuple[str, dict[str, Any]]:
+    """Return (name, raw mapping) for a recipe path or bundled recipe name."""
+    path = Path(source)
+    if not path.is_file():
+        bundled = bundled_recipes()
+        if source not in bundled:
+            names = ", ".join(sorted(bundled)) or "none"
+            raise NegscaleError(f"recipe '{source}': no such file or bundled recipe ({names})")
+        path = bundled[source]
+    try:
+        raw = tomllib.loads(path.read_text())
+    except tomllib.TOMLDecodeError as exc:
+        raise NegscaleError(f"recipe {path}: invalid TOML: {exc}") from None
+    return raw.get("name", path.stem), raw
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """Parse ``a.b=value``; the value is read as TOML (numbers, bools, lists), else a string."""
+    if "=" not in text:
+        raise NegscaleError(f"--set {text!r}: expected key.path=value")
+    key, value = text.split("=", 1)
+    keys = [k for k in key.strip().split(".") if k]
+    if not keys:
+        raise NegscaleError(f"--set {text!r}: empty key")
+    try:
+        parsed = tomllib.loads(f"v = {value.strip()}")["v"]
+    except tomllib.TOMLDecodeError:
+        parsed = value.strip()
+    return keys, parsed
+
+
+def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    out = json.loads(json.dumps(raw))
+    for text in overrides:
+        keys, value = parse_override(text)
+        node = out
+        for k in keys[:-1]:
+            child = node.setdefault(k, {})
+            if not isinstance(child, dict):
+                raise NegscaleError(f"--set {text!r}: '{k}' is not a section")
+            node = child
+        node[keys[-1]] = value
+    return out
+
+
+def validate(raw: dict[str, Any]) -> Recipe:
+    """Validate a raw mapping; the first problem becomes a one-line error naming its field.
+
+    Feasibility checks (``check_negatives``) raise NegscaleError, which pydantic
+    lets through unwrapped because it is not a ValueError.
+    """
+    try:
+        return Recipe.model_validate(raw)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        field = ".".join(str(p) for p in err["loc"]) or "recipe"
+        msg = err["msg"]
+        if err["type"] == "extra_forbidden":
+            msg = "unknown key"
+        got = err.get("input")
+        suffix = f" (got {got!r})" if got is not None and not isinstance(got, dict) else ""
+        raise NegscaleError(f"{field}: {msg}{suffix}") from None
+
+
+def load_recipe(
+    source: str,
+    overrides: list[str] | None = None,
+    *,
+    m: int | None = None,
+    n: int | None = None,
+    seed: int | None = None,
+) -> Recipe:
+    """Load, override (``--set``, then ``--negatives/--samples/--seed``), validate."""
+    name, raw = read_recipe_file(source)
+    raw = apply_overrides(raw, list(overrides or []))
+    raw["name"] = raw.get("name", name)
+    return validate(with_design(raw, m=m, n=n, seed=seed))
+
+
+def with_design(
+    raw: dict[str, Any], *, m: int | None = None, n: int | None = None, seed: int | None = None
+) -> dict[str, Any]:
+    """Set the study design axes (m, n, seed) on a raw recipe mapping."""
+    out = json.loads(json.dumps(raw))
+    if m is not None:
+        neg = out.setdefault("negatives", {})
+        if neg.get("source", "batch") == "batch":
+            # m below B-1 with in-batch negatives means a subsample of the batch.
+            neg["source"] = "subsample"
+        neg["m"] = m
+    if n is not None:
+        out.setdefault("data", {})["n"] = n
+    if seed is not None:
+        out.setdefault("train", {})["seed"] = seed
+    return out

@@ -1,0 +1,371 @@
+"""The trainer: one contrastive run from a validated recipe to a run record.
+
+Device-agnostic: ``auto`` takes CUDA when present. The CUDA fast paths (bf16
+autocast, TF32, fused AdamW, torch.compile) are switches that default on only
+on GPU; on CPU the same code runs in fp32 (bf16 autocast still works there when
+asked for). Batches and negative draws come from per-step generators, so a run
+is deterministic on CPU for a seed and resumes exactly from a checkpoint.
+"""
+
+from __future__ import annotations
+
+import math
+import resource
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+
+import torch
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+from negscale import __version__, encoders, negatives
+from negscale import data as datasets
+from negscale.data.base import PairedData, Split
+from negscale.encoders.dual import DualEncoder
+from negscale.errors import NegscaleError
+from negscale.losses import contrastive_loss
+from negscale.metrics import evaluate
+from negscale.negatives import Batch, NegativeSource, step_generator
+from negscale.recipe import Recipe
+from negscale.results import RunRecord, write
+
+_BATCH_STREAM = 1
+
+
+class Diverged(RuntimeError):
+    """The training loss became NaN or infinite."""
+
+
+@dataclass
+class Runtime:
+    """Resolved execution choices for this machine."""
+
+    device: torch.device
+    precision: str  # fp32 | bf16
+    compile: bool
+
+    @property
+    def autocast(self) -> torch.autocast:
+        return torch.autocast(
+            self.device.type, dtype=torch.bfloat16, enabled=self.precision == "bf16"
+        )
+
+
+def resolve_runtime(recipe: Recipe, device: str | None = None) -> Runtime:
+    want = device or recipe.train.device
+    if want == "cuda" and not torch.cuda.is_available():
+        raise NegscaleError("--device cuda: CUDA is not available on this machine")
+    dev = torch.device(
+        "cuda" if want == "cuda" or (want == "auto" and torch.cuda.is_available()) else "cpu"
+    )
+    on_gpu = dev.type == "cuda"
+    precision = recipe.train.precision
+    if precision == "auto":
+        precision = "bf16" if on_gpu else "fp32"
+    compile_ = recipe.train.compile == "on" or (recipe.train.compile == "auto" and on_gpu)
+    if on_gpu:
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+    return Runtime(dev, precision, compile_)
+
+
+def warmup_cosine(step: int, total: int, warmup_frac: float) -> float:
+    """LR multiplier: linear warmup, then cosine decay to zero."""
+    warm = max(1, round(warmup_frac * total))
+    if step < warm:
+        return (step + 1) / warm
+    progress = (step - warm) / max(1, total - warm)
+    return 0.5 * (1.0 + math.cos(math.pi * min(progress, 1.0)))
+
+
+def batch_indices(n: int, batch: int, seed: int, step: int) -> torch.Tensor:
+    """Indices of step ``step``: epochs are seeded permutations, cut into full batches."""
+    per_epoch = n // batch
+    epoch, pos = divmod(step, per_epoch)
+    order = torch.randperm(n, generator=step_generator(seed, epoch, _BATCH_STREAM))
+    return order[pos * batch : (pos + 1) * batch]
+
+
+def _optimizer(model: torch.nn.Module, recipe: Recipe, fused: bool) -> torch.optim.Optimizer:
+    decay, no_decay = [], []
+    for name, p in model.named_parameters():
+        if not p.requires_grad:
+            continue
+        (no_decay if p.ndim < 2 or name == "logit_scale" else decay).append(p)
+    groups = [
+        {"params": decay, "weight_decay": recipe.train.weight_decay},
+        {"params": no_decay, "weight_decay": 0.0},
+    ]
+    return torch.optim.AdamW(groups, lr=recipe.train.lr, fused=fused or None)
+
+
+def git_sha() -> str | None:
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "--short=12", "HEAD"],
+            capture_output=True,
+            text=True,
+            timeout=5,
+            cwd=Path(__file__).parent,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip() or None
+
+
+def peak_memory_mb(device: torch.device) -> float:
+    """Peak GPU memory allocated, or on CPU the process's peak resident set."""
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+class Trainer:
+    """Owns model, optimiser, negative source and the loop for one recipe."""
+
+    def __init__(
+        self,
+        recipe: Recipe,
+        runtime: Runtime,
+        data: PairedData | None = None,
+        console: Console | None = None,
+        progress: bool = True,
+    ) -> None:
+        self.recipe, self.runtime = recipe, runtime
+        self.console = console or Console(stderr=True)
+        self.progress = progress
+        self.data = data or datasets.build(recipe.data)
+        self.train_split: Split = self.data.train.subset(torch.arange(recipe.data.n))
+        torch.manual_seed(recipe.train.seed)
+        self.model: DualEncoder = encoders.build(recipe.model, self.data).to(runtime.device)
+        self.step_model = torch.compile(self.model) if runtime.compile else self.model
+        self.source: NegativeSource = negatives.build(recipe, self.data)
+        fused = runtime.device.type == "cuda"
+        self.optimizer = _optimizer(self.model, recipe, fused)
+        total, warm = recipe.train.steps, recipe.train.warmup
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
+            self.optimizer, lambda s: warmup_cosine(s, total, warm)
+        )
+        self.step = 0
+        self.losses: list[float] = []
+        self.negatives_seen: list[float] = []
+        self.scores_per_step = 0
+        self.train_s = 0.0
+
+    # ------------------------------------------------------------ checkpoints
+    def state_dict(self) -> dict:
+        return {
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "source": self.source.state_dict(),
+            "step": self.step,
+            "losses": self.losses,
+            "negatives_seen": self.negatives_seen,
+            "train_s": self.train_s,
+            "run_id": self.recipe.run_id(),
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.source.load_state_dict(state["source"])
+        self.step, self.losses = state["step"], list(state["losses"])
+        self.negatives_seen = list(state["negatives_seen"])
+        self.train_s = state["train_s"]
+
+    def save(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp")
+        torch.save(self.state_dict(), tmp)
+        tmp.replace(path)
+
+    # ------------------------------------------------------------ training
+    def _batch(self, step: int) -> Batch:
+        r, split = self.recipe, self.train_split
+        idx = batch_indices(len(split), r.train.batch_size, r.train.seed, step)
+        dev = self.runtime.device
+        labels = None if split.labels is None else split.labels[idx].to(dev)
+        return Batch(idx, split.x[idx].to(dev), split.y[idx].to(dev), labels)
+
+    def train_step(self) -> float:
+        batch = self._batch(self.step)
+        self.model.train()
+        with self.runtime.autocast:
+            img, txt = self.step_model(batch.x, batch.y)
+            out = self.source.step_loss(self.model, batch, img.float(), txt.float(), self.step)
+        loss = out.loss
+        if not torch.isfinite(loss):
+            raise Diverged(f"loss became {loss.item()} at step {self.step}")
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if self.recipe.train.grad_clip > 0:
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.recipe.train.grad_clip)
+        self.optimizer.step()
+        self.scheduler.step()
+        self.step += 1
+        value = float(loss.detach())
+        self.losses.append(value)
+        self.negatives_seen.append(out.negatives_per_anchor)
+        self.scores_per_step = out.scores
+        return value
+
+    def fit(self, checkpoint: Path | None = None) -> None:
+        """Train to ``train.steps``; checkpoint every K steps (if set) and at the end."""
+        total, every = self.recipe.train.steps, self.recipe.train.checkpoint_every
+        columns = (
+            TextColumn("[bold]train"),
+            BarColumn(),
+            TextColumn("{task.completed}/{task.total}"),
+            TextColumn("loss {task.fields[loss]:.4f}"),
+            TimeElapsedColumn(),
+            TimeRemainingColumn(),
+        )
+        with Progress(
+            *columns, console=self.console, transient=True, disable=not self.progress
+        ) as bar:
+            task = bar.add_task("train", total=total, completed=self.step, loss=float("nan"))
+            while self.step < total:
+                t0 = time.perf_counter()
+                value = self.train_step()
+                self.train_s += time.perf_counter() - t0
+                bar.update(task, advance=1, loss=value)
+                if checkpoint is not None and every and self.step % every == 0:
+                    self.save(checkpoint)
+        if checkpoint is not None:
+            self.save(checkpoint)
+
+    # ------------------------------------------------------------ evaluation
+    @torch.no_grad()
+    def embed(self, split: Split, limit: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        self.model.eval()
+        size = self.recipe.eval.batch_size
+        count = len(split) if limit is None else min(limit, len(split))
+        imgs, txts = [], []
+        for start in range(0, count, size):
+            sl = slice(start, min(start + size, count))
+            with self.runtime.autocast:
+                img, txt = self.model(
+                    split.x[sl].to(self.runtime.device), split.y[sl].to(self.runtime.device)
+                )
+            imgs.append(img.float().cpu())
+            txts.append(txt.float().cpu())
+        return torch.cat(imgs), torch.cat(txts)
+
+    @torch.no_grad()
+    def evaluate(self) -> dict[str, float | None]:
+        """Held-out retrieval metrics, zero-shot top-1, and a fixed-protocol val loss.
+
+        ``val_loss`` is the symmetric InfoNCE over the whole held-out set at the
+        model's tau: its chance level depends only on the evaluation size, never
+        on the m the run trained with (FITTING.md).
+        """
+        img, txt = self.embed(self.data.eval)
+        proto = None
+        if self.train_split.labels is not None:
+            limit = self.recipe.eval.prototypes
+            _, proto_txt = self.embed(self.train_split, limit)
+            proto = (proto_txt, self.train_split.labels[: len(proto_txt)])
+        out = evaluate(img, txt, self.data.eval.labels, proto)
+        tau = float(self.model.tau)
+        out["val_loss"] = float(contrastive_loss(img, txt, tau=tau, form="infonce"))
+        return out
+
+
+def _record(
+    recipe: Recipe,
+    trainer: Trainer,
+    runtime: Runtime,
+    status: str,
+    metrics: dict,
+    wall_s: float,
+    message: str | None,
+) -> RunRecord:
+    r, steps = recipe, len(trainer.losses)
+    tail = trainer.losses[-max(1, steps // 10) :] if steps else []
+    used = sum(trainer.negatives_seen) / len(trainer.negatives_seen) if steps else 0.0
+    gflops = 3 * 2 * trainer.scores_per_step * r.model.embed_dim / 1e9
+    return RunRecord(
+        run_id=r.run_id(),
+        study=r.name,
+        status=status,
+        created_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        negscale_version=__version__,
+        git_sha=git_sha(),
+        torch_version=torch.__version__,
+        device=str(runtime.device),
+        world_size=1,
+        recipe=r.model_dump_json(),
+        setting=r.setting,
+        negatives=r.negatives.source,
+        loss_form=r.negatives.loss_form,
+        m=r.m,
+        n=r.data.n,
+        seed=r.train.seed,
+        batch_size=r.train.batch_size,
+        steps=r.train.steps,
+        epochs=r.train.steps * r.train.batch_size / r.data.n,
+        tau=float(trainer.model.tau),
+        dataset=r.data.name,
+        image_encoder=r.model.image_encoder,
+        text_encoder=r.model.text_encoder,
+        embed_dim=r.model.embed_dim,
+        precision=runtime.precision,
+        **{k: v for k, v in metrics.items()},
+        train_loss=sum(tail) / len(tail) if tail else None,
+        wall_s=wall_s,
+        train_s=trainer.train_s,
+        samples_per_s=steps * r.train.batch_size / trainer.train_s if trainer.train_s else 0.0,
+        peak_mem_mb=peak_memory_mb(runtime.device),
+        loss_gflops=gflops,
+        negatives_used=used,
+        negatives_store=trainer.source.store_size,
+        negatives_ids_sha=trainer.source.ids_sha,
+        message=message,
+    )
+
+
+def checkpoint_path(results: Path, run_id: str) -> Path:
+    return Path(results) / "checkpoints" / f"{run_id}.pt"
+
+
+def run(
+    recipe: Recipe,
+    results: str | Path,
+    *,
+    device: str | None = None,
+    console: Console | None = None,
+    progress: bool = True,
+    data: PairedData | None = None,
+) -> RunRecord:
+    """Train, evaluate and record one run; resumes from its checkpoint if one exists.
+
+    A diverged run is recorded with ``status="diverged"`` and no metrics.
+    """
+    start = time.perf_counter()
+    runtime = resolve_runtime(recipe, device)
+    trainer = Trainer(recipe, runtime, data=data, console=console, progress=progress)
+    ckpt = checkpoint_path(Path(results), recipe.run_id())
+    if ckpt.is_file():
+        try:
+            trainer.load_state_dict(
+                torch.load(ckpt, map_location=runtime.device, weights_only=False)
+            )
+        except Exception as exc:  # a broken checkpoint only costs the work it held
+            print(f"warning: ignoring unreadable checkpoint {ckpt}: {exc}", file=sys.stderr)
+    status, message, metrics = "ok", None, {}
+    try:
+        trainer.fit(ckpt)
+        metrics = trainer.evaluate()
+    except Diverged as exc:
+        status, message = "diverged", str(exc)
+    record = _record(
+        recipe, trainer, runtime, status, metrics, time.perf_counter() - start, message
+    )
+    write(record, results)
+    return record

@@ -1,0 +1,82 @@
+"""Retrieval metrics against sklearn's roc_auc_score and a brute-force ranking."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from negscale.metrics import evaluate, retrieval_metrics, zeroshot_top1
+
+roc_auc_score = pytest.importorskip("sklearn.metrics").roc_auc_score
+
+
+def _pair(n: int, d: int, seed: int, noise: float) -> tuple[torch.Tensor, torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    q = torch.randn(n, d, generator=g)
+    return q, q + noise * torch.randn(n, d, generator=g)
+
+
+def brute(queries: torch.Tensor, keys: torch.Tensor, labels=None) -> dict[str, float]:
+    s = (queries @ keys.T).numpy()
+    n = s.shape[0]
+    aucs, ranks = [], []
+    for i in range(n):
+        pos = (np.arange(n) == i) if labels is None else (labels.numpy() == labels[i].item())
+        aucs.append(roc_auc_score(pos.astype(int), s[i]))
+        order = sorted(range(n), key=lambda j: (-s[i, j], pos[j]))  # ties against the positive
+        ranks.append(1 + next(k for k, j in enumerate(order) if pos[j]))
+    ranks = np.array(ranks)
+    out = {f"recall_at_{k}": float((ranks <= k).mean()) for k in (1, 5, 10)}
+    out.update(auc=float(np.mean(aucs)), mean_rank=float(ranks.mean()))
+    return out
+
+
+@pytest.mark.parametrize("noise", [0.3, 1.5, 4.0])
+def test_instance_retrieval_matches_sklearn_and_brute_force(noise: float) -> None:
+    q, k = _pair(60, 8, 0, noise)
+    got = retrieval_metrics(q, k, chunk=17)  # chunking must not change anything
+    want = brute(q, k)
+    assert got == pytest.approx(want, abs=1e-12)
+
+
+def test_label_aware_retrieval_matches_sklearn() -> None:
+    q, k = _pair(50, 6, 1, 2.0)
+    labels = torch.arange(50) % 7
+    assert retrieval_metrics(q, k, labels) == pytest.approx(brute(q, k, labels), abs=1e-12)
+
+
+def test_ties_count_half_in_auc_and_against_the_positive_in_recall() -> None:
+    q = torch.ones(4, 2)
+    k = torch.ones(4, 2)  # every score ties
+    out = retrieval_metrics(q, k)
+    assert out["auc"] == 0.5
+    assert out["recall_at_1"] == 0.0
+    assert out["mean_rank"] == 4.0
+
+
+def test_perfect_and_reversed_scorers() -> None:
+    e = torch.eye(12)
+    assert retrieval_metrics(e, e)["auc"] == 1.0
+    assert retrieval_metrics(e, e)["recall_at_1"] == 1.0
+    assert retrieval_metrics(e, -e + 1)["auc"] == 0.0
+
+
+def test_zeroshot_uses_class_prototypes() -> None:
+    protos = torch.eye(3)
+    proto_txt = torch.cat([protos, protos])
+    proto_lab = torch.tensor([0, 1, 2, 0, 1, 2])
+    imgs = torch.tensor([[1.0, 0.1, 0], [0, 0, 1.0], [0.9, 1.0, 0]])
+    labels = torch.tensor([0, 2, 0])
+    assert zeroshot_top1(imgs, labels, proto_txt, proto_lab) == pytest.approx(2 / 3)
+
+
+def test_evaluate_reports_both_directions_and_their_mean() -> None:
+    q, k = _pair(40, 5, 2, 1.0)
+    out = evaluate(q, k)
+    i2t, t2i = retrieval_metrics(q, k), retrieval_metrics(k, q)
+    for name in i2t:
+        assert out[f"{name}_i2t"] == i2t[name]
+        assert out[f"{name}_t2i"] == t2i[name]
+        assert out[name] == pytest.approx(0.5 * (i2t[name] + t2i[name]))
+    assert out["zeroshot_top1"] is None

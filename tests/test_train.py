@@ -1,0 +1,111 @@
+"""The trainer end to end on the synthetic task: determinism, m matters, divergence, resume."""
+
+from __future__ import annotations
+
+import itertools
+
+import pytest
+import torch
+
+from negscale.recipe import load_recipe
+from negscale.results import load
+from negscale.train import Runtime, Trainer, batch_indices, resolve_runtime, run, warmup_cosine
+
+OUTCOMES = [
+    "recall_at_1",
+    "recall_at_5",
+    "recall_at_10",
+    "auc",
+    "mean_rank",
+    "zeroshot_top1",
+    "val_loss",
+    "train_loss",
+]
+
+
+def test_same_seed_gives_identical_outcomes(tmp_path, tiny_overrides) -> None:
+    r = load_recipe("quickstart", tiny_overrides, m=8)
+    a = run(r, tmp_path / "a", progress=False)
+    b = run(r, tmp_path / "b", progress=False)
+    assert [getattr(a, k) for k in OUTCOMES] == [getattr(b, k) for k in OUTCOMES]
+    c = run(load_recipe("quickstart", tiny_overrides, m=8, seed=1), tmp_path / "c", progress=False)
+    assert c.auc != a.auc
+
+
+def test_batch_negatives_beat_one_negative_on_held_out_auc(tmp_path) -> None:
+    small = [
+        "data.n=1024",
+        "data.n_eval=512",
+        "train.steps=120",
+        "train.batch_size=128",
+        "model.hidden=64",
+    ]
+    one = run(load_recipe("quickstart", small, m=1), tmp_path, progress=False)
+    full = run(load_recipe("quickstart", small), tmp_path, progress=False)
+    assert (one.m, full.m) == (1, 127)
+    assert full.auc > one.auc + 0.003
+    assert full.recall_at_1 > one.recall_at_1 + 0.05
+    assert one.negatives_used == 1 and full.negatives_used == 127
+
+
+def test_record_is_written_and_complete(tmp_path, tiny_overrides) -> None:
+    r = load_recipe("quickstart", tiny_overrides)
+    rec = run(r, tmp_path, progress=False)
+    df = load(tmp_path)
+    assert list(df["run_id"]) == [r.run_id()]
+    row = df.iloc[0]
+    assert row["status"] == "ok" and row["m"] == 63 and row["n"] == 512
+    assert row["setting"] == "self-supervised" and row["negatives"] == "batch"
+    assert row["epochs"] == pytest.approx(40 * 64 / 512)
+    assert 0.5 < row["auc"] <= 1 and row["recall_at_1"] > 10 / 256  # far above chance
+    assert row["samples_per_s"] > 0 and row["peak_mem_mb"] > 0 and row["loss_gflops"] > 0
+    assert rec.recipe and '"steps":40' in rec.recipe.replace(" ", "")
+    assert (tmp_path / "checkpoints" / f"{r.run_id()}.pt").is_file()
+
+
+def test_nan_loss_is_recorded_as_diverged(tmp_path, tiny_overrides) -> None:
+    r = load_recipe("quickstart", [*tiny_overrides, "train.lr=1e30", "train.grad_clip=0"])
+    rec = run(r, tmp_path, progress=False)
+    assert rec.status == "diverged" and "loss became" in rec.message
+    assert rec.auc is None
+    assert load(tmp_path).loc[0, "status"] == "diverged"
+
+
+def test_resume_from_checkpoint_continues_exactly(tiny_overrides) -> None:
+    r = load_recipe("quickstart", [*tiny_overrides, "train.steps=12"], m=5)
+    rt = Runtime(torch.device("cpu"), "fp32", False)
+    straight = Trainer(r, rt, progress=False)
+    for _ in range(12):
+        straight.train_step()
+    first = Trainer(r, rt, progress=False)
+    for _ in range(5):
+        first.train_step()
+    state = first.state_dict()
+    second = Trainer(r, rt, progress=False)
+    second.load_state_dict(state)
+    for _ in range(7):
+        second.train_step()
+    assert second.losses == straight.losses
+    for p, q in zip(second.model.parameters(), straight.model.parameters(), strict=True):
+        torch.testing.assert_close(p, q, rtol=0, atol=0)
+
+
+def test_bf16_autocast_runs_on_cpu(tmp_path, tiny_overrides) -> None:
+    r = load_recipe("quickstart", [*tiny_overrides, "train.precision='bf16'", "train.steps=5"])
+    rec = run(r, tmp_path, progress=False)
+    assert rec.precision == "bf16" and rec.status == "ok"
+
+
+def test_runtime_resolution_and_schedule() -> None:
+    r = load_recipe("quickstart")
+    rt = resolve_runtime(r, "cpu")
+    assert (rt.device.type, rt.precision, rt.compile) == ("cpu", "fp32", False)
+    lrs = [warmup_cosine(s, 100, 0.1) for s in range(100)]
+    assert lrs[0] == pytest.approx(0.1) and lrs[9] == pytest.approx(1.0)
+    assert lrs[-1] < 0.01 and all(a >= b for a, b in itertools.pairwise(lrs[10:]))
+
+
+def test_batches_cover_each_epoch_without_repeats() -> None:
+    seen = torch.cat([batch_indices(40, 8, 0, s) for s in range(5)])
+    assert sorted(seen.tolist()) == list(range(40))
+    assert not torch.equal(batch_indices(40, 8, 0, 5), batch_indices(40, 8, 0, 0))
