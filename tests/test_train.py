@@ -109,3 +109,13 @@ def test_batches_cover_each_epoch_without_repeats() -> None:
     seen = torch.cat([batch_indices(40, 8, 0, s) for s in range(5)])
     assert sorted(seen.tolist()) == list(range(40))
     assert not torch.equal(batch_indices(40, 8, 0, 5), batch_indices(40, 8, 0, 0))
+
+
+def test_images_and_captions_train_with_tiny_cnn_and_transformer(tmp_path, tiny_overrides) -> None:
+    r = load_recipe(
+        "quickstart",
+        [*tiny_overrides, "data.flavour='images'", "train.steps=10", "data.image_size=8"],
+    )
+    rec = run(r, tmp_path, progress=False)
+    assert rec.status == "ok" and 0 <= rec.auc <= 1
+    assert '"flavour":"images"' in rec.recipe.replace(" ", "")

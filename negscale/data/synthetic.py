@@ -93,13 +93,13 @@ def _apply_lift(lift: tuple[np.ndarray, np.ndarray, np.ndarray], u: np.ndarray) 
 
 
 def _draw_latents(
-    rng: np.random.Generator, centres: np.ndarray, count: int, cfg: DataConfig
+    seed: int, stream: int, centres: np.ndarray, count: int, cfg: DataConfig
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    k = rng.integers(0, centres.shape[0], size=count)
-    z = centres[k] + cfg.cluster_spread * rng.normal(size=(count, centres.shape[1]))
-    u = z + cfg.noise * rng.normal(size=z.shape)
-    v = z + cfg.noise * rng.normal(size=z.shape)
-    return k, u, v
+    """Item i's draws depend only on i: the first n items are the same for every count."""
+    k = np.random.default_rng([seed, stream, 0]).integers(0, centres.shape[0], size=count)
+    e = np.random.default_rng([seed, stream, 1]).normal(size=(count, 3, centres.shape[1]))
+    z = centres[k] + cfg.cluster_spread * e[:, 0]
+    return k, z + cfg.noise * e[:, 1], z + cfg.noise * e[:, 2]
 
 
 def _render_images(rng_task: np.random.Generator, cfg: DataConfig):
@@ -143,12 +143,8 @@ def _tokenizer(rng_task: np.random.Generator, cfg: DataConfig):
 def build_synthetic(cfg: DataConfig) -> PairedData:
     task = np.random.default_rng([cfg.seed, 0])
     centres = task.normal(scale=cfg.cluster_scale, size=(cfg.classes, cfg.latent_dim))
-    k_tr, u_tr, v_tr = _draw_latents(
-        np.random.default_rng([cfg.seed, _TRAIN_STREAM]), centres, cfg.n, cfg
-    )
-    k_ev, u_ev, v_ev = _draw_latents(
-        np.random.default_rng([cfg.seed, _EVAL_STREAM]), centres, cfg.n_eval, cfg
-    )
+    k_tr, u_tr, v_tr = _draw_latents(cfg.seed, _TRAIN_STREAM, centres, cfg.n, cfg)
+    k_ev, u_ev, v_ev = _draw_latents(cfg.seed, _EVAL_STREAM, centres, cfg.n_eval, cfg)
 
     if cfg.flavour == "vectors":
         g, h = (
