@@ -1,8 +1,9 @@
 """Encoder registry: ``model.image_encoder`` / ``model.text_encoder`` name -> tower.
 
-``auto`` picks the built-in tiny tower for the data's modality. Pretrained
-towers (timm, transformers) plug in here with ``register`` and load weights only
-from local paths.
+A name is ``key`` or ``key:variant`` (``timm:resnet18``). ``auto`` picks the
+built-in tiny tower for the data's modality; ``timm:<arch>`` and ``hf`` are
+pretrained-capable towers that load weights only from local paths. New towers
+plug in with ``register``.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from negscale.encoders.tiny import tiny_tower
 from negscale.errors import NegscaleError
 from negscale.recipe import ModelConfig
 
-TowerBuilder = Callable[[Modality, ModelConfig], nn.Module]
+TowerBuilder = Callable[[Modality, ModelConfig, str | None], nn.Module]
 
 
 @dataclass(frozen=True)
@@ -39,8 +40,22 @@ def register(name: str, kinds: tuple[str, ...], summary: str):
     return wrap
 
 
-def _tiny(modality: Modality, cfg: ModelConfig) -> nn.Module:
+def _tiny(modality: Modality, cfg: ModelConfig, variant: str | None) -> nn.Module:
     return tiny_tower(modality, cfg.hidden, cfg.layers)
+
+
+def _timm(modality: Modality, cfg: ModelConfig, variant: str | None) -> nn.Module:
+    from negscale.encoders.pretrained import timm_tower
+
+    if not variant:
+        raise NegscaleError("model.image_encoder: name the architecture, e.g. 'timm:resnet18'")
+    return timm_tower(variant, modality, cfg)
+
+
+def _hf(modality: Modality, cfg: ModelConfig, variant: str | None) -> nn.Module:
+    from negscale.encoders.pretrained import hf_tower
+
+    return hf_tower(modality, cfg)
 
 
 for _name, _kinds, _summary in (
@@ -50,10 +65,15 @@ for _name, _kinds, _summary in (
     ("transformer", ("tokens",), "small token transformer with mean pooling (CPU-fast)"),
 ):
     register(_name, _kinds, _summary)(_tiny)
+register("timm", ("image",), "timm:<arch> backbone; weights from model.image_path (local file)")(
+    _timm
+)
+register("hf", ("tokens",), "transformers model from the local folder model.text_path")(_hf)
 
 
 def _tower(field: str, name: str, modality: Modality, cfg: ModelConfig) -> nn.Module:
-    entry = ENCODERS.get(name)
+    key, _, variant = name.partition(":")
+    entry = ENCODERS.get(key)
     if entry is None:
         raise NegscaleError(
             f"model.{field}: unknown encoder '{name}' (have: {', '.join(ENCODERS)})"
@@ -63,7 +83,7 @@ def _tower(field: str, name: str, modality: Modality, cfg: ModelConfig) -> nn.Mo
             f"model.{field}: encoder '{name}' takes {'/'.join(entry.kinds)}, "
             f"the data gives {modality.kind}"
         )
-    return entry.build(modality, cfg)
+    return entry.build(modality, cfg, variant or None)
 
 
 def build(cfg: ModelConfig, data: PairedData) -> DualEncoder:

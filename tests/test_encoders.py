@@ -1,0 +1,71 @@
+"""Encoder registry: tiny towers, timm and transformers towers from local files only."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from negscale.data import build as build_data
+from negscale.encoders import build
+from negscale.errors import NegscaleError
+from negscale.recipe import DataConfig, ModelConfig
+
+
+@pytest.fixture(scope="module")
+def images():
+    return build_data(DataConfig(flavour="images", n=16, n_eval=8, image_size=16, vocab=4))
+
+
+def test_embeddings_are_unit_norm_and_tau_is_fixed_unless_learned(images) -> None:
+    model = build(ModelConfig(embed_dim=8, hidden=16, tau=0.2), images)
+    img, txt = model(images.train.x[:4], images.train.y[:4])
+    assert img.shape == txt.shape == (4, 8)
+    torch.testing.assert_close(img.norm(dim=-1), torch.ones(4))
+    assert float(model.tau) == pytest.approx(0.2)
+    assert "logit_scale" not in dict(model.named_parameters())
+    learned = build(ModelConfig(hidden=16, learn_tau=True), images)
+    assert "logit_scale" in dict(learned.named_parameters())
+
+
+def test_timm_image_tower_loads_local_checkpoint(images, tmp_path) -> None:
+    timm = pytest.importorskip("timm")
+    ref = timm.create_model("test_resnet", pretrained=False, num_classes=0, in_chans=1)
+    path = tmp_path / "weights.pth"
+    torch.save(ref.state_dict(), path)
+    cfg = ModelConfig(image_encoder="timm:test_resnet", image_path=str(path), hidden=16)
+    model = build(cfg, images)
+    ref.eval()
+    model.eval()
+    x = images.train.x[:2]
+    torch.testing.assert_close(model.image_tower(x), ref(x))
+
+
+def test_hf_text_tower_from_local_folder(images, tmp_path) -> None:
+    transformers = pytest.importorskip("transformers")
+    config = transformers.BertConfig(
+        vocab_size=64,
+        hidden_size=16,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        intermediate_size=32,
+    )
+    transformers.BertModel(config).save_pretrained(tmp_path)
+    model = build(ModelConfig(text_encoder="hf", text_path=str(tmp_path), hidden=16), images)
+    _, txt = model(images.train.x[:3], images.train.y[:3])
+    assert txt.shape == (3, 32)
+
+
+@pytest.mark.parametrize(
+    "cfg,needle",
+    [
+        (dict(image_encoder="nope"), "unknown encoder"),
+        (dict(image_encoder="mlp"), "takes vector"),
+        (dict(image_encoder="timm"), "name the architecture"),
+        (dict(image_encoder="timm:no_such_net"), "no architecture"),
+        (dict(image_encoder="timm:test_resnet", image_path="/nope.pth"), "no checkpoint"),
+        (dict(text_encoder="hf"), "local transformers model folder"),
+    ],
+)
+def test_bad_encoder_choices_are_clear_errors(images, cfg, needle) -> None:
+    with pytest.raises(NegscaleError, match=needle):
+        build(ModelConfig(hidden=16, **cfg), images)
