@@ -72,3 +72,11 @@ def test_list(what: str) -> None:
     assert res.exit_code == 0
     rows = json.loads(res.stdout)
     assert rows and all("name" in r and r.get("summary") for r in rows)
+
+
+def test_diverged_run_is_recorded_and_exits_non_zero(tmp_path, tiny_overrides) -> None:
+    sets = _sets([*tiny_overrides, "train.lr=1e30", "train.grad_clip=0"])
+    res = runner.invoke(app, ["train", "quickstart", "--results", str(tmp_path), *sets])
+    assert res.exit_code == 1
+    assert "diverged" in res.stderr and "Traceback" not in res.output
+    assert len(list((tmp_path / "runs").glob("*.parquet"))) == 1
