@@ -112,6 +112,7 @@ def train(
         f"[bold]negscale train[/bold] {r.name}: source={r.negatives.source} m={r.m} "
         f"n={r.data.n} seed={r.train.seed} -> {folder}",
         highlight=False,
+        soft_wrap=True,
     )
     record = run(r, folder, device=device, console=err, progress=True)
     row = record.to_row()
@@ -127,18 +128,32 @@ def train(
         raise typer.Exit(1)
 
 
+def chance_levels(row: dict) -> dict[str, float]:
+    """What a scorer that cannot tell pairs apart gets on this run's evaluation set."""
+    data = json.loads(row["recipe"])["data"]
+    size = data["n_eval"]
+    out = {f"recall_at_{k}": min(k / size, 1.0) for k in (1, 5, 10)}
+    out.update(auc=0.5, mean_rank=(size + 1) / 2, val_loss=math.log(size))
+    if data.get("classes"):
+        out["zeroshot_top1"] = 1 / data["classes"]
+    return out
+
+
 def run_table(row: dict) -> Table:
     table = Table(title=f"run {row['run_id']} ({row['status']})", title_justify="left")
-    table.add_column("metric")
-    table.add_column("both", justify="right")
-    table.add_column("image→text", justify="right")
-    table.add_column("text→image", justify="right")
+    for col in ("metric", "both", "image→text", "text→image", "chance"):
+        table.add_column(col, justify="left" if col == "metric" else "right")
+    chance = chance_levels(row)
     for name in ("recall_at_1", "recall_at_5", "recall_at_10", "auc", "mean_rank"):
         table.add_row(
-            name, _fmt(row.get(name)), _fmt(row.get(f"{name}_i2t")), _fmt(row.get(f"{name}_t2i"))
+            name,
+            _fmt(row.get(name)),
+            _fmt(row.get(f"{name}_i2t")),
+            _fmt(row.get(f"{name}_t2i")),
+            _fmt(chance.get(name)),
         )
     for name in ("zeroshot_top1", "val_loss", "train_loss"):
-        table.add_row(name, _fmt(row.get(name)), "", "")
+        table.add_row(name, _fmt(row.get(name)), "", "", _fmt(chance.get(name)))
     table.caption = (
         f"m={row['m']} ({row['negatives']}, {row['setting']}), n={row['n']}, "
         f"seed={row['seed']}, {row['steps']} steps on {row['device']} "
