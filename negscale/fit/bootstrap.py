@@ -1,0 +1,83 @@
+"""Bootstrap: resample runs, refit every replicate at once.
+
+Stratified: within each (m, n) cell, the cell's seeds are resampled with
+replacement (the design — which m and n were run — is fixed, only the
+run-to-run noise varies). With one run per cell there is nothing to resample
+inside a cell, so runs are resampled with replacement within each n group
+(a case bootstrap that keeps each group's size).
+
+Replicates are refitted together by :func:`negscale.fit.optimize.batch_lm`,
+warm-started at the point estimate; a replicate that did not converge, or
+whose exponent/scale landed on a bound the point estimate is not on, is
+refitted from the full grid of starts (again batched).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from negscale.fit.objective import Data
+from negscale.fit.optimize import FitResult, batch_lm, multistart, row_bounds
+
+
+def resample_indices(strata: np.ndarray, R: int, rng: np.random.Generator) -> np.ndarray:
+    """(R, N) row indices: each column is redrawn from its own stratum."""
+    N = strata.size
+    out = np.empty((R, N), dtype=np.int64)
+    for s in np.unique(strata):
+        members = np.nonzero(strata == s)[0]
+        out[:, members] = members[rng.integers(0, members.size, size=(R, members.size))]
+    return out
+
+
+def strata_for(cells: np.ndarray, groups: np.ndarray) -> tuple[np.ndarray, str]:
+    """Cells when they hold replicate seeds, else n groups (case bootstrap)."""
+    counts = np.bincount(cells)
+    if np.median(counts[counts > 0]) >= 2:
+        return cells, "stratified (seeds resampled within each (m, n) cell)"
+    return groups, "case (one run per cell: runs resampled within each n group)"
+
+
+def _distinct_per_row(X: np.ndarray) -> np.ndarray:
+    S = np.sort(X, axis=1)
+    return 1 + (np.diff(S, axis=1) > 0).sum(axis=1)
+
+
+def refit(
+    fit: FitResult, data: Data, idx: np.ndarray, delta: float, wide: bool = False
+) -> tuple[np.ndarray, dict]:
+    """Refit ``fit.form`` on each replicate ``data.subset(idx[r])``.
+
+    Returns parameters (R, k) in scaled units (NaN rows where the replicate
+    cannot identify the form, e.g. a case resample that lost an m level) and
+    counts of restarts and failures.
+    """
+    form = fit.form
+    M, Nn, Y = data.m[idx], data.n[idx], data.y[idx]
+    R = idx.shape[0]
+    lb, ub = row_bounds(form, M, Y, wide, delta)
+    P0 = np.clip(np.broadcast_to(fit.params, (R, form.k)), lb, ub)
+    P, cost, conv = batch_lm(form, M, Nn, np.log(Y), P0, lb, ub, delta)
+
+    nl = [form.idx(p) for p in form.nonlinear]
+    restart = ~conv
+    if nl:
+        span = ub[:, nl] - lb[:, nl]
+        on_lo = P[:, nl] <= lb[:, nl] + 1e-6 * span
+        on_hi = P[:, nl] >= ub[:, nl] - 1e-6 * span
+        pt_lo = np.array([f"{form.names[i]}=lower" in fit.on_bound for i in nl])
+        pt_hi = np.array([f"{form.names[i]}=upper" in fit.on_bound for i in nl])
+        restart |= ((on_lo & ~pt_lo) | (on_hi & ~pt_hi)).any(axis=1)
+    rows = np.nonzero(restart)[0]
+    if rows.size:
+        Pm, Cm, _ = multistart(form, M[rows], Nn[rows], Y[rows], delta, wide, grid_size=4)
+        better = Cm[:, 0] < cost[rows]
+        P[rows[better]] = Pm[better, 0]
+
+    need_m = 3 if form.m_kind == "exp" or form.a is None else 2
+    bad = _distinct_per_row(M) < need_m
+    if form.has_n:
+        bad |= _distinct_per_row(Nn) < (3 if form.b is None else 2)
+    bad |= ~np.all(np.isfinite(P), axis=1)
+    P[bad] = np.nan
+    return P, {"restarts": int(rows.size), "failed": int(bad.sum())}

@@ -1,0 +1,227 @@
+"""Candidate forms of the error curve y(m, n), and the saturation math on them.
+
+Everything here is vectorised over a leading "replicate" axis so the bootstrap
+can evaluate a thousand parameter vectors at once: parameters are arrays of
+shape (R, k), data arrays broadcast as (R, N) or (1, N).
+
+Internally m and n are divided by reference values (geometric means of the
+tested range) so that exponents and amplitudes are well scaled; the
+``to_original``/``from_original`` helpers convert parameters to and from the
+user's units (A·m^(−a) with m in the user's units, s in the user's units).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+import numpy as np
+
+LN2 = float(np.log(2.0))
+FORM_IDS = ("free", "theory-supervised", "theory-self-supervised", "exp")
+
+
+@dataclass(frozen=True)
+class Form:
+    """One candidate law ``y = E + m-term + n-term`` (the n-term optional)."""
+
+    id: str
+    m_kind: str  # "power": A·m^(−a); "exp": A·exp(−m/s)
+    a: float | None  # fixed m exponent (power); None = free parameter
+    has_n: bool
+    b: float | None  # fixed n exponent; None = free parameter
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        names = ["E", "A"]
+        if self.m_kind == "power" and self.a is None:
+            names.append("a")
+        if self.m_kind == "exp":
+            names.append("s")
+        if self.has_n:
+            names.append("B")
+            if self.b is None:
+                names.append("b")
+        return tuple(names)
+
+    @property
+    def k(self) -> int:
+        return len(self.names)
+
+    @property
+    def nonlinear(self) -> tuple[str, ...]:
+        """Parameters that enter nonlinearly (searched on a grid for starts)."""
+        return tuple(p for p in self.names if p in ("a", "s", "b"))
+
+    @property
+    def is_theory(self) -> bool:
+        return self.id.startswith("theory")
+
+    def idx(self, name: str) -> int:
+        return self.names.index(name)
+
+    def drop_n(self) -> Form:
+        return replace(self, has_n=False)
+
+    @property
+    def formula(self) -> str:
+        if self.m_kind == "exp":
+            mt = "A·exp(−m/s)"
+        elif self.a is None:
+            mt = "A·m^(−a)"
+        elif self.a == 1.0:
+            mt = "A/m"
+        else:
+            mt = "A/√m"
+        if not self.has_n:
+            return f"E + {mt}"
+        nt = "B·n^(−b)" if self.b is None else "B/√n"
+        return f"E + {mt} + {nt}"
+
+    # ------------------------------------------------------------------ parts
+    def _get(self, P: np.ndarray, name: str) -> np.ndarray:
+        return P[:, self.idx(name), None]
+
+    def m_exponent(self, P: np.ndarray) -> np.ndarray:
+        """The m exponent a as (R, 1) (power forms only)."""
+        if self.a is not None:
+            return np.full((P.shape[0], 1), self.a)
+        return self._get(P, "a")
+
+    def n_exponent(self, P: np.ndarray) -> np.ndarray:
+        if self.b is not None:
+            return np.full((P.shape[0], 1), self.b)
+        return self._get(P, "b")
+
+    def m_term(self, P: np.ndarray, m: np.ndarray) -> np.ndarray:
+        """The m-dependent part of y, shape (R, N)."""
+        P = np.atleast_2d(P)
+        A = self._get(P, "A")
+        if self.m_kind == "exp":
+            return A * np.exp(-m / self._get(P, "s"))
+        return A * m ** (-self.m_exponent(P))
+
+    def n_term(self, P: np.ndarray, n: np.ndarray) -> np.ndarray:
+        P = np.atleast_2d(P)
+        if not self.has_n:
+            return np.zeros((P.shape[0], 1))
+        return self._get(P, "B") * n ** (-self.n_exponent(P))
+
+    def predict(self, P: np.ndarray, m: np.ndarray, n: np.ndarray) -> np.ndarray:
+        """y-hat, shape (R, N) for P of shape (R, k)."""
+        P = np.atleast_2d(P)
+        return self._get(P, "E") + self.m_term(P, m) + self.n_term(P, n)
+
+    def jac(self, P: np.ndarray, m: np.ndarray, n: np.ndarray) -> np.ndarray:
+        """d y-hat / d P, shape (R, N, k)."""
+        P = np.atleast_2d(P)
+        R = P.shape[0]
+        N = np.broadcast_shapes(np.shape(m), np.shape(n))[-1]
+        J = np.empty((R, N, self.k))
+        J[:, :, 0] = 1.0
+        A = self._get(P, "A")
+        if self.m_kind == "exp":
+            s = self._get(P, "s")
+            e = np.exp(-m / s)
+            J[:, :, 1] = e
+            J[:, :, self.idx("s")] = A * e * m / s**2
+        else:
+            mt = m ** (-self.m_exponent(P))
+            J[:, :, 1] = mt
+            if self.a is None:
+                J[:, :, self.idx("a")] = -A * mt * np.log(m)
+        if self.has_n:
+            nt = n ** (-self.n_exponent(P))
+            J[:, :, self.idx("B")] = nt
+            if self.b is None:
+                J[:, :, self.idx("b")] = -self._get(P, "B") * nt * np.log(n)
+        return J
+
+    # -------------------------------------------------------------- saturation
+    def gain(self, P: np.ndarray, m: np.ndarray) -> np.ndarray:
+        """Gain per doubling f(m) − f(2m) in error units (= metric units), (R, N)."""
+        return self.m_term(P, m) - self.m_term(P, 2.0 * m)
+
+    def m_sat(self, P: np.ndarray, eps: float) -> np.ndarray:
+        """Closed-form saturation point (scaled m units), shape (R,).
+
+        power: the gain A(1−2^(−a))m^(−a) falls monotonically, so
+        m_sat = [A(1−2^(−a))/ε]^(1/a).
+        exp: the gain A·u(1−u), u = exp(−m/s), rises then falls; the top-down
+        solution is the larger root, u = (1 − √(1 − 4ε/A))/2, m_sat = −s·ln u;
+        when the peak gain A/4 never exceeds ε the whole curve is flat: 0.
+        """
+        P = np.atleast_2d(P)
+        A = P[:, 1]
+        with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+            if self.m_kind == "exp":
+                s = P[:, self.idx("s")]
+                x = 4.0 * eps / A
+                # the small root of u² − u + ε/A = 0, written stably
+                u = 2.0 * (eps / A) / (1.0 + np.sqrt(np.clip(1.0 - x, 0.0, None)))
+                out = np.where(x >= 1.0, 0.0, -s * np.log(u))
+            else:
+                a = self.m_exponent(P)[:, 0]
+                out = (A * (1.0 - 2.0 ** (-a)) / eps) ** (1.0 / a)
+        return np.where(A > 0, out, 0.0)
+
+    # ------------------------------------------------------------------ units
+    def to_original(self, P: np.ndarray, m_ref: float, n_ref: float) -> np.ndarray:
+        """Parameters in the user's units (m, n not rescaled)."""
+        Q = np.array(np.atleast_2d(P), dtype=float, copy=True)
+        if self.m_kind == "exp":
+            Q[:, self.idx("s")] *= m_ref
+        else:
+            Q[:, 1] *= m_ref ** self.m_exponent(Q)[:, 0]
+        if self.has_n:
+            Q[:, self.idx("B")] *= n_ref ** self.n_exponent(Q)[:, 0]
+        return Q
+
+
+def make_form(form_id: str, has_n: bool) -> Form:
+    """The candidate with id ``form_id``; ``has_n=False`` drops its n term."""
+    table = {
+        "free": Form("free", "power", None, True, None),
+        "theory-supervised": Form("theory-supervised", "power", 1.0, True, 0.5),
+        "theory-self-supervised": Form("theory-self-supervised", "power", 0.5, True, 0.5),
+        "exp": Form("exp", "exp", None, True, None),
+    }
+    f = table[form_id]
+    return f if has_n else f.drop_n()
+
+
+def budget_optimum(
+    form: Form, P: np.ndarray, S: float, m_ref: float, n_ref: float
+) -> tuple[np.ndarray, np.ndarray]:
+    """Budget-optimal (m*, n*) in the user's units for a budget S = m·n, each (R,).
+
+    power m-term: G = (aA/(bB))^(1/(a+b)), m* = G·S^(b/(a+b)), n* = S^(a/(a+b))/G.
+    exp m-term: no closed form; minimised on a fine log-m grid with a
+    parabolic refinement (vectorised over replicates).
+    """
+    P = np.atleast_2d(P)
+    St = S / (m_ref * n_ref)
+    B = P[:, form.idx("B")]
+    b = form.n_exponent(P)[:, 0]
+    A = P[:, 1]
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        if form.m_kind == "power":
+            a = form.m_exponent(P)[:, 0]
+            G = (a * A / (b * B)) ** (1.0 / (a + b))
+            mt = G * St ** (b / (a + b))
+        else:
+            s = P[:, form.idx("s")]
+            grid = np.geomspace(St * 1e-12, St * 1e6, 721)  # n from 1e-6·S.. to 1e12
+            lg = np.log(grid)
+            # y(m) along the budget line, up to the constant E
+            Y = A[:, None] * np.exp(-grid[None, :] / s[:, None]) + B[:, None] * (
+                St / grid[None, :]
+            ) ** (-b[:, None])
+            j = np.clip(np.argmin(Y, axis=1), 1, grid.size - 2)
+            r = np.arange(P.shape[0])
+            y0, y1, y2 = Y[r, j - 1], Y[r, j], Y[r, j + 1]
+            den = y0 - 2 * y1 + y2
+            h = lg[1] - lg[0]
+            shift = np.where(den > 0, 0.5 * (y0 - y2) / den, 0.0)
+            mt = np.exp(lg[j] + np.clip(shift, -1, 1) * h)
+        nt = St / mt
+    return mt * m_ref, nt * n_ref

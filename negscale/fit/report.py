@@ -1,0 +1,292 @@
+"""The fit's answer as data (:class:`FitReport`, JSON per DESIGN.md's fit
+contract) and as a rich report a researcher can read at a glance."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+M_SAT_DEFINITION = (
+    "m_sat(ε) = the smallest m such that for every m' ≥ m the metric gains at most ε "
+    "from doubling the negatives, f(m') − f(2m') ≤ ε"
+)
+
+
+def _clean(x: Any) -> Any:
+    """JSON-safe copy: numpy scalars to Python, NaN/inf to None."""
+    if isinstance(x, dict):
+        return {str(k): _clean(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_clean(v) for v in x]
+    if isinstance(x, np.ndarray):
+        return [_clean(v) for v in x.tolist()]
+    if isinstance(x, (np.integer,)):
+        return int(x)
+    if isinstance(x, (float, np.floating)):
+        x = float(x)
+        return x if math.isfinite(x) else None
+    if isinstance(x, np.bool_):
+        return bool(x)
+    return x
+
+
+@dataclass
+class GroupResult:
+    """The saturation answer for one n group (from that group's own fit)."""
+
+    n: float
+    points: int
+    m_levels: int
+    m_max: float
+    form: str
+    form_reason: str
+    m_sat: float
+    m_sat_ci: list[float]
+    m_sat_fit: float
+    beyond_m_max: float
+    ratio: float
+    ratio_ci: list[float]
+    params: dict[str, float] = field(default_factory=dict)
+    params_ci: dict[str, list[float]] = field(default_factory=dict)
+    candidates: list[dict] = field(default_factory=list)
+
+    def to_dict(self) -> dict:
+        n_out: float | int = int(self.n) if float(self.n).is_integer() else self.n
+        return _clean(
+            {
+                "n": n_out,
+                "points": self.points,
+                "m_sat": self.m_sat,
+                "m_sat_ci": self.m_sat_ci,
+                "ratio": self.ratio,
+                "ratio_ci": self.ratio_ci,
+                "m_levels": self.m_levels,
+                "m_max": self.m_max,
+                "m_sat_beyond_m_max": self.beyond_m_max,
+                "m_sat_fit": self.m_sat_fit,
+                "form": self.form,
+                "form_reason": self.form_reason,
+                "params": self.params,
+                "params_ci": self.params_ci,
+                "candidates": self.candidates,
+            }
+        )
+
+
+@dataclass
+class FitReport:
+    """Everything ``negscale fit`` reports. ``to_dict()`` is the JSON contract
+    (DESIGN.md "Fit contract") plus extra keys; ``plot_data`` feeds the plots."""
+
+    metric: str
+    higher_is_better: bool
+    setting: str
+    tolerance: float
+    tolerance_source: str
+    scale: str
+    form: str
+    formula: str
+    form_reason: str
+    params: dict[str, float]
+    params_ci: dict[str, list[float]]
+    groups: list[GroupResult]
+    scaling: dict | None
+    candidates: list[dict]
+    budget: list[dict]
+    m_sat_form: float
+    m_sat_form_ci: list[float]
+    warnings: list[str]
+    dropped: list[str]
+    runs: int
+    bootstrap: int
+    bootstrap_kind: str
+    bootstrap_failed: int
+    huber_delta: float
+    huber_delta_source: str
+    error_definition: str
+    plot_data: Any = field(default=None, repr=False, compare=False)
+
+    def to_dict(self) -> dict:
+        return _clean(
+            {
+                "metric": self.metric,
+                "higher_is_better": self.higher_is_better,
+                "setting": self.setting,
+                "tolerance": self.tolerance,
+                "form": self.form,
+                "params": self.params,
+                "params_ci": self.params_ci,
+                "groups": [g.to_dict() for g in self.groups],
+                "scaling": self.scaling,
+                "candidates": self.candidates,
+                "warnings": self.warnings,
+                # extras (compatible additions to the contract)
+                "tolerance_source": self.tolerance_source,
+                "scale": self.scale,
+                "formula": self.formula,
+                "form_reason": self.form_reason,
+                "error_definition": self.error_definition,
+                "m_sat_definition": M_SAT_DEFINITION,
+                "m_sat_form": self.m_sat_form,
+                "m_sat_form_ci": self.m_sat_form_ci,
+                "budget": self.budget,
+                "dropped": self.dropped,
+                "runs": self.runs,
+                "bootstrap": self.bootstrap,
+                "bootstrap_kind": self.bootstrap_kind,
+                "bootstrap_failed": self.bootstrap_failed,
+                "huber_delta": self.huber_delta,
+                "huber_delta_source": self.huber_delta_source,
+            }
+        )
+
+
+# ---------------------------------------------------------------- rendering
+def fmt(v: float | None, digits: int = 3) -> str:
+    """Compact number: 3 significant digits; big counts as 13.6k, 1.8M, 3.3G."""
+    if v is None or not np.isfinite(v):
+        return "–"
+    a = abs(v)
+    if a >= 1e12:
+        return f"{v:.{digits - 1}e}"
+    for div, suf in ((1e9, "G"), (1e6, "M"), (1e4, "k")):
+        if a >= div:
+            d = 1e3 if suf == "k" else div
+            return f"{v / d:.{digits}g}{suf}"
+    if a >= 1e3:
+        return f"{v:.0f}"
+    if a != 0 and a < 1e-3:
+        return f"{v:.{digits - 1}e}"
+    return f"{v:.{digits}g}"
+
+
+def fmt_ci(ci: list[float] | None) -> str:
+    if not ci or ci[0] is None or not np.all(np.isfinite(ci)):
+        return "–"
+    return f"[{fmt(ci[0])}, {fmt(ci[1])}]"
+
+
+def render(report: FitReport, console: Any = None) -> None:
+    """Print the report with rich (tables for parameters, groups, budget, models)."""
+    from rich.console import Console
+    from rich.markup import escape
+    from rich.table import Table
+
+    con = console if console is not None else Console()
+    r = report
+    direction = "higher is better" if r.higher_is_better else "lower is better"
+    con.print(
+        f"[bold]negscale fit[/bold] — [bold]{escape(r.metric)}[/bold] "
+        f"({direction}, {r.scale} scale) · setting: {r.setting} · {r.runs} runs"
+    )
+    con.print(f"fitted error: {escape(r.error_definition)}", highlight=False)
+    con.print(f"form: [bold]{r.form}[/bold]  y = {r.formula}  — {escape(r.form_reason)}")
+    con.print(f"tolerance ε = {fmt(r.tolerance)} ({escape(r.tolerance_source)})")
+    con.print(f"{M_SAT_DEFINITION}.")
+    bs = (
+        f"{r.bootstrap} replicates, {r.bootstrap_kind}"
+        + (f", {r.bootstrap_failed} failed" if r.bootstrap_failed else "")
+        if r.bootstrap
+        else "off (no intervals)"
+    )
+    con.print(f"bootstrap: {bs}; intervals are 2.5–97.5 percentiles, values medians")
+    con.print(f"Huber δ = {r.huber_delta:.3g} on log y ({r.huber_delta_source})")
+
+    t = Table(title=f"parameters of {r.form} (m, n in your units)", title_justify="left")
+    for c in ("param", "estimate", "95% CI"):
+        t.add_column(c, justify="right" if c != "param" else "left")
+    for k, v in r.params.items():
+        t.add_row(k, fmt(v), fmt_ci(r.params_ci.get(k)))
+    con.print(t)
+
+    t = Table(title="saturation point per n (each group fitted on its own)", title_justify="left")
+    t.add_column("n", justify="right")
+    t.add_column("runs", justify="right")
+    t.add_column("m levels", justify="right")
+    t.add_column("form", no_wrap=True)
+    t.add_column("m_sat [95% CI]", justify="right")
+    t.add_column("≥ m_max", justify="right")
+    t.add_column("m_sat/n [95% CI]", justify="right")
+    for g in r.groups:
+        beyond = "–" if not np.isfinite(g.beyond_m_max) else f"{g.beyond_m_max:.0%}"
+        t.add_row(
+            fmt(g.n),
+            str(g.points),
+            str(g.m_levels),
+            g.form,
+            f"{fmt(g.m_sat)} {fmt_ci(g.m_sat_ci)}",
+            beyond,
+            f"{fmt(g.ratio)} {fmt_ci(g.ratio_ci)}",
+        )
+    con.print(t)
+    if r.form and np.isfinite(r.m_sat_form):
+        con.print(
+            f"under the {r.form} form alone (m_sat the same at every n): m_sat = "
+            f"{fmt(r.m_sat_form)} {fmt_ci(r.m_sat_form_ci)}"
+        )
+    if r.scaling:
+        s = r.scaling
+        con.print(
+            f"scaling: m_sat ∝ n^γ, γ = [bold]{fmt(s['gamma'])}[/bold] {fmt_ci(s['gamma_ci'])}"
+            f"  (theory for {r.setting}: {s['theory']:g}; γ = 0.5 supervised, 1 self-supervised)"
+        )
+    else:
+        con.print("scaling: one value of n, no γ")
+    if r.budget:
+        t = Table(
+            title=f"budget-optimal ratio under {r.form} (budget S = m·n)", title_justify="left"
+        )
+        for c in ("S", "m*/n*", "95% CI", "m*", "n*"):
+            t.add_column(c, justify="right")
+        for b in r.budget:
+            t.add_row(fmt(b["S"]), fmt(b["ratio"]), fmt_ci(b["ratio_ci"]), fmt(b["m"]), fmt(b["n"]))
+        con.print(t)
+
+    t = Table(title="model choice (all runs)", title_justify="left")
+    t.add_column("form", no_wrap=True)
+    for c in ("k", "AICc", "ΔAICc", "BIC", "held-out err", "runs p", "m_sat [95% CI]"):
+        t.add_column(c, justify="right")
+    t.add_column("note")
+    fin = [c["aicc"] for c in r.candidates if c.get("fit_ok") and np.isfinite(c["aicc"])]
+    best = min(fin) if fin else float("nan")
+    for c in r.candidates:
+        if not c.get("fit_ok"):
+            t.add_row(
+                c["form"], str(c["k"]), "–", "–", "–", "–", "–", "–", f"skipped: {c['skipped']}"
+            )
+            continue
+        note = "chosen" if c["chosen"] else ("≤ 2 AICc" if c["within_2_aicc"] else "")
+        msat = fmt(c.get("m_sat")) + (f" {fmt_ci(c['m_sat_ci'])}" if c.get("m_sat_ci") else "")
+        t.add_row(
+            c["form"],
+            str(c["k"]),
+            fmt(c["aicc"], 4),
+            fmt(c["aicc"] - best, 3),
+            fmt(c["bic"], 4),
+            _pct(c.get("loo_error")),
+            fmt(c.get("runs_p"), 2),
+            msat,
+            note,
+        )
+    con.print(t)
+    if r.warnings:
+        con.print("[bold yellow]warnings[/bold yellow]")
+        for w in r.warnings:
+            con.print(f"  • {escape(w)}", highlight=False)
+
+
+def _pct(v: float | None) -> str:
+    return "–" if v is None or not np.isfinite(v) else f"{v:.1%}"
+
+
+def render_text(report: FitReport, width: int = 110) -> str:
+    """The rich report as plain text (for files and docs)."""
+    from rich.console import Console
+
+    con = Console(record=True, width=width, force_terminal=False, color_system=None)
+    with con.capture():
+        render(report, con)
+    return con.export_text()
