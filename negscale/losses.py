@@ -8,20 +8,72 @@ s-_1..s-_m:
 - ``infonce``: -log( exp(s+/tau) / (exp(s+/tau) + sum_j exp(s-_j/tau)) )   CLIP's
   cross-entropy; in-batch and symmetrised it equals open_clip's ``ClipLoss``.
 
+Both depend on the negatives only through the log-sum-exp of their logits and
+their count, so every path reduces to (positive logit, negative LSE, count) and
+one combiner, :func:`loss_from_lse`. Anchors left without any negative score 0
+(no contrastive signal, no NaN): e.g. the one pool item of a pool of size 1.
+
 Negatives come in three shapes: ``None`` (the other positives of the batch),
 a shared ``(M, d)`` set (pool, queue, subsample) or per-anchor ``(B, m, d)``
 draws (independent). A boolean ``negative_mask`` (True = use) removes entries,
 such as an anchor's own positive inside a shared pool; each anchor then
 averages over the negatives it actually has.
+
+For large M, :func:`tiled_logsumexp` computes the LSE in column tiles with a
+custom autograd function that recomputes each tile in backward, so memory is
+O(B * tile) instead of O(B * M); :func:`negative_lse` picks it automatically.
 """
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 
 Form = Literal["paper", "infonce"]
+
+
+# ---------------------------------------------------------------- combiner
+
+
+def loss_from_lse(
+    pos_logits: torch.Tensor,
+    neg_lse: torch.Tensor,
+    count: torch.Tensor,
+    *,
+    tau: float | torch.Tensor,
+    form: Form = "paper",
+) -> torch.Tensor:
+    """Per-anchor loss from s+/tau ``(B,)``, the LSE of the negative logits and their count.
+
+    ``paper``: tau * (LSE - s+/tau - log count); ``infonce``: log(exp(s+/tau) + exp(LSE)) - s+/tau.
+    Anchors with ``count == 0`` get 0 and a zero gradient.
+    """
+    if form not in ("paper", "infonce"):
+        raise ValueError(f"unknown loss form {form!r}")
+    has = count > 0
+    lse = torch.where(has, neg_lse, torch.zeros_like(neg_lse))
+    if form == "infonce":
+        return torch.where(has, torch.logaddexp(pos_logits, lse), pos_logits) - pos_logits
+    log_count = torch.log(count.to(pos_logits.dtype).clamp(min=1))
+    value = tau * (lse - pos_logits - log_count)
+    return torch.where(has, value, torch.zeros_like(value))
+
+
+def _dense_lse(
+    logits: torch.Tensor, mask: torch.Tensor | None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(LSE over kept entries, count kept) of a dense ``(B, M)`` logit matrix.
+
+    Dropped entries are filled with the dtype's lowest finite value, not -inf,
+    so a row with nothing kept still has a finite LSE and gradient (0 after
+    :func:`loss_from_lse`).
+    """
+    if mask is None:
+        count = torch.full(logits.shape[:1], logits.shape[1], device=logits.device)
+        return torch.logsumexp(logits, dim=1), count
+    filled = logits.masked_fill(~mask, torch.finfo(logits.dtype).min)
+    return torch.logsumexp(filled, dim=1), mask.sum(dim=1)
 
 
 def loss_from_scores(
@@ -35,15 +87,177 @@ def loss_from_scores(
     """Per-anchor loss from positive scores ``(B,)`` and negative scores ``(B, m)``."""
     if form not in ("paper", "infonce"):
         raise ValueError(f"unknown loss form {form!r}")
-    neg_logits = neg / tau
+    lse, count = _dense_lse(neg / tau, mask)
+    return loss_from_lse(pos / tau, lse, count, tau=tau, form=form)
+
+
+# ---------------------------------------------------------------- tiled LSE
+
+
+def _tile_logits(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    index: torch.Tensor | None,
+    exclude: torch.Tensor | None,
+    mask: torch.Tensor | None,
+    start: int,
+    stop: int,
+) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
+    """Logits of columns [start, stop) with dropped entries at -inf; also the keys used."""
+    if index is None:
+        keys, cols = k[start:stop], None
+        logits = q @ keys.T
+        ids = torch.arange(start, stop, device=q.device)[None, :]
+    else:
+        cols = index[:, start:stop]
+        keys = k[cols]  # (B, t, d)
+        logits = torch.einsum("bd,btd->bt", q, keys)
+        ids = cols
+    drop = None
+    if exclude is not None:
+        drop = ids == exclude[:, None]
     if mask is not None:
-        neg_logits = neg_logits.masked_fill(~mask, float("-inf"))
-    pos_logits = pos / tau
-    if form == "infonce":
-        full = torch.cat([pos_logits[:, None], neg_logits], dim=1)
-        return torch.logsumexp(full, dim=1) - pos_logits
-    count = torch.full_like(pos, neg.shape[1]) if mask is None else mask.sum(dim=1).to(pos.dtype)
-    return tau * (torch.logsumexp(neg_logits, dim=1) - pos_logits - torch.log(count))
+        keep = mask[:, start:stop]
+        drop = ~keep if drop is None else drop | ~keep
+    if drop is not None:
+        logits = logits.masked_fill(drop, float("-inf"))
+    return logits, keys, cols
+
+
+class _TiledLSE(torch.autograd.Function):
+    """LSE_j (q_i . k_j) over tiles of columns; backward recomputes each tile.
+
+    Saves only q, k, the (B,) result and the (optional) index/mask inputs, so
+    no (B, M) float tensor outlives a tile.
+    """
+
+    @staticmethod
+    def forward(
+        ctx: Any,
+        q: torch.Tensor,
+        k: torch.Tensor,
+        index: torch.Tensor | None,
+        exclude: torch.Tensor | None,
+        mask: torch.Tensor | None,
+        width: int,
+    ) -> torch.Tensor:
+        cols = k.shape[0] if index is None else index.shape[1]
+        k = k.to(q.dtype)
+        lse = torch.full(q.shape[:1], float("-inf"), dtype=q.dtype, device=q.device)
+        with torch.autocast(q.device.type, enabled=False):
+            for start in range(0, cols, width):
+                logits, _, _ = _tile_logits(
+                    q, k, index, exclude, mask, start, min(start + width, cols)
+                )
+                lse = torch.logaddexp(lse, torch.logsumexp(logits, dim=1))
+        ctx.save_for_backward(q, k, index, exclude, mask, lse)
+        ctx.width, ctx.cols = width, cols
+        return lse
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
+        q, k, index, exclude, mask, lse = ctx.saved_tensors
+        need_q, need_k = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
+        gq = torch.zeros_like(q) if need_q else None
+        gk = torch.zeros_like(k) if need_k else None
+        # rows with no negatives have lse = -inf and every logit -inf: weight 0, not NaN
+        base = torch.where(torch.isfinite(lse), lse, torch.zeros_like(lse))
+        with torch.autocast(q.device.type, enabled=False):
+            for start in range(0, ctx.cols, ctx.width):
+                stop = min(start + ctx.width, ctx.cols)
+                logits, keys, cols = _tile_logits(q, k, index, exclude, mask, start, stop)
+                w = torch.exp(logits - base[:, None]) * grad[:, None]  # dL/dlogit
+                if index is None:
+                    if gq is not None:
+                        gq += w @ keys
+                    if gk is not None:
+                        gk[start:stop] += w.T @ q
+                else:
+                    if gq is not None:
+                        gq += torch.einsum("bt,btd->bd", w, keys)
+                    if gk is not None:
+                        contrib = (w[:, :, None] * q[:, None, :]).reshape(-1, q.shape[1])
+                        gk.index_add_(0, cols.reshape(-1), contrib)
+        return gq, gk, None, None, None, None
+
+
+def tiled_logsumexp(
+    queries: torch.Tensor,
+    keys: torch.Tensor,
+    *,
+    tile: int,
+    index: torch.Tensor | None = None,
+    exclude: torch.Tensor | None = None,
+    mask: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """log sum_j exp(queries_i . keys_j) over anchor i's negatives, never holding (B, M) floats.
+
+    ``index`` (B, m) makes anchor i's negatives ``keys[index[i]]`` (per-anchor
+    draws, repeats counted) instead of all keys. ``exclude`` (B,) names one key
+    row that is never anchor i's negative (-1: none), e.g. its own positive.
+    ``mask`` (B, M) with True = keep drops more. Per-anchor tiles gather
+    (B, t, d) keys, so their width is ``tile // d`` to keep O(B * tile) memory.
+    Rows without negatives give -inf (and zero gradient).
+    """
+    width = tile if index is None else max(1, tile // queries.shape[1])
+    return _TiledLSE.apply(queries, keys, index, exclude, mask, max(1, width))
+
+
+def negative_lse(
+    anchors: torch.Tensor,
+    keys: torch.Tensor,
+    *,
+    tau: float | torch.Tensor,
+    tile: int | None = None,
+    index: torch.Tensor | None = None,
+    exclude: torch.Tensor | None = None,
+    mask: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(LSE of the negative logits s/tau, number of negatives) per anchor.
+
+    Negatives as in :func:`tiled_logsumexp`. Dense when the score matrix fits
+    in ``tile`` columns (or ``tile`` is None), tiled otherwise; both give the
+    same values and gradients.
+    """
+    count = _count(anchors.shape[0], keys.shape[0], index, exclude, mask, anchors.device)
+    queries = anchors / tau
+    cols = keys.shape[0] if index is None else index.shape[1]
+    if tile is not None and max(keys.shape[0], cols) > tile:
+        lse = tiled_logsumexp(queries, keys, tile=tile, index=index, exclude=exclude, mask=mask)
+        return lse, count
+    logits = queries @ keys.T
+    keep = mask
+    if index is not None:
+        logits = logits.gather(1, index)
+    if exclude is not None:
+        ids = torch.arange(keys.shape[0], device=keys.device)[None, :] if index is None else index
+        own = ids == exclude[:, None]
+        keep = ~own if keep is None else keep & ~own
+    lse, _ = _dense_lse(logits, keep)
+    return lse, count
+
+
+def _count(
+    batch: int,
+    rows: int,
+    index: torch.Tensor | None,
+    exclude: torch.Tensor | None,
+    mask: torch.Tensor | None,
+    device: torch.device,
+) -> torch.Tensor:
+    """Negatives per anchor, without building a (B, M) mask for shared keys."""
+    if index is not None:
+        keep = torch.ones_like(index, dtype=torch.bool) if mask is None else mask
+        if exclude is not None:
+            keep = keep & (index != exclude[:, None])
+        return keep.sum(dim=1)
+    count = torch.full((batch,), rows, device=device) if mask is None else mask.sum(dim=1)
+    if exclude is not None:
+        hit = (exclude >= 0) & (exclude < rows)
+        if mask is not None:
+            hit = hit & mask.gather(1, exclude.clamp(0, rows - 1)[:, None])[:, 0]
+        count = count - hit.long()
+    return count
 
 
 def in_batch_mask(batch: int, device: torch.device | None = None) -> torch.Tensor:
@@ -61,6 +275,9 @@ def contrastive_loss(
     negative_mask: torch.Tensor | None = None,
     symmetric: bool = True,
     reduction: Literal["mean", "none"] = "mean",
+    tile: int | None = None,
+    negative_index: torch.Tensor | None = None,
+    exclude: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Contrastive loss of ``anchors`` against ``positives`` (row-paired) and negatives.
 
@@ -70,11 +287,21 @@ def contrastive_loss(
     direction); ``symmetric`` then averages both directions (anchor->positive
     and positive->anchor), as CLIP does. Otherwise only the anchor direction
     is scored: ``negatives`` of shape (M, d) are shared by every anchor,
-    (B, m, d) are each anchor's own.
+    (B, m, d) are each anchor's own. With ``negative_index`` (B, m), anchor i's
+    negatives are ``negatives[negative_index[i]]`` (a shared table of unique
+    draws, repeats counted); ``exclude`` (B,) names one row of a shared
+    ``negatives`` that is not anchor i's negative (its own item; -1: none).
+    ``tile`` switches to the tiled LSE when the score matrix is wider than
+    ``tile`` columns (same values and gradients, O(B * tile) memory).
     """
+    if (negative_index is not None or exclude is not None) and (
+        negatives is None or negatives.dim() != 2
+    ):
+        raise ValueError("negative_index and exclude need shared (M, d) negatives")
     pos = (anchors * positives).sum(dim=-1)
-    if negatives is None:
-        scores = anchors @ positives.T
+    pos_logits = pos / tau
+    if negatives is None and (tile is None or anchors.shape[0] <= tile):
+        scores = anchors @ positives.T  # one matrix serves both directions
         mask = in_batch_mask(scores.shape[0], scores.device)
         if negative_mask is not None:
             mask = mask & negative_mask
@@ -82,8 +309,28 @@ def contrastive_loss(
         if symmetric:
             back = loss_from_scores(pos, scores.T, tau=tau, form=form, mask=mask)
             loss = 0.5 * (loss + back)
+    elif negatives is None:
+        own = torch.arange(anchors.shape[0], device=anchors.device)
+        lse, count = negative_lse(
+            anchors, positives, tau=tau, tile=tile, exclude=own, mask=negative_mask
+        )
+        loss = loss_from_lse(pos_logits, lse, count, tau=tau, form=form)
+        if symmetric:
+            lse, count = negative_lse(
+                positives, anchors, tau=tau, tile=tile, exclude=own, mask=negative_mask
+            )
+            loss = 0.5 * (loss + loss_from_lse(pos_logits, lse, count, tau=tau, form=form))
     elif negatives.dim() == 2:
-        loss = loss_from_scores(pos, anchors @ negatives.T, tau=tau, form=form, mask=negative_mask)
+        lse, count = negative_lse(
+            anchors,
+            negatives,
+            tau=tau,
+            tile=tile,
+            index=negative_index,
+            exclude=exclude,
+            mask=negative_mask,
+        )
+        loss = loss_from_lse(pos_logits, lse, count, tau=tau, form=form)
     elif negatives.dim() == 3:
         scores = torch.einsum("bd,bmd->bm", anchors, negatives)
         loss = loss_from_scores(pos, scores, tau=tau, form=form, mask=negative_mask)
