@@ -195,8 +195,8 @@ def budget_optimum(
     """Budget-optimal (m*, n*) in the user's units for a budget S = m·n, each (R,).
 
     power m-term: G = (aA/(bB))^(1/(a+b)), m* = G·S^(b/(a+b)), n* = S^(a/(a+b))/G.
-    exp m-term: no closed form; minimised on a fine log-m grid with a
-    parabolic refinement (vectorised over replicates).
+    exp m-term: no closed form; minimised on a log-m grid, then refined by
+    bisection on the sign of the derivative (vectorised over replicates).
     """
     P = np.atleast_2d(P)
     St = S / (m_ref * n_ref)
@@ -217,11 +217,14 @@ def budget_optimum(
                 St / grid[None, :]
             ) ** (-b[:, None])
             j = np.clip(np.argmin(Y, axis=1), 1, grid.size - 2)
-            r = np.arange(P.shape[0])
-            y0, y1, y2 = Y[r, j - 1], Y[r, j], Y[r, j + 1]
-            den = y0 - 2 * y1 + y2
-            h = lg[1] - lg[0]
-            shift = np.where(den > 0, 0.5 * (y0 - y2) / den, 0.0)
-            mt = np.exp(lg[j] + np.clip(shift, -1, 1) * h)
+            # refine by bisection on the sign of dy/dm inside the bracketing cells
+            lo, hi = lg[j - 1], lg[j + 1]
+            for _ in range(60):
+                mid = np.exp(0.5 * (lo + hi))
+                d = -A / s * np.exp(-mid / s) + b * B * St ** (-b) * mid ** (b - 1.0)
+                rising = d > 0
+                hi = np.where(rising, 0.5 * (lo + hi), hi)
+                lo = np.where(rising, lo, 0.5 * (lo + hi))
+            mt = np.exp(0.5 * (lo + hi))
         nt = St / mt
     return mt * m_ref, nt * n_ref

@@ -246,18 +246,26 @@ def fit(
         rng = np.random.default_rng(random_state)
         strata, kind = bs.strata_for(cells, groups)
         idx = bs.resample_indices(strata, B, rng)
-        global_reps, info = bs.refit(chosen.fit, data, idx, delta)
+        ly = bs.inflate(data.logy, strata, idx) if strata is cells else None
+        global_reps, info = bs.refit(chosen.fit, data, idx, delta, logy=ly)
         fails = info["failed"]
         for c in near:
             if c is not chosen:
-                rival_reps[c.form.id] = bs.refit(c.fit, data, idx, delta)[0]
+                rival_reps[c.form.id] = bs.refit(c.fit, data, idx, delta, logy=ly)[0]
         for gi, gf in enumerate(gfits):
             if gf.chosen is None:
                 continue
             if not multi_n:
                 group_reps[gi] = global_reps
                 continue
-            group_reps[gi], ginfo = bs.refit(gf.chosen.fit, data, idx[:, gf.sel], delta, wide=True)
+            group_reps[gi], ginfo = bs.refit(
+                gf.chosen.fit,
+                data,
+                idx[:, gf.sel],
+                delta,
+                wide=True,
+                logy=None if ly is None else ly[:, gf.sel],
+            )
             fails = max(fails, ginfo["failed"])
         if fails > 0.05 * B:
             warnings.append(

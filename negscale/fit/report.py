@@ -286,7 +286,8 @@ def render_text(report: FitReport, width: int = 110) -> str:
     """The rich report as plain text (for files and docs)."""
     from rich.console import Console
 
-    con = Console(record=True, width=width, force_terminal=False, color_system=None)
-    with con.capture():
-        render(report, con)
+    import io
+
+    con = Console(record=True, width=width, file=io.StringIO(), color_system=None)
+    render(report, con)
     return con.export_text()

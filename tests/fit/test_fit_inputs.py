@@ -1,0 +1,190 @@
+"""Inputs: results directories and tables, and bad input never fitted silently."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from negscale.errors import NegscaleError
+from negscale.fit import fit, fit_groups, load_sources
+
+from . import laws
+
+LAW = laws.self_supervised(E=0.05, A=0.2, B=5.0)
+
+
+def _runs_dir(root: Path, df: pd.DataFrame, extra: dict | None = None) -> Path:
+    """A negscale results directory: one Parquet file per run under runs/."""
+    (root / "runs").mkdir(parents=True)
+    for i, row in enumerate(df.to_dict("records")):
+        rec = {"run_id": f"r{i:04d}", "status": "ok", "negatives": "pool", **row}
+        rec.update((extra or {}).get(i, {}))
+        pd.DataFrame([rec]).to_parquet(root / "runs" / f"r{i:04d}.parquet")
+    return root
+
+
+def test_results_directories_drop_failed_runs_with_reasons(tmp_path):
+    df = laws.study(LAW, ms=2.0 ** np.arange(0, 10), ns=(1e4, 4e4), rng=0)
+    bad = {0: {"status": "diverged"}, 5: {"status": "diverged"}}
+    d1 = _runs_dir(tmp_path / "a", df.iloc[:30], bad)
+    d2 = _runs_dir(tmp_path / "b", df.iloc[30:].reset_index(drop=True))
+    # run ids repeat across the two folders here: rename the second folder's
+    for f in sorted((d2 / "runs").glob("*.parquet")):
+        rec = pd.read_parquet(f)
+        rec["run_id"] = "b" + rec["run_id"]
+        rec.to_parquet(f)
+    src = load_sources([d1, d2], metric_col="auc")
+    assert len(src) == len(df) - 2
+    assert any("status=diverged" in d for d in src.attrs["negscale_dropped"])
+    r = fit(src, bootstrap=0, tolerance=2e-3)
+    assert r.setting == "self-supervised"  # read from the run records
+    assert r.runs == len(df) - 2
+    assert any("diverged" in w for w in r.warnings)
+
+
+def test_tables_with_comments_column_mapping_and_groups(tmp_path):
+    df = laws.study(LAW, ms=2.0 ** np.arange(0, 10), ns=(1e4, 4e4), rng=1)
+    long = pd.concat(
+        [
+            df.rename(columns={"m": "negs", "n": "pairs", "auc": "value"}).assign(metric="auc"),
+            df.assign(value=lambda d: 3.0 - 2.0 * d["auc"])
+            .rename(columns={"m": "negs", "n": "pairs"})
+            .drop(columns="auc")
+            .assign(metric="val_loss"),
+        ]
+    )
+    path = tmp_path / "table.csv"
+    path.write_text("# a published table\n" + long.to_csv(index=False))
+    src = load_sources([path], m_col="negs", n_col="pairs", metric_col="value", group_col="metric")
+    reports = fit_groups(src, "metric", metric="value", bootstrap=0, tolerance=2e-3)
+    assert [v for v, _ in reports] == ["auc", "val_loss"]
+    auc, loss = reports[0][1], reports[1][1]
+    assert auc.higher_is_better and not loss.higher_is_better  # from the group's name
+    assert "val_loss" in loss.metric
+
+
+def test_parquet_tables_load(tmp_path):
+    df = laws.study(LAW, ms=2.0 ** np.arange(0, 8), ns=(1e4,), rng=2)
+    df.to_parquet(tmp_path / "t.parquet")
+    src = load_sources(tmp_path / "t.parquet", metric_col="auc")
+    assert len(src) == len(df) and "seed" in src.columns
+
+
+def test_missing_columns_and_paths_are_clear_errors(tmp_path):
+    df = laws.study(LAW, ms=2.0 ** np.arange(0, 8), ns=(1e4,), rng=2)
+    df.to_csv(tmp_path / "t.csv", index=False)
+    with pytest.raises(NegscaleError, match="no column 'recall_at_1'"):
+        load_sources(tmp_path / "t.csv", metric_col="recall_at_1")
+    with pytest.raises(NegscaleError, match="--n-col"):
+        load_sources(tmp_path / "t.csv", n_col="samples")
+    with pytest.raises(NegscaleError, match="no such file"):
+        load_sources(tmp_path / "missing.csv")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(NegscaleError):
+        load_sources(tmp_path / "empty")
+    with pytest.raises(NegscaleError, match="no column 'mean_rank'"):
+        fit(df, metric="mean_rank")
+
+
+def _small(**kw) -> pd.DataFrame:
+    return laws.study(LAW, ms=2.0 ** np.arange(0, 9), ns=(1e4,), rng=5, **kw)
+
+
+def test_too_few_points_and_one_m_value_are_errors():
+    df = _small()
+    with pytest.raises(NegscaleError, match="3 distinct values of m"):
+        fit(df[df.m == 4.0], bootstrap=0)
+    with pytest.raises(NegscaleError, match="3 distinct values of m"):
+        fit(df[df.m.isin([1.0, 2.0])], bootstrap=0)
+    three = df[df.m.isin([1.0, 8.0, 64.0])].groupby("m").head(1)
+    with pytest.raises(NegscaleError, match="too few runs"):
+        fit(three, bootstrap=0)
+
+
+def test_non_positive_m_is_an_error():
+    df = _small()
+    df.loc[df.index[0], "m"] = 0
+    with pytest.raises(NegscaleError, match="m must be positive"):
+        fit(df, bootstrap=0)
+    df.loc[df.index[0], "m"] = -4
+    with pytest.raises(NegscaleError, match="m must be positive"):
+        fit(df, bootstrap=0)
+
+
+def test_nans_are_dropped_and_reported_and_all_nan_is_an_error():
+    df = _small()
+    df.loc[df.index[:4], "auc"] = np.nan
+    df.loc[df.index[10], "m"] = np.nan
+    r = fit(df, bootstrap=0, tolerance=2e-3)
+    assert r.runs == len(df) - 5
+    assert any("4 run(s) with missing/non-numeric auc" in d for d in r.dropped)
+    assert any("missing/non-numeric m" in w for w in r.warnings)
+    df["auc"] = np.nan
+    with pytest.raises(NegscaleError, match="no usable runs"):
+        fit(df, bootstrap=0)
+
+
+def test_setting_auto_needs_a_setting():
+    df = _small().drop(columns="setting")
+    with pytest.raises(NegscaleError, match="--setting"):
+        fit(df, bootstrap=0)
+    r = fit(df, setting="supervised", bootstrap=0, tolerance=2e-3)
+    assert r.setting == "supervised"
+    mixed = _small()
+    mixed.loc[mixed.index[:5], "setting"] = "supervised"
+    with pytest.raises(NegscaleError, match="mix settings"):
+        fit(mixed, bootstrap=0)
+    with pytest.raises(NegscaleError, match="unknown setting"):
+        fit(df, setting="weakly", bootstrap=0)
+
+
+def test_scale_detection_and_out_of_range_values():
+    df = _small()
+    pct = df.assign(auc=df["auc"] * 100)
+    r_frac = fit(df, bootstrap=0, tolerance=2e-3)
+    r_pct = fit(pct, bootstrap=0, tolerance=0.2)
+    assert (r_frac.scale, r_pct.scale) == ("fraction", "percent")
+    # the same study in percent has the same m_sat under the same tolerance in percent
+    assert r_pct.groups[0].m_sat == pytest.approx(r_frac.groups[0].m_sat, rel=1e-3)
+    with pytest.raises(NegscaleError, match="outside"):
+        fit(pct, scale="fraction", bootstrap=0)
+    with pytest.raises(NegscaleError, match="outside"):
+        fit(pct.assign(auc=pct["auc"] + 50), bootstrap=0)
+
+
+def test_lower_is_better_metric_is_fitted_as_is():
+    df = _small()
+    df["val_loss"] = 1.0 - df["auc"]  # the error itself
+    r = fit(df, metric="val_loss", bootstrap=0, tolerance=2e-3)
+    r_auc = fit(df, metric="auc", bootstrap=0, tolerance=2e-3)
+    assert not r.higher_is_better and r.scale == "raw"
+    assert r.groups[0].m_sat == pytest.approx(r_auc.groups[0].m_sat, rel=1e-6)
+    with pytest.raises(NegscaleError, match="> 0"):
+        fit(df.assign(val_loss=df["val_loss"] - 1), metric="val_loss", bootstrap=0)
+
+
+def test_default_tolerance_is_the_seed_sd_at_the_largest_m():
+    df = laws.study(LAW, ns=(1e4, 4e4), rng=6)
+    r = fit(df, bootstrap=0)
+    top = df[df.m == df.m.max()]
+    ref = float(np.sqrt(top.groupby("n")["auc"].var(ddof=1).mean()))
+    assert r.tolerance == pytest.approx(ref)
+    assert "seed" in r.tolerance_source and "auc units" in r.tolerance_source
+    one = df.groupby(["m", "n"]).head(1)
+    r1 = fit(one, bootstrap=0)
+    assert r1.tolerance == pytest.approx(0.005)  # documented fallback: 0.5 points
+    assert "without seeds" in r1.tolerance_source
+    with pytest.raises(NegscaleError, match="tolerance"):
+        fit(df, tolerance=0.0, bootstrap=0)
+
+
+def test_thin_designs_are_warned_about():
+    df = laws.study(LAW, ms=[1.0, 4.0, 16.0, 64.0], ns=(1e4, 2e4), seeds=1, rng=7)
+    r = fit(df, bootstrap=0)
+    text = " ".join(r.warnings)
+    assert "only 4 values of m" in text
+    assert "no seeds" in text
+    assert "2 values of n" in text
