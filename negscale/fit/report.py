@@ -284,9 +284,9 @@ def _pct(v: float | None) -> str:
 
 def render_text(report: FitReport, width: int = 110) -> str:
     """The rich report as plain text (for files and docs)."""
-    from rich.console import Console
-
     import io
+
+    from rich.console import Console
 
     con = Console(record=True, width=width, file=io.StringIO(), color_system=None)
     render(report, con)

@@ -118,8 +118,8 @@ def test_sharp_knee_is_not_reported_as_a_never_saturating_power_law():
         assert g.form == "exp", g.form_reason
         assert g.beyond_m_max < 0.05
         assert g.m_sat < g.m_max
-    power = [c for c in r.candidates if c["form"] == "free"][0]
-    chosen = [c for c in r.candidates if c["chosen"]][0]
+    power = next(c for c in r.candidates if c["form"] == "free")
+    chosen = next(c for c in r.candidates if c["chosen"])
     assert chosen["loo_error"] < power["loo_error"]
 
 
