@@ -11,13 +11,24 @@ import functools
 import json
 import math
 import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
 import typer
 from rich.console import Console
+from rich.markup import escape
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    ProgressColumn,
+    TextColumn,
+    TimeElapsedColumn,
+)
 from rich.table import Table
+from rich.text import Text
 
 from negscale.errors import NegscaleError
 
@@ -104,8 +115,7 @@ def train(
     from negscale.recipe import load_recipe
     from negscale.train import run
 
-    if device not in ("auto", "cpu", "cuda"):
-        raise NegscaleError(f"--device: expected auto, cpu or cuda, got {device!r}")
+    check_device(device)
     r = load_recipe(recipe, set_, m=negatives, n=samples, seed=seed)
     folder = results_dir(results, r.name)
     err.print(
@@ -159,6 +169,264 @@ def run_table(row: dict) -> Table:
         f"seed={row['seed']}, {row['steps']} steps on {row['device']} "
         f"in {row['wall_s']:.1f}s"
     )
+    return table
+
+
+# ------------------------------------------------------------------ sweep
+
+
+def check_device(device: str) -> None:
+    if device not in ("auto", "cpu", "cuda"):
+        raise NegscaleError(f"--device: expected auto, cpu or cuda, got {device!r}")
+
+
+@app.command()
+@user_errors
+def sweep(
+    recipe: str = typer.Argument(..., help="Recipe file or bundled recipe name (e.g. quickstart)."),
+    negatives: str | None = typer.Option(
+        None, "--negatives", "-m", help="m values: 1,2,4 | 2**0..2**10 | geom:1:1024:11."
+    ),
+    ratios: str | None = typer.Option(
+        None, "--ratios", help="m as fractions of n, m = round(ratio·n): 0.01,0.1,0.4,0.7,1."
+    ),
+    samples: str | None = typer.Option(
+        None, "--samples", "-n", help="n values (same forms); a value <= 1 is a fraction of data.n."
+    ),
+    seeds: str | None = typer.Option(None, "--seeds", help="Seeds: 0,1,2 or 0..4."),
+    set_: list[str] | None = SetOpt,
+    results: Path | None = ResultsOpt,
+    shard: str | None = typer.Option(
+        None, "--shard", help="Run only shard I of N (1..N), e.g. 2/4: a fixed split of the plan."
+    ),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Print the plan and exit."),
+    fit_: bool = typer.Option(False, "--fit", help="Fit the saturation point on the study."),
+    metric: str = typer.Option("auc", "--metric", help="Metric of the summary (and of --fit)."),
+    device: str = typer.Option("auto", "--device", help="auto | cpu | cuda."),
+    as_json: bool = JsonOpt,
+) -> None:
+    """Train a grid over m, n and seeds; resumable, shardable; summarise (and fit) the study.
+
+    Defaults come from the recipe's [sweep] section. Runs with a valid record are
+    skipped, so re-running the same command after a crash completes the study.
+    """
+    from negscale import sweep as sw
+
+    check_device(device)
+    sw.check_metric(metric)
+    grid = sw.GridSpec(negatives=negatives, ratios=ratios, samples=samples, seeds=seeds)
+    plan = sw.make_plan(recipe, set_, grid)
+    part = sw.parse_shard(shard) if shard else None
+    folder = results_dir(results, plan.name)
+    if dry_run:
+        mine = plan.shard(part)
+        states = sw.plan_states(mine, folder)
+        rows = [
+            {"run_id": r.run_id(), "m": r.m, "n": r.data.n, "seed": r.train.seed,
+             "state": states[r.run_id()]}
+            for r in mine
+        ]  # fmt: skip
+        doc = {"study": plan.name, "results": str(folder), "planned": len(plan.recipes),
+               "shard": list(part) if part else None, "runs": rows}  # fmt: skip
+        if as_json:
+            print_json(doc)
+        else:
+            out.print(plan_table(doc))
+        return
+
+    err.print(
+        f"[bold]negscale sweep[/bold] {plan.name}: {len(plan.recipes)} runs "
+        f"({plan.setting}, source={plan.recipes[0].negatives.source})"
+        + (f", shard {part[0]}/{part[1]}" if part else "")
+        + f" -> {folder}",
+        highlight=False,
+        soft_wrap=True,
+    )
+    start = time.perf_counter()
+    with SweepProgress(err, metric) as progress:
+        stats = sw.execute(plan, folder, shard=part, device=device, listener=progress)
+    metrics = list(dict.fromkeys([metric, "recall_at_1"]))
+    summary = sw.summarise(plan, folder, metrics)
+    summary.update(shard=list(part) if part else None, sweep=stats.to_dict())
+    summary["wall_s"] = time.perf_counter() - start
+    report, fit_warning = fit_study(plan, folder, metric) if fit_ else (None, None)
+    if as_json:
+        if fit_:
+            summary["fit"] = report.to_dict() if report is not None else None
+            summary["fit_warning"] = fit_warning
+        print_json(summary)
+    else:
+        out.print(summary_table(summary))
+        if report is not None:
+            from negscale.fit import render
+
+            render(report, out)
+    if fit_warning:
+        err.print(f"[yellow]warning:[/yellow] {fit_warning}", highlight=False, soft_wrap=True)
+    if stats.failed:
+        err.print(
+            f"[red]error:[/red] {len(stats.failed)} run(s) failed and stay pending; "
+            "re-run the same command to retry them",
+            highlight=False,
+        )
+        raise typer.Exit(1)
+
+
+def fit_study(plan: Any, folder: Path, metric: str) -> tuple[Any, str | None]:
+    """The fit report of the finished study, or a warning why there is none (never fatal)."""
+    try:
+        from negscale.fit import fit
+    except ImportError:
+        return None, "--fit: negscale.fit is not available in this installation"
+    from negscale.sweep import study_frame
+
+    try:
+        return fit(study_frame(plan, folder), metric=metric, setting=plan.setting), None
+    except NegscaleError as exc:
+        return None, f"fit: {exc}"
+
+
+class SweepProgress:
+    """A :class:`negscale.sweep.Listener` on stderr: a bar over runs, a line per finished run.
+
+    The ETA is the mean wall time of the runs finished in this process times
+    the runs left, minus the time the current run has already taken.
+    """
+
+    def __init__(self, console: Console, metric: str) -> None:
+        self.metric = metric
+        self.durations: list[float] = []
+        self.current: float | None = None
+        self.left = 0
+        self.done = 0
+        self.total = 0
+        self.bar = Progress(
+            TextColumn("[bold]sweep"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            _EtaColumn(self),
+            console=console,
+            transient=True,
+        )
+        self.task = self.bar.add_task("sweep", total=None)
+
+    def __enter__(self) -> SweepProgress:
+        self.bar.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.bar.stop()
+
+    def eta(self) -> float | None:
+        if not self.durations:
+            return None
+        mean = sum(self.durations) / len(self.durations)
+        running = time.perf_counter() - self.current if self.current is not None else 0.0
+        return max(0.0, mean * self.left - running)
+
+    def begin(self, pending: int) -> None:
+        self.total = self.left = pending
+        self.bar.update(self.task, total=pending)
+
+    def notice(self, message: str) -> None:
+        self.bar.console.print(
+            f"[yellow]{escape(message)}[/yellow]", highlight=False, soft_wrap=True
+        )
+
+    def started(self, recipe: Any) -> None:
+        self.current = time.perf_counter()
+
+    def finished(self, recipe: Any, record: Any, seconds: float) -> None:
+        self.current = None
+        self.left -= 1
+        self.done += 1
+        self.bar.advance(self.task)
+        if record is None:
+            return
+        self.durations.append(seconds)
+        where = escape(
+            f"[{self.done}/{self.total}] n={recipe.data.n} m={recipe.m} seed={recipe.train.seed}"
+        )
+        if record.status == "ok":
+            line = (
+                f"{where}  {self.metric} {_fmt(record.to_row().get(self.metric))}"
+                f"  recall_at_1 {_fmt(record.recall_at_1)}  {seconds:.1f}s  {record.run_id}"
+            )
+        else:
+            line = (
+                f"[red]{where}  {record.status}[/red] ({escape(str(record.message))}),"
+                f" recorded  {record.run_id}"
+            )
+        self.bar.console.print(line, highlight=False, soft_wrap=True)
+
+
+class _EtaColumn(ProgressColumn):
+    def __init__(self, progress: SweepProgress) -> None:
+        super().__init__()
+        self.progress = progress
+
+    def render(self, task: Any) -> Text:
+        eta = self.progress.eta()
+        return Text("eta —" if eta is None else f"eta {_clock(eta)}", style="progress.remaining")
+
+
+def _clock(seconds: float) -> str:
+    minutes, secs = divmod(round(seconds), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}:{minutes:02d}:{secs:02d}"
+
+
+def _mean_sd(cell: dict[str, Any]) -> str:
+    mean, sd = cell.get("mean"), cell.get("sd")
+    if mean is None:
+        return "—"
+    return _fmt(mean) + ("" if sd is None else f" ± {_fmt(sd)}")
+
+
+def summary_table(summary: dict[str, Any]) -> Table:
+    metrics = summary["metrics"]
+    table = Table(
+        title=f"{summary['study']}: {', '.join(metrics)} — mean ± sd over seeds",
+        title_justify="left",
+    )
+    for col in ("n", "m", "m/n", "seeds", *metrics):
+        table.add_column(col, justify="right")
+    diverged = any(c["diverged"] for c in summary["cells"])
+    if diverged:
+        table.add_column("diverged", justify="right")
+    for c in summary["cells"]:
+        cells = [str(c["n"]), str(c["m"]), f"{c['ratio']:.3g}", f"{c['ok']}/{c['planned']}"]
+        cells += [_mean_sd(c[k]) for k in metrics]
+        table.add_row(*cells, *([str(c["diverged"])] if diverged else []))
+    sweep_stats = summary["sweep"]
+    table.caption = (
+        f"{summary['recorded']}/{summary['planned']} runs recorded in {summary['results']}; "
+        f"this invocation trained {len(sweep_stats['trained'])} in {_clock(summary['wall_s'])}"
+    )
+    return table
+
+
+def plan_table(doc: dict[str, Any]) -> Table:
+    runs = doc["runs"]
+    counts = {
+        s: sum(r["state"] == s for r in runs) for s in ("done", "pending", "running", "corrupt")
+    }
+    what = ", ".join(f"{v} {k}" for k, v in counts.items() if v)
+    shard = (
+        f" (shard {doc['shard'][0]}/{doc['shard'][1]} of {doc['planned']})" if doc["shard"] else ""
+    )
+    table = Table(
+        title=f"plan {doc['study']}: {len(runs)} runs{shard}: {what}", title_justify="left"
+    )
+    for col in ("run_id", "m", "n", "seed", "state"):
+        table.add_column(col, justify="left" if col in ("run_id", "state") else "right")
+    for r in runs:
+        style = {"done": "green", "corrupt": "red", "running": "yellow"}.get(r["state"], "")
+        table.add_row(
+            r["run_id"], str(r["m"]), str(r["n"]), str(r["seed"]), r["state"], style=style
+        )
+    table.caption = f"results: {doc['results']}"
     return table
 
 
