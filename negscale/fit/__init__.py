@@ -73,7 +73,7 @@ from __future__ import annotations
 
 from negscale.fit.inputs import load_sources, lower_is_better
 from negscale.fit.pipeline import fit, fit_groups
-from negscale.fit.plots import plot
+from negscale.fit.plots import plot, plot_path
 from negscale.fit.report import M_SAT_DEFINITION, FitReport, GroupResult, render, render_text
 
 __all__ = [
@@ -85,6 +85,7 @@ __all__ = [
     "load_sources",
     "lower_is_better",
     "plot",
+    "plot_path",
     "render",
     "render_text",
 ]

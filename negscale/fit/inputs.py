@@ -16,6 +16,7 @@ import numpy as np
 import pandas as pd
 
 from negscale.errors import NegscaleError
+from negscale.fit.report import fmt
 
 DROPPED_ATTR = "negscale_dropped"
 _LOWER = re.compile(r"(loss|rank|error|(^|_)err($|_))", re.IGNORECASE)
@@ -309,7 +310,7 @@ def thin_design_warnings(p: Prepared) -> list[str]:
         if dec < 2.5:
             problems.append(f"m spans {dec:.1f} decades (want >= 2.5)")
         if problems:
-            out.append(f"design too thin at n={g:.6g}: " + "; ".join(problems))
+            out.append(f"design too thin at n={fmt(g)}: " + "; ".join(problems))
     _, counts = np.unique(np.stack([p.m, p.n], 1), axis=0, return_counts=True)
     if counts.max() < 2:
         out.append("no seeds: one run per (m, n) cell, so the noise is unknown (want >= 3 seeds)")

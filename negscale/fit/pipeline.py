@@ -25,7 +25,7 @@ from negscale.fit.inputs import (
 )
 from negscale.fit.objective import DELTA_FLOOR, Data, huber_delta
 from negscale.fit.optimize import fit_form, infeasible
-from negscale.fit.report import FitReport, GroupResult
+from negscale.fit.report import FitReport, GroupResult, fmt
 from negscale.fit.saturation import share_beyond, summarise
 from negscale.fit.scaling import THEORY_GAMMA, budget_ratios, default_budgets, gamma
 from negscale.fit.select import Candidate, choose, evaluate
@@ -144,7 +144,8 @@ def _bound_warnings(where: str, cand: Candidate) -> list[str]:
     if np.isfinite(cand.runs_p) and cand.runs_p < 0.01:
         out.append(
             f"{where}: residuals of {cand.form.id} follow a systematic pattern (runs test "
-            f"p = {cand.runs_p:.2g}): the form misses the curve's shape (a sharp knee?)"
+            f"p = {cand.runs_p:.2g}): the form misses the curve's shape (a sharp knee, or "
+            "an m_sat that moves with n: see the per-n fits)"
         )
     return out
 
@@ -223,11 +224,11 @@ def fit(
         try:
             gch, gwhy = choose(gc, setting, noise, runs_per_cell)
         except NegscaleError as exc:
-            warnings.append(f"n={g:g}: no form could be fitted on its own ({exc})")
+            warnings.append(f"n={fmt(g)}: no form could be fitted on its own ({exc})")
             gfits.append(GroupFit(float(g), sel, gc, None, str(exc), True))
             continue
         gfits.append(GroupFit(float(g), sel, gc, gch, gwhy, True))
-        warnings += _bound_warnings(f"n={g:g}", gch)
+        warnings += _bound_warnings(f"n={fmt(g)}", gch)
 
     tol, tol_src = _tolerance(prep, tolerance, metric)
     eps = tol  # gains in error units equal gains in metric units
@@ -331,10 +332,10 @@ def fit(
             )
         )
         msat_reps.append(samples if samples.size else np.array([point]))
-        where = f"n={gf.n:g}" if multi_n else "m_sat"
+        where = f"n={fmt(gf.n)}" if multi_n else "m_sat"
         if beyond >= 0.5:
             warnings.append(
-                f"{where}: m_sat lies beyond the largest m tested ({m_max:g}) in "
+                f"{where}: m_sat lies beyond the largest m tested ({fmt(m_max)}) in "
                 f"{beyond:.0%} of replicates: it is an extrapolation; test larger m"
             )
         else:
@@ -472,13 +473,17 @@ def fit_groups(df: pd.DataFrame, group_col: str, **kwargs) -> list[tuple[object,
         sub = sub.copy()
         sub.attrs[DROPPED_ATTR] = list(df.attrs.get(DROPPED_ATTR, []))
         kw = dict(kwargs)
-        kw.setdefault("label", f"{metric} [{group_col}={value}]")
+        kw.setdefault(
+            "label", str(value) if group_col == "metric" else f"{metric} [{group_col}={value}]"
+        )
         if kw.get("higher_is_better") is None and lower_is_better(str(value)):
             kw["higher_is_better"] = False
         try:
-            out.append((value, fit(sub, **kw)))
+            rep = fit(sub, **kw)
         except NegscaleError as exc:
             raise NegscaleError(f"{group_col}={value}: {exc}") from None
+        rep.group = {"column": group_col, "value": value}
+        out.append((value, rep))
     if not out:
         raise NegscaleError(f"column {group_col!r} has no values to group by")
     return out

@@ -26,6 +26,15 @@ def _cell_stats(m: np.ndarray, v: np.ndarray):
     return ms, mean, sd
 
 
+def plot_path(path: str | Path, group: object | None = None) -> Path:
+    """Where a group's plot goes: ``fit.png`` → ``fit-<group>.png`` (safe characters only)."""
+    path = Path(path)
+    if group is None:
+        return path
+    safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in str(group))
+    return path.with_name(f"{path.stem}-{safe}{path.suffix or '.png'}")
+
+
 def plot(report: FitReport, path: str | Path, dpi: int = 110) -> Path:
     """Write the panel figure for ``report`` to ``path`` (PNG) and return the path."""
     import matplotlib
@@ -46,6 +55,13 @@ def plot(report: FitReport, path: str | Path, dpi: int = 110) -> Path:
     fig, axes = plt.subplots(2, 3, figsize=(16, 9.5))
     ax1, ax2, ax3, ax4, ax5, ax6 = axes.ravel()
 
+    top = prep.top if prep.higher_is_better else None
+
+    def clip(v: np.ndarray) -> np.ndarray:
+        """Keep bounded metrics inside [0, top] where a fit extrapolates past them."""
+        return np.clip(v, 0.0, top) if top else v
+
+    red_pts: list[np.ndarray] = []
     for gi, (gf, gr) in enumerate(zip(pd_.groups, report.groups, strict=True)):
         col = colors[gi % len(colors)]
         sel = gf.sel
@@ -56,17 +72,41 @@ def plot(report: FitReport, path: str | Path, dpi: int = 110) -> Path:
         if gf.chosen is None:
             continue
         form, P = gf.chosen.form, gf.chosen.fit.params
-        grid = np.geomspace(ms.min() / 1.5, ms.max() * 1.5, 200)
+        grid = np.geomspace(ms.min() / 1.2, ms.max() * 1.5, 200)
         gt, nt = grid / m_ref, np.full_like(grid, gf.n / n_ref)
         fit_y = form.predict(P, gt, nt)[0]
-        ax1.plot(grid, prep.to_metric(fit_y), color=col, lw=1.6)
+        ax1.plot(grid, clip(prep.to_metric(fit_y)), color=col, lw=1.6)
         reps = pd_.group_reps[gi]
         if reps is not None:
             ok = ~np.isnan(reps[:, 0])
             if ok.sum() > 10:
                 Y = form.predict(reps[ok], gt[None, :], nt[None, :])
-                lo, hi = np.percentile(prep.to_metric(Y), [2.5, 97.5], axis=0)
+                lo, hi = np.percentile(clip(prep.to_metric(Y)), [2.5, 97.5], axis=0)
                 ax1.fill_between(grid, lo, hi, color=col, alpha=0.18, lw=0)
+        # 4: observed vs predicted by this group's own fit; held-out runs from
+        # the refit without the group's top m level(s)
+        pred = form.predict(P, m / m_ref, np.full_like(m, gf.n / n_ref))[0]
+        ax4.plot(
+            clip(prep.to_metric(y)),
+            clip(prep.to_metric(pred)),
+            "o",
+            ms=4,
+            color=col,
+            alpha=0.6,
+            label=f"{lab} ({form.id})",
+        )
+        if gf.chosen.heldout_idx is not None:
+            hidx = sel[gf.chosen.heldout_idx]
+            ax4.plot(
+                clip(prep.value[hidx]),
+                clip(prep.to_metric(gf.chosen.heldout_pred)),
+                "*",
+                ms=11,
+                color=col,
+                mec="k",
+                mew=0.7,
+                label="held out (refit without top m)" if gi == 0 else None,
+            )
         if np.isfinite(gr.m_sat) and gr.m_sat > 0:
             for ax in (ax1, ax3):
                 ax.axvline(gr.m_sat, color=col, ls="--", lw=1)
@@ -78,6 +118,7 @@ def plot(report: FitReport, path: str | Path, dpi: int = 110) -> Path:
         red = ymean - E
         pos = red > 0
         ax2.loglog(ms[pos], red[pos], "o", color=col, ms=4, label=lab)
+        red_pts.append(red[pos])
         ax2.loglog(grid, form.m_term(P, gt)[0], color=col, lw=1.4)
         # 3: gain per doubling (metric units)
         ax3.plot(grid, form.gain(P, gt)[0], color=col, lw=1.6, label=lab)
@@ -85,10 +126,12 @@ def plot(report: FitReport, path: str | Path, dpi: int = 110) -> Path:
             emp = (ymean[:-1] - ymean[1:]) / np.log2(ms[1:] / ms[:-1])
             ax3.plot(np.sqrt(ms[:-1] * ms[1:]), emp, "o", color=col, ms=4, alpha=0.8)
 
-    # reference slopes on panel 2, anchored at the middle of the data
-    xl = np.array(ax2.get_xlim())
-    ylim = ax2.get_ylim()
-    x0, y0 = np.sqrt(xl[0] * xl[1]), np.sqrt(ylim[0] * ylim[1])
+    # panel 2: axes from the data (a fitted exp tail would run to 1e-10), then
+    # reference slopes through the middle of the data
+    pts = np.concatenate(red_pts) if red_pts else np.array([1.0])
+    xl = np.array([prep.m.min() / 1.5, prep.m.max() * 1.5])
+    ylim = (pts.min() / 5, pts.max() * 3)
+    x0, y0 = np.sqrt(prep.m.min() * prep.m.max()), float(np.exp(np.median(np.log(pts))))
     for slope, ls in ((-1.0, ":"), (-0.5, "-.")):
         ax2.loglog(xl, y0 * (xl / x0) ** slope, color="gray", ls=ls, lw=1, label=f"slope {slope:g}")
     ax2.set_xlim(xl)
@@ -116,27 +159,17 @@ def plot(report: FitReport, path: str | Path, dpi: int = 110) -> Path:
     )
     ax3.legend(fontsize=8)
 
-    # 4: observed vs predicted (cell means, all runs fit + held-out refit)
+    # 4: the all-runs form, for comparison with the per-group fits
     ch = pd_.chosen
     pred = ch.form.predict(ch.fit.params, prep.m / m_ref, prep.n / n_ref)[0]
     ax4.plot(
-        prep.to_metric(prep.y),
-        prep.to_metric(pred),
-        "o",
+        clip(prep.value),
+        clip(prep.to_metric(pred)),
+        "x",
         ms=4,
-        alpha=0.6,
-        label=f"all runs ({ch.form.id})",
+        color="0.55",
+        label=f"all-runs form ({ch.form.id})",
     )
-    if ch.heldout_idx is not None:
-        hi_ = ch.heldout_idx
-        ax4.plot(
-            prep.to_metric(prep.y[hi_]),
-            prep.to_metric(ch.heldout_pred),
-            "*",
-            ms=10,
-            color="crimson",
-            label="held out (fit without top m)",
-        )
     lim = [min(ax4.get_xlim()[0], ax4.get_ylim()[0]), max(ax4.get_xlim()[1], ax4.get_ylim()[1])]
     ax4.plot(lim, lim, color="gray", lw=1)
     ax4.set(
@@ -144,7 +177,7 @@ def plot(report: FitReport, path: str | Path, dpi: int = 110) -> Path:
         ylim=lim,
         xlabel=f"observed {report.metric}",
         ylabel=f"predicted {report.metric}",
-        title="4. observed vs predicted",
+        title="4. observed vs predicted (each n by its own fit)",
     )
     ax4.legend(fontsize=8)
 

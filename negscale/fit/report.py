@@ -107,6 +107,7 @@ class FitReport:
     huber_delta: float
     huber_delta_source: str
     error_definition: str
+    group: dict | None = None  # {"column", "value"} when fitted by fit_groups
     plot_data: Any = field(default=None, repr=False, compare=False)
 
     def to_dict(self) -> dict:
@@ -140,6 +141,7 @@ class FitReport:
                 "bootstrap_failed": self.bootstrap_failed,
                 "huber_delta": self.huber_delta,
                 "huber_delta_source": self.huber_delta_source,
+                "group": self.group,
             }
         )
 
@@ -195,14 +197,16 @@ def render(report: FitReport, console: Any = None) -> None:
     con.print(f"bootstrap: {bs}; intervals are 2.5–97.5 percentiles, values medians")
     con.print(f"Huber δ = {r.huber_delta:.3g} on log y ({r.huber_delta_source})")
 
-    t = Table(title=f"parameters of {r.form} (m, n in your units)", title_justify="left")
+    con.print(f"\n[bold]parameters of {r.form}[/bold] (m, n in your units)")
+    t = Table()
     for c in ("param", "estimate", "95% CI"):
         t.add_column(c, justify="right" if c != "param" else "left")
     for k, v in r.params.items():
         t.add_row(k, fmt(v), fmt_ci(r.params_ci.get(k)))
     con.print(t)
 
-    t = Table(title="saturation point per n (each group fitted on its own)", title_justify="left")
+    con.print("\n[bold]saturation point per n[/bold] (each n group fitted on its own)")
+    t = Table()
     t.add_column("n", justify="right")
     t.add_column("runs", justify="right")
     t.add_column("m levels", justify="right")
@@ -236,19 +240,23 @@ def render(report: FitReport, console: Any = None) -> None:
     else:
         con.print("scaling: one value of n, no γ")
     if r.budget:
-        t = Table(
-            title=f"budget-optimal ratio under {r.form} (budget S = m·n)", title_justify="left"
+        con.print(
+            f"\n[bold]budget-optimal ratio[/bold] m*/n* under {r.form} for a budget S = m·n "
+            "(negative comparisons)"
         )
+        t = Table()
         for c in ("S", "m*/n*", "95% CI", "m*", "n*"):
             t.add_column(c, justify="right")
         for b in r.budget:
             t.add_row(fmt(b["S"]), fmt(b["ratio"]), fmt_ci(b["ratio_ci"]), fmt(b["m"]), fmt(b["n"]))
         con.print(t)
 
-    t = Table(title="model choice (all runs)", title_justify="left")
+    con.print("\n[bold]model choice[/bold] (all runs)")
+    t = Table()
     t.add_column("form", no_wrap=True)
-    for c in ("k", "AICc", "ΔAICc", "BIC", "held-out err", "runs p", "m_sat [95% CI]"):
+    for c in ("k", "AICc", "ΔAICc", "BIC", "held-out err", "runs p"):
         t.add_column(c, justify="right")
+    t.add_column("m_sat [95% CI]", justify="right", no_wrap=True)
     t.add_column("note")
     fin = [c["aicc"] for c in r.candidates if c.get("fit_ok") and np.isfinite(c["aicc"])]
     best = min(fin) if fin else float("nan")
@@ -273,7 +281,7 @@ def render(report: FitReport, console: Any = None) -> None:
         )
     con.print(t)
     if r.warnings:
-        con.print("[bold yellow]warnings[/bold yellow]")
+        con.print("\n[bold yellow]warnings[/bold yellow]")
         for w in r.warnings:
             con.print(f"  • {escape(w)}", highlight=False)
 
