@@ -134,6 +134,11 @@ def _bound_warnings(where: str, cand: Candidate) -> list[str]:
             f"{where}: {cand.form.id} estimate on a bound ({', '.join(worrying)}); "
             "the data do not pin it down inside the allowed range"
         )
+    if "A=lower" in fit.on_bound:
+        out.append(
+            f"{where}: {cand.form.id} finds no measurable dependence on m (A = 0): "
+            "m_sat is 0 under it"
+        )
     if not fit.converged:
         out.append(f"{where}: the optimiser did not report convergence for {cand.form.id}")
     if fit.rivals:
@@ -337,6 +342,11 @@ def fit(
             warnings.append(
                 f"{where}: m_sat lies beyond the largest m tested ({fmt(m_max)}) in "
                 f"{beyond:.0%} of replicates: it is an extrapolation; test larger m"
+            )
+        elif med < sub_m.min():
+            warnings.append(
+                f"{where}: m_sat ({fmt(med)}) lies below the smallest m tested "
+                f"({fmt(float(sub_m.min()))}): the metric is already flat across the sweep"
             )
         else:
             above = int(np.sum(np.unique(sub_m) > med))

@@ -149,8 +149,10 @@ class FitReport:
 # ---------------------------------------------------------------- rendering
 def fmt(v: float | None, digits: int = 3) -> str:
     """Compact number: 3 significant digits; big counts as 13.6k, 1.8M, 3.3G."""
-    if v is None or not np.isfinite(v):
+    if v is None or np.isnan(v):
         return "–"
+    if np.isinf(v):
+        return "∞" if v > 0 else "−∞"
     a = abs(v)
     if a >= 1e12:
         return f"{v:.{digits - 1}e}"
@@ -169,6 +171,9 @@ def fmt_ci(ci: list[float] | None) -> str:
     if not ci or ci[0] is None or not np.all(np.isfinite(ci)):
         return "–"
     return f"[{fmt(ci[0])}, {fmt(ci[1])}]"
+
+
+SHORT = {"theory-supervised": "theory-sup", "theory-self-supervised": "theory-self"}
 
 
 def render(report: FitReport, console: Any = None) -> None:
@@ -207,8 +212,8 @@ def render(report: FitReport, console: Any = None) -> None:
 
     con.print("\n[bold]saturation point per n[/bold] (each n group fitted on its own)")
     t = Table()
-    t.add_column("n", justify="right")
-    t.add_column("runs", justify="right")
+    t.add_column("n", justify="right", no_wrap=True)
+    t.add_column("runs", justify="right", no_wrap=True)
     t.add_column("m levels", justify="right")
     t.add_column("form", no_wrap=True)
     t.add_column("m_sat [95% CI]", justify="right")
@@ -220,7 +225,7 @@ def render(report: FitReport, console: Any = None) -> None:
             fmt(g.n),
             str(g.points),
             str(g.m_levels),
-            g.form,
+            g.form if con.width >= 110 else SHORT.get(g.form, g.form),
             f"{fmt(g.m_sat)} {fmt_ci(g.m_sat_ci)}",
             beyond,
             f"{fmt(g.ratio)} {fmt_ci(g.ratio_ci)}",
@@ -252,34 +257,36 @@ def render(report: FitReport, console: Any = None) -> None:
         con.print(t)
 
     con.print("\n[bold]model choice[/bold] (all runs)")
+    wide = con.width >= 110  # on narrow terminals BIC and the runs test stay in --json
+    cols = ["k", "AICc", "ΔAICc"] + (["BIC"] if wide else []) + ["held-out err"]
+    cols += ["runs p"] if wide else []
     t = Table()
     t.add_column("form", no_wrap=True)
-    for c in ("k", "AICc", "ΔAICc", "BIC", "held-out err", "runs p"):
-        t.add_column(c, justify="right")
-    t.add_column("m_sat [95% CI]", justify="right", no_wrap=True)
+    for c in cols:
+        t.add_column(c, justify="right", no_wrap=True)
+    t.add_column("m_sat [95% CI]", justify="right")
     t.add_column("note")
     fin = [c["aicc"] for c in r.candidates if c.get("fit_ok") and np.isfinite(c["aicc"])]
     best = min(fin) if fin else float("nan")
     for c in r.candidates:
+        name = c["form"] if wide else SHORT.get(c["form"], c["form"])
         if not c.get("fit_ok"):
-            t.add_row(
-                c["form"], str(c["k"]), "–", "–", "–", "–", "–", "–", f"skipped: {c['skipped']}"
-            )
+            t.add_row(name, str(c["k"]), *["–"] * len(cols), f"skipped: {c['skipped']}")
             continue
         note = "chosen" if c["chosen"] else ("≤ 2 AICc" if c["within_2_aicc"] else "")
         msat = fmt(c.get("m_sat")) + (f" {fmt_ci(c['m_sat_ci'])}" if c.get("m_sat_ci") else "")
-        t.add_row(
-            c["form"],
-            str(c["k"]),
-            fmt(c["aicc"], 4),
-            fmt(c["aicc"] - best, 3),
-            fmt(c["bic"], 4),
-            _pct(c.get("loo_error")),
-            fmt(c.get("runs_p"), 2),
-            msat,
-            note,
-        )
+        vals = {
+            "k": str(c["k"]),
+            "AICc": fmt(c["aicc"], 4),
+            "ΔAICc": fmt(c["aicc"] - best, 3),
+            "BIC": fmt(c["bic"], 4),
+            "held-out err": _pct(c.get("loo_error")),
+            "runs p": fmt(c.get("runs_p"), 2),
+        }
+        t.add_row(name, *[vals[k] for k in cols], msat, note)
     con.print(t)
+    if not wide:
+        con.print("theory-sup/-self: theory-supervised/-self-supervised", highlight=False)
     if r.warnings:
         con.print("\n[bold yellow]warnings[/bold yellow]")
         for w in r.warnings:

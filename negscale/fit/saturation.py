@@ -53,12 +53,14 @@ def summarise(samples: np.ndarray, point: float | None = None) -> tuple[float, l
     point estimate is returned with a NaN interval.
     """
     s = np.asarray(samples, float)
-    s = s[np.isfinite(s)]
+    s = s[~np.isnan(s)]  # NaN = a failed replicate; ±inf is a real (extreme) answer
     if s.size < 2:
         v = float(point) if point is not None else float("nan")
         return v, [float("nan"), float("nan")]
-    lo, med, hi = np.percentile(s, [2.5, 50.0, 97.5])
-    return float(med), [float(lo), float(hi)]
+    big = np.finfo(float).max / 4
+    q = np.percentile(np.clip(s, -big, big), [2.5, 50.0, 97.5])
+    q = np.where(q >= big, np.inf, np.where(q <= -big, -np.inf, q))
+    return float(q[1]), [float(q[0]), float(q[2])]
 
 
 def share_beyond(samples: np.ndarray, m_max: float) -> float:

@@ -188,3 +188,12 @@ def test_thin_designs_are_warned_about():
     assert "only 4 values of m" in text
     assert "no seeds" in text
     assert "2 values of n" in text
+
+
+def test_a_metric_flat_in_m_is_reported_as_saturated_from_the_start():
+    df = laws.study(lambda m, n: 0.1 + 0 * m + 1 / np.sqrt(n), ns=(1e4, 4e4), rng=4)
+    r = fit(df, bootstrap=50)
+    for g in r.groups:
+        assert g.m_sat < df["m"].min()
+        assert g.m_sat_ci[1] < df["m"].min()
+    assert any("already flat" in w for w in r.warnings)
