@@ -202,6 +202,8 @@ def prepare(
             keep &= ~bad
     m, n, v = m[keep], n[keep], v[keep]
     seed = None
+    if seed_col is not None and seed_col != "seed" and seed_col not in df.columns:
+        _need(df, seed_col, "seeds", "input table")
     if seed_col is not None and seed_col in df.columns:
         seed = df[seed_col].to_numpy()[keep]
     if m.size == 0:

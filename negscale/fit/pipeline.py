@@ -172,7 +172,17 @@ def fit(
     budgets: list[float] | None = None,
     label: str | None = None,
 ) -> FitReport:
-    """Fit a negative-count study; see the package docstring for the method."""
+    """Fit a negative-count study (the method: the :mod:`negscale.fit` docstring).
+
+    ``df`` holds one row per run (``load_sources`` builds it from results
+    directories and tables). ``metric`` names the value column; its direction
+    comes from its name (loss/rank/error: lower is better) unless
+    ``higher_is_better`` is given. ``tolerance`` is ε in metric units (None:
+    the seed sd at the largest m, else the documented fallback). ``forms``
+    restricts the candidates, ``budgets`` sets the S = m·n values of the
+    budget table, ``label`` names the metric in the report. Bad input raises
+    :class:`negscale.errors.NegscaleError`; doubtful input adds warnings.
+    """
     if bootstrap < 0:
         raise NegscaleError(f"--bootstrap must be >= 0, got {bootstrap}")
     form_ids = list(forms) if forms else list(FORM_IDS)

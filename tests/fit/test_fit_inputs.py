@@ -197,3 +197,8 @@ def test_a_metric_flat_in_m_is_reported_as_saturated_from_the_start():
         assert g.m_sat < df["m"].min()
         assert g.m_sat_ci[1] < df["m"].min()
     assert any("already flat" in w for w in r.warnings)
+
+
+def test_a_named_seed_column_must_exist():
+    with pytest.raises(NegscaleError, match="no column 'run_seed'"):
+        fit(_small(), seed_col="run_seed", bootstrap=0)
