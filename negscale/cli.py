@@ -430,6 +430,63 @@ def plan_table(doc: dict[str, Any]) -> Table:
     return table
 
 
+# ------------------------------------------------------------------ fit
+
+
+@app.command("fit")
+@user_errors
+def fit_cmd(
+    sources: list[Path] = typer.Argument(
+        ..., help="Results directories (runs/*.parquet) and/or CSV/Parquet tables."
+    ),
+    metric: str = typer.Option(
+        "auc", "--metric", help="Metric to fit, e.g. auc, recall_at_1, zeroshot_top1, val_loss."
+    ),
+    setting: str = typer.Option(
+        "auto", "--setting", help="auto (read from the runs) | supervised | self-supervised."
+    ),
+    tolerance: float | None = typer.Option(
+        None,
+        "--tolerance",
+        help="ε in metric units: m_sat is where one more doubling of m gains <= ε "
+        "(default: the seed sd at the largest m).",
+    ),
+    bootstrap: int = typer.Option(1000, "--bootstrap", help="Bootstrap replicates (0: none)."),
+    plot: Path | None = typer.Option(None, "--plot", help="Write the diagnostic plots (PNG)."),
+    m_col: str = typer.Option("m", "--m-col", help="Column with the negatives per anchor m."),
+    n_col: str = typer.Option("n", "--n-col", help="Column with the training anchors n."),
+    metric_col: str | None = typer.Option(
+        None, "--metric-col", help="Column with the metric's values (default: --metric)."
+    ),
+    seed_col: str | None = typer.Option(None, "--seed-col", help="Column with the seed."),
+    group_col: str | None = typer.Option(
+        None, "--group-col", help="Fit each value of this column on its own (one report each)."
+    ),
+    scale: str = typer.Option("auto", "--scale", help="auto | percent | fraction."),
+    as_json: bool = JsonOpt,
+) -> None:
+    """Fit the saturation point m_sat and the optimal m/n ratio, with bootstrap intervals."""
+    from negscale import fit as nf
+
+    col = metric_col or metric
+    df = nf.load_sources(
+        sources, m_col=m_col, n_col=n_col, metric_col=col, seed_col=seed_col, group_col=group_col
+    )
+    kw: dict[str, Any] = dict(
+        metric=col, setting=setting, tolerance=tolerance, bootstrap=bootstrap, scale=scale
+    )
+    reports = nf.fit_groups(df, group_col, **kw) if group_col else [(None, nf.fit(df, **kw))]
+    for value, rep in reports:
+        if not as_json:
+            nf.render(rep, out)
+        if plot is not None:
+            path = nf.plot(rep, nf.plot_path(plot, value))
+            err.print(f"plot: {path}", highlight=False)
+    if as_json:
+        docs = [rep.to_dict() for _, rep in reports]
+        print_json(docs if group_col else docs[0])
+
+
 # ------------------------------------------------------------------ list
 
 
