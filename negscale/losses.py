@@ -260,6 +260,32 @@ def _count(
     return count
 
 
+def in_batch_lse(
+    anchors: torch.Tensor,
+    positives: torch.Tensor,
+    *,
+    tau: float | torch.Tensor,
+    tile: int | None = None,
+    negative_mask: torch.Tensor | None = None,
+) -> tuple[tuple[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]:
+    """(LSE, count) of both directions with the batch's other items as negatives.
+
+    Dense, one score matrix serves both directions (rows: anchor -> positives,
+    columns: positive -> anchors); wider than ``tile``, each direction is tiled.
+    ``negative_mask[i, j]`` keeps item j as a negative of pair i either way.
+    """
+    b = anchors.shape[0]
+    if tile is None or b <= tile:
+        logits = (anchors @ positives.T) / tau
+        mask = in_batch_mask(b, logits.device)
+        if negative_mask is not None:
+            mask = mask & negative_mask
+        return _dense_lse(logits, mask), _dense_lse(logits.T, mask)
+    own = torch.arange(b, device=anchors.device)
+    kw = {"tau": tau, "tile": tile, "exclude": own, "mask": negative_mask}
+    return negative_lse(anchors, positives, **kw), negative_lse(positives, anchors, **kw)
+
+
 def in_batch_mask(batch: int, device: torch.device | None = None) -> torch.Tensor:
     """(B, B) mask that keeps every item but the diagonal (the anchor's own positive)."""
     return ~torch.eye(batch, dtype=torch.bool, device=device)
@@ -300,26 +326,26 @@ def contrastive_loss(
         raise ValueError("negative_index and exclude need shared (M, d) negatives")
     pos = (anchors * positives).sum(dim=-1)
     pos_logits = pos / tau
-    if negatives is None and (tile is None or anchors.shape[0] <= tile):
-        scores = anchors @ positives.T  # one matrix serves both directions
-        mask = in_batch_mask(scores.shape[0], scores.device)
-        if negative_mask is not None:
-            mask = mask & negative_mask
-        loss = loss_from_scores(pos, scores, tau=tau, form=form, mask=mask)
+    if negatives is None and form == "infonce" and negative_mask is None:
+        # the positive sits on the diagonal: LSE over a whole row (column) is the
+        # InfoNCE denominator, so no mask is needed (cross-entropy, as ClipLoss)
+        if tile is None or anchors.shape[0] <= tile:
+            logits = (anchors @ positives.T) / tau
+            lse, back_lse = torch.logsumexp(logits, dim=1), torch.logsumexp(logits, dim=0)
+        else:
+            lse = tiled_logsumexp(anchors / tau, positives, tile=tile)
+            back_lse = tiled_logsumexp(positives / tau, anchors, tile=tile) if symmetric else lse
+        loss = lse - pos_logits
         if symmetric:
-            back = loss_from_scores(pos, scores.T, tau=tau, form=form, mask=mask)
-            loss = 0.5 * (loss + back)
+            loss = 0.5 * (loss + back_lse - pos_logits)
     elif negatives is None:
-        own = torch.arange(anchors.shape[0], device=anchors.device)
-        lse, count = negative_lse(
-            anchors, positives, tau=tau, tile=tile, exclude=own, mask=negative_mask
+        (lse, count), (back_lse, back_count) = in_batch_lse(
+            anchors, positives, tau=tau, tile=tile, negative_mask=negative_mask
         )
         loss = loss_from_lse(pos_logits, lse, count, tau=tau, form=form)
         if symmetric:
-            lse, count = negative_lse(
-                positives, anchors, tau=tau, tile=tile, exclude=own, mask=negative_mask
-            )
-            loss = 0.5 * (loss + loss_from_lse(pos_logits, lse, count, tau=tau, form=form))
+            back = loss_from_lse(pos_logits, back_lse, back_count, tau=tau, form=form)
+            loss = 0.5 * (loss + back)
     elif negatives.dim() == 2:
         lse, count = negative_lse(
             anchors,
