@@ -73,13 +73,32 @@ class NegativesConfig(_Section):
     """How the m negatives of each anchor arise, and which loss form scores them."""
 
     source: Source = "batch"
-    m: int | None = Field(None, ge=1, description="negatives per anchor; batch: B-1")
+    m: int | None = Field(
+        None,
+        ge=1,
+        description="negatives per anchor (batch: B-1); pool: pool size; queue: queue length",
+    )
     loss_form: Literal["paper", "infonce"] = "infonce"
-    pool_batch: int | None = Field(None, ge=1, description="pool: negatives encoded per step")
-    pool_exact_max: int = Field(1024, ge=0, description="pool: exact loss up to this m")
-    gamma: float = Field(0.9, gt=0, le=1, description="pool: moving-average rate of u_i")
-    chunk: int = Field(4096, ge=1, description="encode extra negatives in chunks of this size")
-    tile: int = Field(4096, ge=1, description="loss tile width for large m")
+    pool_batch: int | None = Field(
+        None,
+        ge=1,
+        description="pool estimator: negative mini-batch per step (default B, capped at m)",
+    )
+    pool_exact_max: int = Field(
+        1024, ge=0, description="pool: encode the whole pool, exact loss, up to this m"
+    )
+    gamma: float = Field(
+        0.9,
+        gt=0,
+        le=1,
+        description="pool estimator: u_i rate, max(gamma, 1/visit); 1 = no averaging",
+    )
+    chunk: int = Field(
+        4096, ge=1, description="independent/pool: encode extra negatives in chunks of this size"
+    )
+    tile: int = Field(
+        4096, ge=1, description="tiled LSE above this many columns: O(B * tile) loss memory"
+    )
 
     @property
     def setting(self) -> str:
@@ -195,6 +214,10 @@ def check_negatives(recipe: Recipe) -> None:
         raise NegscaleError(f"negatives.m: a pool holds at most data.n = {n} items, got {m}")
     if neg.source == "independent" and m > n - 1:
         raise NegscaleError(f"negatives.m: at most data.n - 1 = {n - 1} other items, got {m}")
+    if neg.source == "queue" and m > n:
+        raise NegscaleError(
+            f"negatives.m: a queue keeps distinct items, at most data.n = {n}, got {m}"
+        )
 
 
 # ---------------------------------------------------------------- loading
