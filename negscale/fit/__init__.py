@@ -62,13 +62,24 @@ reported as the median with the 2.5–97.5 percentile interval, plus the share
 of replicates with m_sat beyond the largest m tested. Across n groups,
 gamma = the OLS slope of log m_sat on log n (theory: 0.5 supervised, 1
 self-supervised) and the ratio m_sat/n per group. For the chosen form with
-power-law terms, the budget-optimal split of S = m·n is G = (aA/(bB))^(1/(a+b)),
-m* = G·S^(b/(a+b)), n* = S^(a/(a+b))/G (numerically for the exp form), at a
-few budgets. The form is chosen by held-out extrapolation error (refit
-without the largest m level(s) of each n group), among forms within 10 AICc
-of the best; ties prefer residuals without a pattern, the setting's theory
-form, any theory form, then fewer parameters (see :mod:`negscale.fit.select`);
-m_sat is reported under every form within 2 AICc of the best.
+an n term, the budget-optimal split of S = m·n minimises the fitted y on
+m·n = S subject to m ≥ 1 (at least one negative), n ≥ 1 and, in the
+self-supervised setting, m ≤ n (a shared pool is drawn from the n training
+items; widened to the largest m/n run if the data exceed it; supervised
+anchors draw their own negatives, so no cap). Power-law m term: the
+unconstrained G = (aA/(bB))^(1/(a+b)), m* = G·S^(b/(a+b)), clipped to the
+allowed range (y is convex in log m along the line), n* = S/m*. Exp m term:
+y can have two local minima (m at its lower bound and one past the knee), so
+it is minimised on a log-m grid over the allowed range, refined by bisection.
+The same solver runs in every bootstrap replicate. The budgets shown span the
+tested m·n (four values, log-spaced); a row whose m* or n* lies outside the
+tested m or n range is marked ``extrapolated`` (and warned about), and
+``constraint`` names the bound a point optimum sits on. The form is chosen
+by held-out extrapolation error (refit without the largest m level(s) of each
+n group), among forms within 10 AICc of the best; ties prefer residuals
+without a pattern, the setting's theory form, any theory form, then fewer
+parameters (see :mod:`negscale.fit.select`); m_sat is reported under every
+form within 2 AICc of the best.
 """
 
 from __future__ import annotations

@@ -189,42 +189,89 @@ def make_form(form_id: str, has_n: bool) -> Form:
     return f if has_n else f.drop_n()
 
 
+def budget_bounds(
+    S: float, m_min: float = 1.0, max_ratio: float | None = None
+) -> tuple[float, float]:
+    """The allowed range of m on the budget line m·n = S (user's units).
+
+    m ≥ ``m_min`` (at least one negative) and n ≥ 1 (m ≤ S); with ``max_ratio``
+    also m ≤ max_ratio·n, i.e. m ≤ √(max_ratio·S) (a shared pool drawn from the
+    n training items: m ≤ n). An empty range (lo > hi) means no feasible split.
+    """
+    hi = float(S) if max_ratio is None else min(float(S), float(np.sqrt(max_ratio * S)))
+    return float(m_min), hi
+
+
 def budget_optimum(
-    form: Form, P: np.ndarray, S: float, m_ref: float, n_ref: float
+    form: Form,
+    P: np.ndarray,
+    S: float,
+    m_ref: float,
+    n_ref: float,
+    *,
+    m_min: float = 1.0,
+    max_ratio: float | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Budget-optimal (m*, n*) in the user's units for a budget S = m·n, each (R,).
 
-    power m-term: G = (aA/(bB))^(1/(a+b)), m* = G·S^(b/(a+b)), n* = S^(a/(a+b))/G.
-    exp m-term: no closed form; minimised on a log-m grid, then refined by
-    bisection on the sign of the derivative (vectorised over replicates).
+    Minimises the fitted y along m·n = S subject to the constraints of
+    :func:`budget_bounds` (m ≥ ``m_min``, n ≥ 1, and m ≤ ``max_ratio``·n when
+    given). Rows whose parameters are NaN (failed replicates), and every row
+    when the constraints leave no feasible m, give NaN.
+
+    power m-term: along the budget line y is convex in log m, so the
+    constrained optimum is the unconstrained one, G = (aA/(bB))^(1/(a+b)),
+    m* = G·S^(b/(a+b)), clipped to the allowed range; n* = S/m*.
+    exp m-term: y can have two local minima (m at its lower bound, where the
+    exp term is still ≈ A, and an interior one past the knee), so it is
+    minimised on a log-m grid over the allowed range (64 points a decade),
+    then refined by bisection on the sign of dy/dm inside the cells either side
+    of the best grid point (vectorised over replicates).
     """
-    P = np.atleast_2d(P)
-    St = S / (m_ref * n_ref)
-    B = P[:, form.idx("B")]
-    b = form.n_exponent(P)[:, 0]
-    A = P[:, 1]
-    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+    P = np.atleast_2d(np.asarray(P, float))
+    R = P.shape[0]
+    lo_m, hi_m = budget_bounds(S, m_min, max_ratio)
+    nan = np.full(R, np.nan)
+    if not form.has_n or not (np.isfinite(lo_m) and np.isfinite(hi_m)) or lo_m > hi_m:
+        return nan, nan.copy()
+    Q = form.to_original(P, m_ref, n_ref)
+    bad = np.isnan(Q).any(axis=1)
+    A = Q[:, 1]
+    B = Q[:, form.idx("B")]
+    b = form.n_exponent(Q)[:, 0]
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore", under="ignore"):
         if form.m_kind == "power":
-            a = form.m_exponent(P)[:, 0]
+            a = form.m_exponent(Q)[:, 0]
+            # A = 0 → G = 0 (m does not matter: all to n); B = 0 → G = ∞ (all to m)
             G = (a * A / (b * B)) ** (1.0 / (a + b))
-            mt = G * St ** (b / (a + b))
+            m = np.clip(G * S ** (b / (a + b)), lo_m, hi_m)
         else:
-            s = P[:, form.idx("s")]
-            grid = np.geomspace(St * 1e-12, St * 1e6, 721)  # n from 1e-6·S.. to 1e12
-            lg = np.log(grid)
-            # y(m) along the budget line, up to the constant E
-            Y = A[:, None] * np.exp(-grid[None, :] / s[:, None]) + B[:, None] * (
-                St / grid[None, :]
-            ) ** (-b[:, None])
-            j = np.clip(np.argmin(Y, axis=1), 1, grid.size - 2)
-            # refine by bisection on the sign of dy/dm inside the bracketing cells
-            lo, hi = lg[j - 1], lg[j + 1]
+            s = Q[:, form.idx("s")]
+            llo, lhi = np.log(lo_m), np.log(hi_m)
+            K = max(3, int(np.ceil((lhi - llo) / np.log(10.0) * 64)) + 1)
+            lg = np.linspace(llo, lhi, K)
+            grid = np.exp(lg)[None, :]
+
+            def y(mm: np.ndarray) -> np.ndarray:  # y along the budget line, less E
+                return A[:, None] * np.exp(-mm / s[:, None]) + B[:, None] * (S / mm) ** (
+                    -b[:, None]
+                )
+
+            Y = y(grid)
+            j = np.argmin(np.where(np.isnan(Y), np.inf, Y), axis=1)
+            lo = lg[np.maximum(j - 1, 0)]
+            hi = lg[np.minimum(j + 1, K - 1)]
             for _ in range(60):
-                mid = np.exp(0.5 * (lo + hi))
-                d = -A / s * np.exp(-mid / s) + b * B * St ** (-b) * mid ** (b - 1.0)
+                mid = 0.5 * (lo + hi)
+                em = np.exp(mid)
+                d = -A / s * np.exp(-em / s) + b * B * S ** (-b) * em ** (b - 1.0)
                 rising = d > 0
-                hi = np.where(rising, 0.5 * (lo + hi), hi)
-                lo = np.where(rising, lo, 0.5 * (lo + hi))
-            mt = np.exp(0.5 * (lo + hi))
-        nt = St / mt
-    return mt * m_ref, nt * n_ref
+                hi = np.where(rising, mid, hi)
+                lo = np.where(rising, lo, mid)
+            m_fine = np.exp(0.5 * (lo + hi))
+            m_grid = grid[0, j]
+            keep = y(m_fine[:, None])[:, 0] <= y(m_grid[:, None])[:, 0]
+            m = np.clip(np.where(keep, m_fine, m_grid), lo_m, hi_m)
+        m = np.where(bad, np.nan, m)
+        n = S / m
+    return m, n

@@ -14,7 +14,7 @@ import pandas as pd
 
 from negscale.errors import NegscaleError
 from negscale.fit import bootstrap as bs
-from negscale.fit.forms import FORM_IDS, Form, make_form
+from negscale.fit.forms import FORM_IDS, Form, budget_bounds, make_form
 from negscale.fit.inputs import (
     Prepared,
     check_sizes,
@@ -27,7 +27,7 @@ from negscale.fit.objective import DELTA_FLOOR, Data, huber_delta
 from negscale.fit.optimize import fit_form, infeasible
 from negscale.fit.report import FitReport, GroupResult, fmt
 from negscale.fit.saturation import share_beyond, summarise
-from negscale.fit.scaling import THEORY_GAMMA, budget_ratios, default_budgets, gamma
+from negscale.fit.scaling import THEORY_GAMMA, budget_optima, default_budgets, gamma
 from negscale.fit.select import Candidate, choose, evaluate
 
 FALLBACK_TOL_BOUNDED = 0.005  # as a fraction: 0.5 percentage points
@@ -393,24 +393,8 @@ def fit(
         gsamples = np.where(np.isnan(global_reps[:, 0]), np.nan, gsamples)
     gmed, gci = summarise(gsamples, gpoint)
     params, pci = _params_summary(gform, chosen.fit.params, global_reps, m_ref, n_ref)
-    budget = []
-    if gform.has_n and budgets:
-        pt = budget_ratios(gform, chosen.fit.params, budgets, m_ref, n_ref)[0]
-        reps_b = (
-            budget_ratios(gform, global_reps, budgets, m_ref, n_ref)
-            if global_reps is not None
-            else None
-        )
-        from negscale.fit.forms import budget_optimum
-
-        for j, S in enumerate(budgets):
-            med, ci = (
-                summarise(reps_b[:, j], pt[j]) if reps_b is not None else (pt[j], [np.nan] * 2)
-            )
-            mo, no = budget_optimum(gform, chosen.fit.params, S, m_ref, n_ref)
-            budget.append(
-                {"S": S, "ratio": med, "ratio_ci": ci, "m": float(mo[0]), "n": float(no[0])}
-            )
+    budget, bwarn = _budget_table(gform, chosen, global_reps, budgets, prep, setting, m_ref, n_ref)
+    warnings += bwarn
 
     cand_dicts = []
     for c in cands:
@@ -456,6 +440,126 @@ def fit(
         error_definition=err_def,
         plot_data=plot,
     )
+
+
+_PINNED = {
+    "m >=": "m* = 1, the law would put the whole budget into n",
+    "n >=": "n* = 1, the law would put the whole budget into m",
+    "m <=": "m* at the pool cap m = n, the law would put more into m",
+}
+
+
+def budget_max_ratio(setting: str, m: np.ndarray, n: np.ndarray) -> float | None:
+    """The cap on m/n for the budget optimum: self-supervised anchors share one
+    pool of m negatives drawn from the n training items, so m ≤ n (widened to
+    the largest m/n actually run, should the data exceed it); supervised
+    anchors draw their own negatives, so only n ≥ 1 (None)."""
+    if setting != "self-supervised":
+        return None
+    return max(1.0, float(np.max(np.asarray(m, float) / np.asarray(n, float))))
+
+
+def _budget_table(
+    form: Form,
+    chosen: Candidate,
+    reps: np.ndarray | None,
+    budgets: list[float],
+    prep: Prepared,
+    setting: str,
+    m_ref: float,
+    n_ref: float,
+) -> tuple[list[dict], list[str]]:
+    """Rows of the budget-optimal ratio table, and the warnings they need.
+
+    The optimum of the fitted law on m·n = S is constrained (m ≥ 1, n ≥ 1, and
+    m ≤ n under a shared pool: :func:`budget_max_ratio`); the point estimate
+    and every bootstrap replicate go through the same solver. A row is
+    ``extrapolated`` when its (point) m* or n* lies outside the tested m or n
+    range; ``constraint`` names the bound the point optimum sits on (None:
+    interior) and ``constraint_share`` is the share of replicates whose optimum
+    sits on a bound (it explains interval ends such as m*/n* = 1/S).
+    """
+    if not form.has_n or not budgets:
+        return [], []
+    max_ratio = budget_max_ratio(setting, prep.m, prep.n)
+    kw = {"m_min": 1.0, "max_ratio": max_ratio}
+    pm, pn = budget_optima(form, chosen.fit.params, budgets, m_ref, n_ref, **kw)
+    rm = rn = None
+    if reps is not None:
+        rm, rn = budget_optima(form, reps, budgets, m_ref, n_ref, **kw)
+    m_lo, m_hi = float(prep.m.min()), float(prep.m.max())
+    n_lo, n_hi = float(prep.n.min()), float(prep.n.max())
+    tol = 1e-9
+    rows, extra, pinned, unsolved = [], [], [], []
+    for j, S in enumerate(budgets):
+        mo, no = float(pm[0, j]), float(pn[0, j])
+        with np.errstate(divide="ignore", invalid="ignore"):
+            ratio = mo / no
+            rr = rm[:, j] / rn[:, j] if rm is not None else None
+        med, ci = summarise(rr, ratio) if rr is not None else (ratio, [np.nan] * 2)
+        finite = np.isfinite(mo) and np.isfinite(no)
+        outside = finite and not (
+            m_lo * (1 - tol) <= mo <= m_hi * (1 + tol)
+            and n_lo * (1 - tol) <= no <= n_hi * (1 + tol)
+        )
+        lo_b, hi_b = budget_bounds(S, 1.0, max_ratio)
+        constraint = None
+        if finite and mo <= lo_b * (1 + tol):
+            constraint = "m >= 1"
+        elif finite and mo >= hi_b * (1 - tol):
+            constraint = (
+                "n >= 1"
+                if hi_b >= S * (1 - tol)
+                else ("m <= n" if max_ratio == 1.0 else f"m <= {max_ratio:.3g}·n")
+            )
+        row = {
+            "S": S,
+            "ratio": med,
+            "ratio_ci": ci,
+            "m": mo,
+            "n": no,
+            "ratio_fit": ratio,
+            "extrapolated": bool(outside),
+            "constraint": constraint,
+        }
+        if rm is not None:
+            row["m_ci"] = summarise(rm[:, j])[1]
+            row["n_ci"] = summarise(rn[:, j])[1]
+            r = rm[:, j][np.isfinite(rm[:, j])]
+            on = (r <= lo_b * (1 + tol)) | (r >= hi_b * (1 - tol))
+            row["constraint_share"] = float(on.mean()) if r.size else float("nan")
+        rows.append(row)
+        if not finite:
+            unsolved.append(fmt(S))
+        if row["extrapolated"]:
+            extra.append(fmt(S))
+        if constraint is not None:
+            pinned.append(f"S={fmt(S)}: {_PINNED[constraint[:4]]}")
+    warnings = []
+    if unsolved:
+        warnings.append(
+            f"budget table: no optimal split at S = {', '.join(unsolved)} (no feasible m, or "
+            "a law that depends on neither m nor n): left blank"
+        )
+    if extra:
+        w = (
+            f"budget table: at S = {', '.join(extra)} the optimal m* or n* lies outside the "
+            f"tested range (m {fmt(m_lo)}–{fmt(m_hi)}, n {fmt(n_lo)}–{fmt(n_hi)}): those rows "
+            "extrapolate the fitted law and are marked"
+        )
+        if pinned:
+            w += (
+                "; the optimum sits on a constraint, not at a balance of the two terms ("
+                + "; ".join(pinned)
+                + ")"
+            )
+        warnings.append(w)
+    elif pinned:
+        warnings.append(
+            "budget table: the optimum sits on a constraint, not at a balance of the two "
+            "terms (" + "; ".join(pinned) + ")"
+        )
+    return rows, warnings
 
 
 def _cand_dict(c: Candidate, chosen, eps, m_ref, n_ref, reps) -> dict:

@@ -250,11 +250,33 @@ def render(report: FitReport, console: Any = None) -> None:
             "(negative comparisons)"
         )
         t = Table()
-        for c in ("S", "m*/n*", "95% CI", "m*", "n*"):
+        for c in ("S", "m*/n*", "95% CI", "m*", "n*", "bound"):
             t.add_column(c, justify="right")
+        t.add_column("note", min_width=12)
         for b in r.budget:
-            t.add_row(fmt(b["S"]), fmt(b["ratio"]), fmt_ci(b["ratio_ci"]), fmt(b["m"]), fmt(b["n"]))
+            note = []
+            if b.get("extrapolated"):
+                note.append("extrapolated")
+            if b.get("constraint"):
+                note.append(f"m* on {_sym(b['constraint'])}")
+            share = b.get("constraint_share")
+            t.add_row(
+                fmt(b["S"]),
+                fmt(b["ratio"]),
+                fmt_ci(b["ratio_ci"]),
+                fmt(b["m"]),
+                fmt(b["n"]),
+                _pct0(share),
+                "\n".join(note),
+            )
         con.print(t)
+        con.print(
+            "constrained to m ≥ 1, n ≥ 1"
+            + (", m ≤ n (shared pool)" if r.setting == "self-supervised" else "")
+            + "; bound: share of replicates whose optimum sits on a constraint; "
+            "extrapolated: m* or n* outside the tested range",
+            highlight=False,
+        )
 
     con.print("\n[bold]model choice[/bold] (all runs)")
     wide = con.width >= 110  # on narrow terminals BIC and the runs test stay in --json
@@ -291,6 +313,14 @@ def render(report: FitReport, console: Any = None) -> None:
         con.print("\n[bold yellow]warnings[/bold yellow]")
         for w in r.warnings:
             con.print(f"  • {escape(w)}", highlight=False)
+
+
+def _sym(s: str) -> str:
+    return s.replace(">=", "≥").replace("<=", "≤")
+
+
+def _pct0(v: float | None) -> str:
+    return "–" if v is None or not np.isfinite(v) else f"{v:.0%}"
 
 
 def _pct(v: float | None) -> str:

@@ -28,30 +28,51 @@ def gamma(m_sat: np.ndarray, n: np.ndarray) -> np.ndarray:
     return np.where(cnt >= 2, slope, np.nan)
 
 
-def default_budgets(m: np.ndarray, n: np.ndarray) -> list[float]:
-    """A few budgets S = m·n: the smallest, middle and largest tested, and 10× the largest,
-    each rounded to two significant digits."""
+def default_budgets(m: np.ndarray, n: np.ndarray, count: int = 4) -> list[float]:
+    """Budgets S = m·n spanning the tested runs: ``count`` values evenly spaced in
+    log S from the smallest to the largest m·n observed, each rounded to two
+    significant digits inwards (the ends stay inside the tested range)."""
     s = np.asarray(m, float) * np.asarray(n, float)
     lo, hi = float(s.min()), float(s.max())
-    raw = [lo, float(np.sqrt(lo * hi)), hi, 10 * hi]
+    raw = np.geomspace(lo, hi, count) if hi > lo else np.array([lo])
     out: list[float] = []
-    for v in raw:
-        r = float(f"{v:.2g}")
+    for i, v in enumerate(raw):
+        r = _round2(float(v), up=i == 0)
+        r = min(max(r, lo), hi) if i in (0, raw.size - 1) else r
         if r not in out:
             out.append(r)
     return out
 
 
-def budget_ratios(
-    form: Form, P: np.ndarray, budgets: list[float], m_ref: float, n_ref: float
-) -> np.ndarray:
-    """m*/n* at each budget for each parameter row: (R, len(budgets))."""
+def _round2(v: float, up: bool) -> float:
+    """v to two significant digits: rounded up (``up``) or down."""
+    if v <= 0 or not np.isfinite(v):
+        return v
+    e = 10.0 ** (np.floor(np.log10(v)) - 1)
+    q = v / e
+    q = np.ceil(q - 1e-9) if up else np.floor(q + 1e-9)
+    return float(f"{q * e:.2g}")
+
+
+def budget_optima(
+    form: Form,
+    P: np.ndarray,
+    budgets: list[float],
+    m_ref: float,
+    n_ref: float,
+    *,
+    m_min: float = 1.0,
+    max_ratio: float | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Constrained (m*, n*) at each budget for each parameter row: two (R, len(budgets))
+    arrays, NaN for forms without an n term (see :func:`forms.budget_optimum`)."""
     P = np.atleast_2d(P)
-    out = np.full((P.shape[0], len(budgets)), np.nan)
+    ms = np.full((P.shape[0], len(budgets)), np.nan)
+    ns = ms.copy()
     if not form.has_n:
-        return out
+        return ms, ns
     for j, S in enumerate(budgets):
-        ms, ns = budget_optimum(form, P, S, m_ref, n_ref)
-        with np.errstate(divide="ignore", invalid="ignore"):
-            out[:, j] = ms / ns
-    return out
+        ms[:, j], ns[:, j] = budget_optimum(
+            form, P, S, m_ref, n_ref, m_min=m_min, max_ratio=max_ratio
+        )
+    return ms, ns
