@@ -305,7 +305,9 @@ class PoolSource(NegativeSource):
       grad(g_i) / u_i in place of grad(u_i) / u_i (weights exp(s_ij/tau) / u_i),
       via a straight-through LSE. gamma = 1 with k = m is the exact gradient.
 
-    Per-step cost and memory depend on B and k, never on m.
+    Per-step encoding, scoring and memory depend on B and k, never on m (at
+    m = n the batch itself is the mini-batch: no extra encoding at all); only
+    an O(m) integer shuffle tops S up, and the averages take O(n) floats.
     """
 
     name = "pool"
@@ -393,6 +395,7 @@ class PoolSource(NegativeSource):
     ) -> torch.Tensor:
         """Per-anchor loss of one direction from the mini-batch LSE and the moving averages."""
         dev = lse.device
+        lse = lse.to(torch.promote_types(lse.dtype, torch.float32))  # averages never in bf16
         if self.log_u.device != dev or self.log_u.dtype != lse.dtype:
             self.log_u, self.visits = self.log_u.to(dev, lse.dtype), self.visits.to(dev)
         rows = index.to(dev)

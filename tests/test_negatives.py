@@ -517,3 +517,17 @@ def test_infeasible_queue_and_pool_sizes_are_one_line_errors() -> None:
         _setup("negatives.source='queue'", m=41)
     with pytest.raises(NegscaleError, match="pool holds at most"):
         _setup("negatives.source='pool'", m=41)
+
+
+def test_bench_pool_step_times_each_pool_size_and_the_batch_reference(tiny_overrides) -> None:
+    from negscale.bench import bench_pool_step
+
+    rows = bench_pool_step(
+        [4, 512], [*tiny_overrides, "negatives.pool_exact_max=64"], steps=1, warmup=1
+    )
+    assert [(r["source"], r["m"], r["mode"]) for r in rows] == [
+        ("pool", 4, "exact"),
+        ("pool", 512, "estimator"),
+        ("batch", 63, "in-batch"),
+    ]
+    assert rows[0]["ratio"] == 1.0 and all(r["step_ms"] > 0 for r in rows)

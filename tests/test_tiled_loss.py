@@ -147,3 +147,16 @@ def test_tiled_value_is_the_log_of_a_sum_of_exponentials() -> None:
     k = torch.full((9, 1), 0.25)
     got = tiled_logsumexp(q, k, tile=2)
     assert got.tolist() == pytest.approx([math.log(9) + 0.25] * 2, rel=1e-6)
+
+
+def test_bench_loss_reports_each_implementation_against_its_peer() -> None:
+    from negscale.bench import bench_loss
+
+    rows = bench_loss([32], 8, None, "cpu", tile=8, repeats=1)
+    impls = {r["impl"]: r for r in rows}
+    assert {"dense", "tiled"} <= set(impls) and all(r["m"] == 31 for r in rows)
+    peer = impls[rows[0]["peer"]]
+    assert peer["time_ratio"] == 1.0 and impls["tiled"]["tile"] == 8
+    shared = bench_loss([16], 8, 64, "cpu", tile=16, repeats=1)
+    assert [r["impl"] for r in shared] == ["dense", "tiled"] and shared[0]["peer"] == "dense"
+    assert all(r["ms"] > 0 for r in shared)
