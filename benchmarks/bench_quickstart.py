@@ -1,0 +1,66 @@
+"""Time the quickstart study end to end: `negscale sweep quickstart` into a fresh folder.
+
+Runs the installed CLI exactly as a user would (a new process, a fresh results
+folder in a temporary directory, the recipe's default grid), so the time
+includes start-up, data generation, every training run, evaluation, records
+and the summary. Prints one line the README quotes, then the sweep's summary
+table (or, with ``--json``, one JSON document with the timing and the summary).
+
+    python benchmarks/bench_quickstart.py [--recipe quickstart] [--fit] [--json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+
+
+def command(recipe: str, results: str, fit: bool) -> list[str]:
+    exe = shutil.which("negscale")
+    base = [exe] if exe else [sys.executable, "-m", "negscale.cli"]
+    return [*base, "sweep", recipe, "--results", results, "--json", *(["--fit"] if fit else [])]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--recipe", default="quickstart")
+    parser.add_argument("--fit", action="store_true", help="also time the fit (sweep --fit)")
+    parser.add_argument("--json", action="store_true", help="print one JSON document")
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory(prefix="negscale-bench-") as tmp:
+        cmd = command(args.recipe, os.path.join(tmp, "results"), args.fit)
+        t0 = time.perf_counter()
+        proc = subprocess.run(cmd, capture_output=True, text=True)
+        wall = time.perf_counter() - t0
+    if proc.returncode != 0:
+        sys.exit(f"negscale sweep failed ({proc.returncode}):\n{proc.stderr}")
+    summary = json.loads(proc.stdout)
+    threads = os.environ.get("OMP_NUM_THREADS", "unset")
+    runs = summary["recorded"]
+    line = (
+        f"negscale sweep {args.recipe}{' --fit' if args.fit else ''}: {runs} runs in {wall:.0f} s"
+        f" wall ({wall / max(runs, 1):.1f} s per run; {os.cpu_count()} CPUs,"
+        f" OMP_NUM_THREADS={threads})"
+    )
+    if args.json:
+        doc = {"recipe": args.recipe, "wall_s": wall, "runs": runs, "cpus": os.cpu_count()}
+        print(json.dumps({**doc, "omp_num_threads": threads, "summary": summary}, indent=2))
+        return
+    print(line)
+    for cell in summary["cells"]:
+        metrics = "  ".join(
+            f"{k} {cell[k]['mean']:.4f} ± {cell[k]['sd'] or 0:.4f}"
+            for k in summary["metrics"]
+            if cell[k]["mean"] is not None
+        )
+        print(f"  n={cell['n']:>5} m={cell['m']:>5}  {metrics}")
+
+
+if __name__ == "__main__":
+    main()
