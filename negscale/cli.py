@@ -7,12 +7,14 @@ and progress bars go to stderr.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import math
+import signal
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -243,7 +245,7 @@ def sweep(
         soft_wrap=True,
     )
     start = time.perf_counter()
-    with SweepProgress(err, metric) as progress:
+    with SweepProgress(err, metric) as progress, _sigterm_as_exit():
         stats = sw.execute(plan, folder, shard=part, device=device, listener=progress)
     metrics = list(dict.fromkeys([metric, "recall_at_1"]))
     summary = sw.summarise(plan, folder, metrics)
@@ -270,6 +272,20 @@ def sweep(
             highlight=False,
         )
         raise typer.Exit(1)
+
+
+@contextlib.contextmanager
+def _sigterm_as_exit() -> Iterator[None]:
+    """Schedulers stop jobs with SIGTERM: exit through Python so held run locks are released."""
+
+    def stop(signum: int, frame: Any) -> None:
+        raise SystemExit(128 + signum)
+
+    previous = signal.signal(signal.SIGTERM, stop)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def fit_study(plan: Any, folder: Path, metric: str) -> tuple[Any, str | None]:
