@@ -6,7 +6,11 @@ includes start-up, data generation, every training run, evaluation, records
 and the summary. Prints one line the README quotes, then the sweep's summary
 table (or, with ``--json``, one JSON document with the timing and the summary).
 
-    python benchmarks/bench_quickstart.py [--recipe quickstart] [--fit] [--json]
+    python benchmarks/bench_quickstart.py [--recipe quickstart] [--fit] [--json] [--keep DIR]
+
+``--keep DIR`` writes the study to DIR (which must not exist yet: the timing
+needs a fresh study) so that its summary can be shown again afterwards with
+``negscale sweep quickstart --results DIR``, which trains nothing.
 """
 
 from __future__ import annotations
@@ -32,9 +36,12 @@ def main() -> None:
     parser.add_argument("--recipe", default="quickstart")
     parser.add_argument("--fit", action="store_true", help="also time the fit (sweep --fit)")
     parser.add_argument("--json", action="store_true", help="print one JSON document")
+    parser.add_argument("--keep", metavar="DIR", help="write the study here (must not exist)")
     args = parser.parse_args()
+    if args.keep and os.path.exists(args.keep):
+        sys.exit(f"--keep {args.keep}: already exists; the benchmark needs a fresh study")
     with tempfile.TemporaryDirectory(prefix="negscale-bench-") as tmp:
-        cmd = command(args.recipe, os.path.join(tmp, "results"), args.fit)
+        cmd = command(args.recipe, args.keep or os.path.join(tmp, "results"), args.fit)
         t0 = time.perf_counter()
         proc = subprocess.run(cmd, capture_output=True, text=True)
         wall = time.perf_counter() - t0
