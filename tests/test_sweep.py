@@ -375,6 +375,30 @@ def test_a_diverged_run_is_recorded_and_the_sweep_goes_on(tmp_path, fast) -> Non
     assert all(c["auc"]["mean"] is None for c in doc["cells"])
 
 
+def test_a_crashing_run_is_reported_the_others_finish_and_it_stays_pending(
+    tmp_path, fast, monkeypatch
+) -> None:
+    import negscale.train
+
+    real_run = negscale.train.run
+    crash = load_recipe("quickstart", fast, m=2).run_id()
+
+    def flaky(recipe, *args, **kwargs):
+        if recipe.run_id() == crash:
+            raise RuntimeError("out of memory")
+        return real_run(recipe, *args, **kwargs)
+
+    monkeypatch.setattr(negscale.train, "run", flaky)
+    args = ["sweep", "quickstart", "-m", "1,2,4", "--results", str(tmp_path), *_sets(fast)]
+    res = runner.invoke(app, args)
+    assert res.exit_code == 1 and "out of memory" in res.stderr and "re-run" in res.stderr
+    assert set(_records_on_disk(tmp_path)) == _expected_ids(fast, [1, 4], [256], [0])
+    assert _leftovers(tmp_path) == []
+    monkeypatch.setattr(negscale.train, "run", real_run)
+    assert runner.invoke(app, args).exit_code == 0  # the re-run trains the missing one
+    assert set(_records_on_disk(tmp_path)) == _expected_ids(fast, [1, 2, 4], [256], [0])
+
+
 def test_fit_flag_adds_a_fit_or_a_warning(tmp_path, fast) -> None:
     args = ["sweep", "quickstart", "--results", str(tmp_path), "--fit", *_sets(fast)]
     res = runner.invoke(app, [*args, "-m", "1,2", "--json"])
