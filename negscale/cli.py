@@ -209,7 +209,7 @@ def sweep(
 ) -> None:
     """Train a grid over m, n and seeds; resumable, shardable; summarise (and fit) the study.
 
-    Defaults come from the recipe's [sweep] section. Runs with a valid record are
+    Defaults come from the recipe's \\[sweep] section. Runs with a valid record are
     skipped, so re-running the same command after a crash completes the study.
     """
     from negscale import sweep as sw
