@@ -88,7 +88,7 @@ def test_infonce_in_batch_equals_open_clip_clip_loss(batch: int, dim: int, tau: 
         F.normalize(x2, dim=-1), F.normalize(y2, dim=-1), torch.tensor(1.0 / tau)
     )
     rx, ry = torch.autograd.grad(ref, (x2, y2))
-    assert float(ours) == pytest.approx(float(ref), abs=1e-5)
+    assert ours.item() == pytest.approx(ref.item(), abs=1e-5)
     torch.testing.assert_close(gx, rx, atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(gy, ry, atol=1e-5, rtol=1e-5)
 

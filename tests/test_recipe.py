@@ -39,7 +39,7 @@ def test_design_axes_override_the_recipe() -> None:
         (["model.tau=0"], "model.tau"),
         (["model.tau=-1"], "model.tau"),
         (["negatives.m=0", "negatives.source='subsample'"], "negatives.m"),
-        (["negatives.source='subsample'", "negatives.m=256"], "negatives.m"),
+        (["negatives.source='subsample'", "negatives.m=400"], "negatives.m"),
         (["negatives.source='pool'", "negatives.m=5000"], "negatives.m"),
         (["negatives.source='pool'"], "negatives.m"),
         (["negatives.source='magic'"], "negatives.source"),
