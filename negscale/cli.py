@@ -90,7 +90,7 @@ def _fmt(value: Any, digits: int = 4) -> str:
 
 SetOpt = typer.Option(None, "--set", help="Override a recipe field: key.path=value (repeatable).")
 ResultsOpt = typer.Option(
-    None, "--results", help="Results folder [default: results/<recipe name>]."
+    None, "--results", help="Results folder \\[default: results/<recipe name>]."
 )
 JsonOpt = typer.Option(False, "--json", help="Print one JSON document on stdout, nothing else.")
 
@@ -501,6 +501,71 @@ def fit_cmd(
     if as_json:
         docs = [rep.to_dict() for _, rep in reports]
         print_json(docs if group_col else docs[0])
+
+
+# ------------------------------------------------------------------ bench
+
+bench_app = typer.Typer(
+    no_args_is_help=True,
+    help="Speed and memory against peers, as ratios measured in the same run.",
+)
+app.add_typer(bench_app, name="bench")
+
+
+def _int_list(text: str, flag: str) -> list[int]:
+    try:
+        values = [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise NegscaleError(f"{flag}: expected comma-separated integers, got {text!r}") from None
+    if not values or min(values) < 2:
+        raise NegscaleError(f"{flag}: expected integers >= 2, got {text!r}")
+    return values
+
+
+@bench_app.command("loss")
+@user_errors
+def bench_loss_cmd(
+    batch: str = typer.Option("1024,4096", "--batch", help="Batch sizes B, comma-separated."),
+    dim: int = typer.Option(256, "--dim", min=1, help="Embedding dimension."),
+    negatives: int | None = typer.Option(
+        None,
+        "--negatives",
+        "-m",
+        min=1,
+        help="m shared negatives per anchor (default: in-batch, m = B-1, vs open_clip).",
+    ),
+    tile: int = typer.Option(1024, "--tile", min=1, help="Tile width of the tiled path."),
+    repeats: int = typer.Option(3, "--repeats", min=1, help="Timed repeats (median)."),
+    device: str = typer.Option("auto", "--device", help="auto | cpu | cuda."),
+    as_json: bool = JsonOpt,
+) -> None:
+    """Loss forward+backward time and peak memory: dense, tiled, open_clip's ClipLoss."""
+    import torch
+
+    from negscale.bench import bench_loss
+    from negscale.train import resolve_device
+
+    check_device(device)
+    dev = resolve_device(device).type
+    rows = bench_loss(_int_list(batch, "--batch"), dim, negatives, dev, tile=tile, repeats=repeats)
+    if as_json:
+        print_json({"device": dev, "threads": torch.get_num_threads(), "rows": rows})
+        return
+    table = Table(title=f"loss forward+backward on {dev} (d={dim})", title_justify="left")
+    for col in ("B", "m", "impl", "ms", "peak MiB", "time ×peer", "mem ×peer"):
+        table.add_column(col, justify="left" if col == "impl" else "right")
+    for r in rows:
+        table.add_row(
+            str(r["batch"]),
+            str(r["m"]),
+            r["impl"],
+            _fmt(r["ms"], 1),
+            _fmt(r["peak_mb"], 1),
+            _fmt(r["time_ratio"], 2),
+            _fmt(r["mem_ratio"], 2),
+        )
+    table.caption = f"×peer: ratio to {rows[0]['peer']} at the same B, measured in this run"
+    out.print(table)
 
 
 # ------------------------------------------------------------------ list

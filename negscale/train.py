@@ -55,13 +55,16 @@ class Runtime:
         )
 
 
-def resolve_runtime(recipe: Recipe, device: str | None = None) -> Runtime:
-    want = device or recipe.train.device
+def resolve_device(want: str) -> torch.device:
+    """``auto`` takes CUDA when present; asking for CUDA without it is a user error."""
     if want == "cuda" and not torch.cuda.is_available():
         raise NegscaleError("--device cuda: CUDA is not available on this machine")
-    dev = torch.device(
-        "cuda" if want == "cuda" or (want == "auto" and torch.cuda.is_available()) else "cpu"
-    )
+    on_gpu = want == "cuda" or (want == "auto" and torch.cuda.is_available())
+    return torch.device("cuda" if on_gpu else "cpu")
+
+
+def resolve_runtime(recipe: Recipe, device: str | None = None) -> Runtime:
+    dev = resolve_device(device or recipe.train.device)
     on_gpu = dev.type == "cuda"
     precision = recipe.train.precision
     if precision == "auto":

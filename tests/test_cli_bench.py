@@ -1,0 +1,70 @@
+"""`negscale bench loss`: rows per implementation, ratios against the peer of the same run."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from typer.testing import CliRunner
+
+from negscale.cli import app
+
+runner = CliRunner()
+
+
+def test_bench_loss_in_batch_compares_against_open_clip() -> None:
+    pytest.importorskip("open_clip")
+    res = runner.invoke(
+        app,
+        [
+            "bench",
+            "loss",
+            "--batch",
+            "16,32",
+            "--dim",
+            "8",
+            "--repeats",
+            "1",
+            "--device",
+            "cpu",
+            "--json",
+        ],
+    )
+    assert res.exit_code == 0, res.output
+    doc = json.loads(res.stdout)
+    rows = doc["rows"]
+    assert {(r["batch"], r["impl"]) for r in rows} == {
+        (b, i) for b in (16, 32) for i in ("dense", "tiled", "open_clip")
+    }
+    for r in rows:
+        assert r["peer"] == "open_clip" and r["m"] == r["batch"] - 1
+        peer = next(p for p in rows if p["batch"] == r["batch"] and p["impl"] == "open_clip")
+        assert r["time_ratio"] == pytest.approx(r["ms"] / peer["ms"])
+
+
+def test_bench_loss_shared_negatives_table() -> None:
+    res = runner.invoke(
+        app,
+        [
+            "bench",
+            "loss",
+            "--batch",
+            "8",
+            "--dim",
+            "4",
+            "-m",
+            "64",
+            "--repeats",
+            "1",
+            "--device",
+            "cpu",
+        ],
+    )
+    assert res.exit_code == 0, res.output
+    assert "tiled" in res.stdout and "ratio to dense" in res.stdout
+
+
+@pytest.mark.parametrize("args", [["--batch", "x"], ["--batch", "1"], ["--device", "tpu"]])
+def test_bench_loss_bad_input(args: list[str]) -> None:
+    res = runner.invoke(app, ["bench", "loss", *args])
+    assert res.exit_code == 2 and res.stderr.startswith("error:")
