@@ -113,20 +113,32 @@ def train(
     device: str = typer.Option("auto", "--device", help="auto | cpu | cuda."),
     as_json: bool = JsonOpt,
 ) -> None:
-    """Train one contrastive model with m negatives, evaluate retrieval, record the run."""
+    """Train one contrastive model with m negatives, evaluate retrieval, record the run.
+
+    Under torchrun (several processes) the recipe's batch is the global batch,
+    split over the processes; rank 0 evaluates, records and prints.
+    """
+    from negscale import distributed
     from negscale.recipe import load_recipe
     from negscale.train import run
 
     check_device(device)
     r = load_recipe(recipe, set_, m=negatives, n=samples, seed=seed)
     folder = results_dir(results, r.name)
-    err.print(
-        f"[bold]negscale train[/bold] {r.name}: source={r.negatives.source} m={r.m} "
-        f"n={r.data.n} seed={r.train.seed} -> {folder}",
-        highlight=False,
-        soft_wrap=True,
-    )
-    record = run(r, folder, device=device, console=err, progress=True)
+    main = distributed.env_info().is_main
+    if main:
+        err.print(
+            f"[bold]negscale train[/bold] {r.name}: source={r.negatives.source} m={r.m} "
+            f"n={r.data.n} seed={r.train.seed} -> {folder}",
+            highlight=False,
+            soft_wrap=True,
+        )
+    try:
+        record = run(r, folder, device=device, console=err, progress=True)
+    finally:
+        distributed.shutdown()
+    if not main:
+        return
     row = record.to_row()
     if as_json:
         print_json(row)

@@ -84,12 +84,33 @@ def all_gather_with_grad(x: torch.Tensor) -> torch.Tensor:
     return _GatherWithGrad.apply(x)
 
 
-def all_reduce_mean(value: float, device: torch.device) -> float:
-    if not dist.is_initialized():
-        return value
-    t = torch.tensor([value], dtype=torch.float64, device=device)
-    dist.all_reduce(t)
-    return float(t) / dist.get_world_size()
+def average_gradients(params: list[torch.nn.Parameter]) -> None:
+    """Average parameter gradients over ranks in one coalesced all_reduce.
+
+    Used instead of DDP's reducer because negative sources may run the
+    encoders more than once per step (extra negatives, pool members), which
+    DDP's one-forward-per-step bookkeeping does not allow.
+    """
+    if not dist.is_initialized() or dist.get_world_size() == 1:
+        return
+    grads = [p.grad for p in params if p.grad is not None]
+    if not grads:
+        return
+    flat = torch.cat([g.reshape(-1) for g in grads])
+    dist.all_reduce(flat)
+    flat /= dist.get_world_size()
+    offset = 0
+    for g in grads:
+        g.copy_(flat[offset : offset + g.numel()].view_as(g))
+        offset += g.numel()
+
+
+def broadcast_parameters(module: torch.nn.Module) -> None:
+    """Start every rank from rank 0's weights and buffers."""
+    if not dist.is_initialized() or dist.get_world_size() == 1:
+        return
+    for t in [*module.parameters(), *module.buffers()]:
+        dist.broadcast(t.data, src=0)
 
 
 def barrier() -> None:

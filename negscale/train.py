@@ -14,7 +14,7 @@ import resource
 import subprocess
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -22,7 +22,7 @@ import torch
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-from negscale import __version__, encoders, negatives
+from negscale import __version__, distributed, encoders, negatives
 from negscale import data as datasets
 from negscale.data.base import PairedData, Split
 from negscale.encoders.dual import DualEncoder
@@ -42,11 +42,12 @@ class Diverged(RuntimeError):
 
 @dataclass
 class Runtime:
-    """Resolved execution choices for this machine."""
+    """Resolved execution choices for this machine (and this rank under torchrun)."""
 
     device: torch.device
     precision: str  # fp32 | bf16
     compile: bool
+    dist: distributed.DistInfo = field(default_factory=distributed.DistInfo)
 
     @property
     def autocast(self) -> torch.autocast:
@@ -64,7 +65,17 @@ def resolve_device(want: str) -> torch.device:
 
 
 def resolve_runtime(recipe: Recipe, device: str | None = None) -> Runtime:
+    """Device, precision and compile choices; joins torchrun's process group if launched so."""
     dev = resolve_device(device or recipe.train.device)
+    info = distributed.init(dev.type)
+    if info.enabled:
+        if recipe.train.batch_size % info.world_size:
+            raise NegscaleError(
+                f"train.batch_size: the global batch {recipe.train.batch_size} must divide "
+                f"evenly over {info.world_size} processes"
+            )
+        if dev.type == "cuda":
+            dev = torch.device("cuda", info.local_rank)
     on_gpu = dev.type == "cuda"
     precision = recipe.train.precision
     if precision == "auto":
@@ -73,7 +84,7 @@ def resolve_runtime(recipe: Recipe, device: str | None = None) -> Runtime:
     if on_gpu:
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
-    return Runtime(dev, precision, compile_)
+    return Runtime(dev, precision, compile_, info)
 
 
 def warmup_cosine(step: int, total: int, warmup_frac: float) -> float:
@@ -145,6 +156,7 @@ class Trainer:
         self.train_split: Split = self.data.train.subset(torch.arange(recipe.data.n))
         torch.manual_seed(recipe.train.seed)
         self.model: DualEncoder = encoders.build(recipe.model, self.data).to(runtime.device)
+        distributed.broadcast_parameters(self.model)
         self.step_model = torch.compile(self.model) if runtime.compile else self.model
         self.source: NegativeSource = negatives.build(recipe, self.data)
         fused = runtime.device.type == "cuda"
@@ -183,6 +195,9 @@ class Trainer:
         self.train_s = state["train_s"]
 
     def save(self, path: Path) -> None:
+        """Write the checkpoint atomically; under torchrun only rank 0 writes."""
+        if not self.runtime.dist.is_main:
+            return
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_suffix(".tmp")
         torch.save(self.state_dict(), tmp)
@@ -190,23 +205,30 @@ class Trainer:
 
     # ------------------------------------------------------------ training
     def _batch(self, step: int) -> Batch:
-        r, split = self.recipe, self.train_split
+        """The global batch's indices and labels, with this process's slice of the inputs."""
+        r, split, info = self.recipe, self.train_split, self.runtime.dist
         idx = batch_indices(len(split), r.train.batch_size, r.train.seed, step)
+        mine = idx.chunk(info.world_size)[info.rank] if info.enabled else idx
         dev = self.runtime.device
         labels = None if split.labels is None else split.labels[idx].to(dev)
-        return Batch(idx, split.x[idx].to(dev), split.y[idx].to(dev), labels)
+        return Batch(idx, split.x[mine].to(dev), split.y[mine].to(dev), labels)
 
     def train_step(self) -> float:
         batch = self._batch(self.step)
         self.model.train()
         with self.runtime.autocast:
             img, txt = self.step_model(batch.x, batch.y)
-            out = self.source.step_loss(self.model, batch, img.float(), txt.float(), self.step)
+            # Under torchrun every process scores the whole global batch (gathered with
+            # gradient), so every source sees exactly what one process would.
+            img = distributed.all_gather_with_grad(img.float())
+            txt = distributed.all_gather_with_grad(txt.float())
+            out = self.source.step_loss(self.model, batch, img, txt, self.step)
         loss = out.loss
         if not torch.isfinite(loss):
             raise Diverged(f"loss became {loss.item()} at step {self.step}")
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
+        distributed.average_gradients(list(self.model.parameters()))
         if self.recipe.train.grad_clip > 0:
             torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.recipe.train.grad_clip)
         self.optimizer.step()
@@ -230,7 +252,10 @@ class Trainer:
             TimeRemainingColumn(),
         )
         with Progress(
-            *columns, console=self.console, transient=True, disable=not self.progress
+            *columns,
+            console=self.console,
+            transient=True,
+            disable=not (self.progress and self.runtime.dist.is_main),
         ) as bar:
             task = bar.add_task("train", total=total, completed=self.step, loss=float("nan"))
             while self.step < total:
@@ -302,7 +327,7 @@ def _record(
         git_sha=git_sha(),
         torch_version=torch.__version__,
         device=str(runtime.device),
-        world_size=1,
+        world_size=runtime.dist.world_size,
         recipe=r.model_dump_json(),
         setting=r.setting,
         negatives=r.negatives.source,
@@ -364,11 +389,14 @@ def run(
     status, message, metrics = "ok", None, {}
     try:
         trainer.fit(ckpt)
-        metrics = trainer.evaluate()
+        if runtime.dist.is_main:
+            metrics = trainer.evaluate()
     except Diverged as exc:
         status, message = "diverged", str(exc)
     record = _record(
         recipe, trainer, runtime, status, metrics, time.perf_counter() - start, message
     )
-    write(record, results)
+    if runtime.dist.is_main:  # one record per run, however many processes trained it
+        write(record, results)
+    distributed.barrier()
     return record
