@@ -404,6 +404,9 @@ class Claim:
                 return
 
     def release(self) -> None:
+        """Stop the heartbeat and remove the lock (idempotent)."""
+        if self._stop.is_set():
+            return
         self._stop.set()
         self._beat.join()
         try:
@@ -431,13 +434,18 @@ def claim(results: str | Path, run_id: str) -> Claim | None:
             if not _reclaim_if_stale(path):
                 return None
             continue
-        # Blocking: a reclaimer may hold it for an instant while it sees no owner yet.
-        # Without flock (some network filesystems) the pid/heartbeat checks still apply.
-        with contextlib.suppress(OSError):
-            fcntl.flock(fd, fcntl.LOCK_EX)
-        owner = {"pid": os.getpid(), "host": HOST, "since": time.time()}
-        os.write(fd, json.dumps(owner).encode())
-        return Claim(path, fd)
+        try:
+            # Blocking: a reclaimer may hold it for an instant while it sees no owner yet.
+            # Without flock (some network filesystems) the pid/heartbeat checks still apply.
+            with contextlib.suppress(OSError):
+                fcntl.flock(fd, fcntl.LOCK_EX)
+            owner = {"pid": os.getpid(), "host": HOST, "since": time.time()}
+            os.write(fd, json.dumps(owner).encode())
+            return Claim(path, fd)
+        except BaseException:  # e.g. SIGTERM's SystemExit right after the lock appeared
+            path.unlink(missing_ok=True)
+            os.close(fd)
+            raise
     return None
 
 
@@ -577,7 +585,9 @@ def execute(
             listener.notice(f"run {rid} is being trained by another process: skipped")
             listener.finished(recipe, None, 0.0)
             continue
-        with held:
+        # try/finally rather than `with`: a signal arriving while __enter__ runs
+        # would skip __exit__ and leave the lock behind.
+        try:
             for stray in stray_files(results, rid):
                 stray.unlink(missing_ok=True)
                 stats.cleaned.append(str(stray))
@@ -605,6 +615,8 @@ def execute(
             if record.status != "ok":
                 stats.diverged.append(rid)
             listener.finished(recipe, record, time.perf_counter() - start)
+        finally:
+            held.release()
     return stats
 
 
