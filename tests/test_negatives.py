@@ -498,7 +498,12 @@ def test_cli_trains_with_a_pool_of_any_size(tmp_path, tiny_overrides, m: int) ->
 
 
 @pytest.mark.parametrize(
-    "name,source", [("supervised", "independent"), ("self-supervised", "pool")]
+    "name,source",
+    [
+        ("quickstart", "batch"),
+        ("quickstart-supervised", "independent"),
+        ("self-supervised", "pool"),
+    ],
 )
 def test_bundled_recipes_validate(name: str, source: str) -> None:
     from negscale.recipe import bundled_recipes
