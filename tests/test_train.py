@@ -119,3 +119,19 @@ def test_images_and_captions_train_with_tiny_cnn_and_transformer(tmp_path, tiny_
     rec = run(r, tmp_path, progress=False)
     assert rec.status == "ok" and 0 <= rec.auc <= 1
     assert '"flavour":"images"' in rec.recipe.replace(" ", "")
+
+
+def test_checkpoints_every_k_steps_and_at_the_end(tmp_path, tiny_overrides, monkeypatch) -> None:
+    saved: list[int] = []
+    original = Trainer.save
+
+    def spy(self, path):
+        saved.append(self.step)
+        original(self, path)
+
+    monkeypatch.setattr(Trainer, "save", spy)
+    r = load_recipe("quickstart", [*tiny_overrides, "train.steps=10", "train.checkpoint_every=4"])
+    run(r, tmp_path, progress=False)
+    assert saved == [4, 8, 10]
+    state = torch.load(tmp_path / "checkpoints" / f"{r.run_id()}.pt", weights_only=False)
+    assert state["step"] == 10 and state["run_id"] == r.run_id()
