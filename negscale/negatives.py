@@ -432,7 +432,7 @@ class QueueSource(NegativeSource):
     newer embedding replaces its older one, and queued copies of the current
     batch's items are skipped (the batch has them fresh), so an anchor never
     meets its own pair. Empty (the first step) it is exactly ``batch``.
-    ``momentum`` > 0 (off by default; Python API only) fills the queue from an
+    ``negatives.momentum`` > 0 (off by default) fills the queue from an
     exponential moving average of the model instead of the live one, as MoCo.
     Contents (and the momentum model) live in ``state_dict`` for exact resume.
     """
@@ -440,8 +440,9 @@ class QueueSource(NegativeSource):
     name = "queue"
     summary = "the other B-1 batch items plus the last m embeddings of past batches (MoCo queue)"
 
-    def __init__(self, recipe: Recipe, data: PairedData, momentum: float = 0.0) -> None:
+    def __init__(self, recipe: Recipe, data: PairedData, momentum: float | None = None) -> None:
         super().__init__(recipe, data)
+        momentum = recipe.negatives.momentum if momentum is None else momentum
         if not 0.0 <= momentum < 1.0:
             raise NegscaleError(f"queue momentum must be in [0, 1), got {momentum}")
         self.momentum = momentum

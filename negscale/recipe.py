@@ -93,6 +93,9 @@ class NegativesConfig(_Section):
         le=1,
         description="pool estimator: u_i rate, max(gamma, 1/visit); 1 = no averaging",
     )
+    momentum: float = Field(
+        0.0, ge=0, lt=1, description="queue: EMA rate of a MoCo key encoder; 0 = the live model"
+    )
     chunk: int = Field(
         4096, ge=1, description="independent/pool: encode extra negatives in chunks of this size"
     )

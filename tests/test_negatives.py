@@ -157,8 +157,8 @@ def test_empty_queue_equals_batch_then_adds_stale_detached_entries(form: str) ->
 
 
 def test_queue_momentum_encoder_is_an_exponential_average() -> None:
-    r, data, model = _setup("negatives.source='queue'", m=16)
-    queue = QueueSource(r, data, momentum=0.5)
+    r, data, model = _setup("negatives.source='queue'", "negatives.momentum=0.5", m=16)
+    queue = QueueSource(r, data)  # momentum from the recipe
     theta0 = [p.detach().clone() for p in model.parameters()]
     _step(queue, model, _batch(data, list(range(8))))
     with torch.no_grad():

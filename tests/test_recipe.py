@@ -45,6 +45,7 @@ def test_design_axes_override_the_recipe() -> None:
         (["negatives.source='magic'"], "negatives.source"),
         (["train.batch_size=8192"], "train.batch_size"),
         (["negatives.m=3"], "negatives.m"),  # batch source cannot give m != B-1
+        (["negatives.momentum=1.0"], "negatives.momentum"),
     ],
 )
 def test_invalid_values_name_their_field(override: list[str], field: str) -> None:
