@@ -26,11 +26,36 @@ O(B * tile) instead of O(B * M); :func:`negative_lse` picks it automatically.
 
 from __future__ import annotations
 
-from typing import Any, Literal
+import functools
+from collections.abc import Callable
+from typing import Any, Literal, TypeVar
 
 import torch
 
 Form = Literal["paper", "infonce"]
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def fp32_scores(fn: F) -> F:
+    """Score in float32 even inside a bf16/fp16 autocast region.
+
+    Logits s/tau reach 1/tau (up to 100), where bf16 keeps about three
+    significant digits: enough to move a loss visibly. The encoders still run
+    in reduced precision; only the scoring is promoted.
+    """
+
+    def promote(value: Any) -> Any:
+        if isinstance(value, torch.Tensor) and value.dtype in (torch.bfloat16, torch.float16):
+            return value.float()
+        return value
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        device = next((a.device.type for a in args if isinstance(a, torch.Tensor)), "cpu")
+        with torch.autocast(device, enabled=False):
+            return fn(*map(promote, args), **{k: promote(v) for k, v in kwargs.items()})
+
+    return wrapper  # type: ignore[return-value]
 
 
 # ---------------------------------------------------------------- combiner
@@ -181,6 +206,7 @@ class _TiledLSE(torch.autograd.Function):
         return gq, gk, None, None, None, None
 
 
+@fp32_scores
 def tiled_logsumexp(
     queries: torch.Tensor,
     keys: torch.Tensor,
@@ -203,6 +229,7 @@ def tiled_logsumexp(
     return _TiledLSE.apply(queries, keys, index, exclude, mask, max(1, width))
 
 
+@fp32_scores
 def negative_lse(
     anchors: torch.Tensor,
     keys: torch.Tensor,
@@ -260,6 +287,7 @@ def _count(
     return count
 
 
+@fp32_scores
 def in_batch_lse(
     anchors: torch.Tensor,
     positives: torch.Tensor,
@@ -291,6 +319,7 @@ def in_batch_mask(batch: int, device: torch.device | None = None) -> torch.Tenso
     return ~torch.eye(batch, dtype=torch.bool, device=device)
 
 
+@fp32_scores
 def contrastive_loss(
     anchors: torch.Tensor,
     positives: torch.Tensor,

@@ -96,3 +96,21 @@ def test_infonce_in_batch_equals_open_clip_clip_loss(batch: int, dim: int, tau: 
 def test_unknown_form_is_rejected() -> None:
     with pytest.raises(ValueError):
         loss_from_scores(torch.zeros(2), torch.zeros(2, 2), tau=1.0, form="nope")  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("negatives", [None, "shared"])
+def test_scores_stay_float32_inside_bf16_autocast(negatives: str | None) -> None:
+    """Autocast would run the score matmul in bf16; the loss promotes it back to fp32."""
+    a, p = (t.float() for t in _emb(64, 32, 5))
+    shared = _emb(128, 32, 6)[0].float() if negatives else None
+    want = contrastive_loss(a, p, shared, tau=0.01, form="infonce")
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        got = contrastive_loss(a.bfloat16(), p.bfloat16(), shared, tau=0.01, form="infonce")
+        raw = (a @ p.T).dtype  # what an unprotected matmul gives here
+    assert raw == torch.bfloat16
+    want_bf16_inputs = contrastive_loss(
+        a.bfloat16().float(), p.bfloat16().float(), shared, tau=0.01, form="infonce"
+    )
+    assert got.dtype == torch.float32
+    torch.testing.assert_close(got, want_bf16_inputs, rtol=1e-6, atol=1e-6)
+    assert abs(float(got) - float(want)) < 0.5  # only the inputs' rounding differs
