@@ -15,15 +15,13 @@ import ctypes
 import statistics
 import time
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 
+from negscale import memory
 from negscale.losses import contrastive_loss
-
-_PROC = Path("/proc/self")
 
 
 def _glibc_return_large_blocks() -> None:
@@ -35,33 +33,14 @@ def _glibc_return_large_blocks() -> None:
         pass
 
 
-def _rss_kb(field: str) -> int | None:
-    try:
-        for line in (_PROC / "status").read_text().splitlines():
-            if line.startswith(field + ":"):
-                return int(line.split()[1])
-    except OSError:
-        return None
-    return None
-
-
 def peak_extra_mb(fn: Callable[[], Any], device: torch.device) -> float | None:
-    """Peak memory (MiB) that ``fn()`` needs beyond what was allocated before it."""
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-        torch.cuda.reset_peak_memory_stats(device)
-        base = torch.cuda.memory_allocated(device)
-        fn()
-        torch.cuda.synchronize(device)
-        return (torch.cuda.max_memory_allocated(device) - base) / 2**20
-    try:
-        (_PROC / "clear_refs").write_text("5")  # reset the peak resident set (VmHWM)
-    except OSError:
+    """Peak memory (MiB) that ``fn()`` needs beyond what was held before it."""
+    if not memory.reset_peak(device):
         return None
-    base = _rss_kb("VmRSS")
+    base = memory.current_mb(device)
     fn()
-    peak = _rss_kb("VmHWM")
-    return None if base is None or peak is None else max(0, peak - base) / 1024
+    peak = memory.peak_mb(device)
+    return None if base is None else max(0.0, peak - base)
 
 
 def time_ms(fn: Callable[[], Any], device: torch.device, repeats: int = 3) -> float:

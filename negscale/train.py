@@ -10,7 +10,6 @@ is deterministic on CPU for a seed and resumes exactly from a checkpoint.
 from __future__ import annotations
 
 import math
-import resource
 import subprocess
 import sys
 import time
@@ -22,7 +21,7 @@ import torch
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-from negscale import __version__, distributed, encoders, negatives
+from negscale import __version__, distributed, encoders, memory, negatives
 from negscale import data as datasets
 from negscale.data.base import PairedData, Split
 from negscale.encoders.dual import DualEncoder
@@ -129,13 +128,6 @@ def git_sha() -> str | None:
     except (OSError, subprocess.SubprocessError):
         return None
     return out.stdout.strip() or None
-
-
-def peak_memory_mb(device: torch.device) -> float:
-    """Peak GPU memory allocated, or on CPU the process's peak resident set."""
-    if device.type == "cuda":
-        return torch.cuda.max_memory_allocated(device) / 2**20
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 class Trainer:
@@ -349,7 +341,7 @@ def _record(
         wall_s=wall_s,
         train_s=trainer.train_s,
         samples_per_s=steps * r.train.batch_size / trainer.train_s if trainer.train_s else 0.0,
-        peak_mem_mb=peak_memory_mb(runtime.device),
+        peak_mem_mb=memory.peak_mb(runtime.device),
         loss_gflops=gflops,
         negatives_used=used,
         negatives_store=trainer.source.store_size,
@@ -377,6 +369,7 @@ def run(
     """
     start = time.perf_counter()
     runtime = resolve_runtime(recipe, device)
+    memory.reset_peak(runtime.device)  # this run's peak, not an earlier run's in a sweep
     trainer = Trainer(recipe, runtime, data=data, console=console, progress=progress)
     ckpt = checkpoint_path(Path(results), recipe.run_id())
     if ckpt.is_file():
