@@ -53,6 +53,20 @@ class DataConfig(_Section):
     vocab: int = Field(16, ge=2, description="token bins per latent coordinate (images flavour)")
     seed: int = Field(1234, description="generator seed: fixed so every run sees the same task")
     path: str | None = Field(None, description="local data path for file-backed datasets")
+    image_column: str = Field("image", description="pairs: column of image file paths")
+    caption_column: str = Field("caption", description="pairs: column of caption text")
+    label_column: str | None = Field(
+        None, description="pairs: class column (default: 'label' when the table has one)"
+    )
+    split_column: str | None = Field(
+        None, description="pairs: train/eval column (default: 'split' when the table has one)"
+    )
+    vocab_size: int = Field(
+        10000, ge=3, description="pairs: word ids incl. 0 = pad, 1 = unknown (built-in tokenizer)"
+    )
+    tokenizer: str | None = Field(
+        None, description="pairs: local transformers tokenizer folder instead of the word tokenizer"
+    )
 
 
 class ModelConfig(_Section):
