@@ -49,4 +49,14 @@ def _synthetic(cfg: DataConfig) -> PairedData:
     return build_synthetic(cfg)
 
 
+@register(
+    "pairs",
+    "your image-caption pairs: local CSV/Parquet table (data.path) + image files, in memory",
+)
+def _pairs(cfg: DataConfig) -> PairedData:
+    from negscale.data.pairs import build_pairs
+
+    return build_pairs(cfg)
+
+
 __all__ = ["DATASETS", "Modality", "PairedData", "Split", "build", "register"]
