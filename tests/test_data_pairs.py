@@ -205,6 +205,33 @@ def test_local_hf_tokenizer_and_hf_text_tower(tmp_path: Path, shapes: Path) -> N
     assert rec.status == "ok" and rec.text_encoder == "hf"
 
 
+def test_integer_label_ids_keep_numeric_order_and_a_named_label_column(
+    tmp_path: Path, shapes: Path
+) -> None:
+    img = str(shapes / "images" / "00.png")
+    klass = [10, 2, 2, 10, 1, 2]  # numeric order 1 < 2 < 10, not the text order "1" < "10" < "2"
+    pd.DataFrame(
+        {
+            "file": [img] * 6,
+            "text": list("abcdef"),
+            "klass": klass,
+            "split": ["train"] * 4 + ["eval"] * 2,
+        }
+    ).to_parquet(tmp_path / "t.parquet")
+    cfg = _cfg(
+        tmp_path / "t.parquet",
+        n=4,
+        n_eval=2,
+        image_column="file",
+        caption_column="text",
+        label_column="klass",
+    )
+    d = build(cfg)
+    want = {1: 0, 2: 1, 10: 2}
+    assert d.num_classes == 3 and d.eval.labels.tolist() == [want[1], want[2]]
+    assert sorted(d.train.labels.tolist()) == sorted(want[k] for k in klass[:4])
+
+
 # ---------------------------------------------------------------- splits and nesting
 
 
@@ -305,6 +332,12 @@ def _broken(tmp_path: Path, shapes: Path, case: str) -> list[str]:
         (tmp_path / "bad.png").write_text("not an image")
         table.loc[0, "image"] = "bad.png"
         table.to_csv(path, index=False)
+    elif case == "empty caption":
+        table.loc[[4, 7], "caption"] = ["", "  "]
+        table.to_csv(path, index=False)
+    elif case == "n_eval too large":
+        table.to_csv(path, index=False)
+        extra = ["data.n_eval=40"]
     elif case == "n too large":
         table.to_csv(path, index=False)
         extra = ["data.n=31"]
@@ -324,6 +357,8 @@ def _broken(tmp_path: Path, shapes: Path, case: str) -> list[str]:
         ("bad split", "data.split_column", "'test'"),
         ("missing images", "data.path", "a.png"),
         ("undecodable", "data.path", "bad.png"),
+        ("empty caption", "data.caption_column", "rows 5, 8"),
+        ("n_eval too large", "data.n_eval", "40"),
         ("n too large", "data.n", "30"),
     ],
 )

@@ -113,7 +113,7 @@ def _texts(values: pd.Series, field: str, what: str) -> list[str]:
     text = values.astype(str).str.strip()
     missing = np.union1d(missing, np.flatnonzero((text == "").to_numpy()))
     if len(missing):
-        raise NegscaleError(f"data.{field}: empty {what} in table row(s) {_rows(missing)}")
+        raise NegscaleError(f"data.{field}: empty {what} in table rows {_rows(missing)}")
     return text.tolist()
 
 
@@ -143,7 +143,7 @@ def split_rows(table: pd.DataFrame, cfg: DataConfig) -> tuple[np.ndarray, np.nda
     if len(bad):
         raise NegscaleError(
             f"data.split_column: expected 'train' or 'eval', got {split.iloc[bad[0]]!r} "
-            f"in table row(s) {_rows(bad)}"
+            f"in table rows {_rows(bad)}"
         )
     train, held = rows[kind == "train"], rows[kind == "eval"]
     if len(train) == 0 or len(held) < 2:
