@@ -69,3 +69,30 @@ def test_hf_text_tower_from_local_folder(images, tmp_path) -> None:
 def test_bad_encoder_choices_are_clear_errors(images, cfg, needle) -> None:
     with pytest.raises(NegscaleError, match=needle):
         build(ModelConfig(hidden=16, **cfg), images)
+
+
+def test_padding_does_not_change_a_caption_embedding(tmp_path) -> None:
+    from negscale.encoders.pretrained import HFTextTower
+    from negscale.encoders.tiny import TokenTransformerTower
+
+    torch.manual_seed(0)
+    tiny = TokenTransformerTower(vocab=10, length=6, hidden=16, layers=1, pad_id=0).eval()
+    short, long = torch.tensor([[5, 6, 0, 0]]), torch.tensor([[5, 6, 0, 0, 0, 0]])
+    torch.testing.assert_close(tiny(short), tiny(long))
+    unpadded = TokenTransformerTower(vocab=10, length=6, hidden=16, layers=1, pad_id=None).eval()
+    unpadded.load_state_dict(tiny.state_dict())
+    assert not torch.allclose(unpadded(short), unpadded(long))  # without pad_id, 0 is a word
+
+    transformers = pytest.importorskip("transformers")
+    config = transformers.BertConfig(
+        vocab_size=10,
+        hidden_size=16,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        intermediate_size=32,
+    )
+    transformers.BertModel(config).save_pretrained(tmp_path)
+    from negscale.data.base import Modality
+
+    hf = HFTextTower(Modality("tokens", vocab=10, length=6, pad_id=0), str(tmp_path)).eval()
+    torch.testing.assert_close(hf(short), hf(long))

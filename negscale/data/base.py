@@ -33,6 +33,7 @@ class Modality:
     shape: tuple[int, ...] = ()
     vocab: int = 0
     length: int = 0
+    pad_id: int | None = None  # tokens: the padding id, masked out by text towers
 
 
 class Oracle(Protocol):

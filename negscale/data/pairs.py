@@ -286,14 +286,14 @@ def build_pairs(cfg: DataConfig) -> PairedData:
 
     if cfg.tokenizer:
         hf = _HFTokens(cfg.tokenizer)
-        vocab_size, tokenizer_name = hf.vocab, cfg.tokenizer
+        vocab_size, tokenizer_name, pad_id = hf.vocab, cfg.tokenizer, hf.tok.pad_token_id
 
         def encode(rows: np.ndarray) -> torch.Tensor:
             return hf([captions[i] for i in rows], cfg.caption_len)
 
     else:
         vocab = build_vocab([captions[i] for i in train_rows], cfg.vocab_size)
-        vocab_size, tokenizer_name = len(vocab) + 2, "words"
+        vocab_size, tokenizer_name, pad_id = len(vocab) + 2, "words", PAD
 
         def encode(rows: np.ndarray) -> torch.Tensor:
             return encode_words([captions[i] for i in rows], vocab, cfg.caption_len)
@@ -322,7 +322,7 @@ def build_pairs(cfg: DataConfig) -> PairedData:
         split(used),
         split(eval_rows),
         Modality("image", shape=(3, cfg.image_size, cfg.image_size)),
-        Modality("tokens", vocab=vocab_size, length=cfg.caption_len),
+        Modality("tokens", vocab=vocab_size, length=cfg.caption_len, pad_id=pad_id),
         num_classes=len(classes) if labels is not None else None,
         info=info,
     )

@@ -16,6 +16,7 @@ import torch
 from torch import nn
 
 from negscale.data.base import Modality
+from negscale.encoders.tiny import masked_mean, token_mask
 from negscale.errors import NegscaleError
 from negscale.recipe import ModelConfig
 
@@ -62,11 +63,12 @@ class HFTextTower(nn.Module):
                 f"model.text_encoder: the data has {modality.vocab} token ids, the model {vocab}"
             )
         self.out_dim = int(self.net.config.hidden_size)
+        self.pad_id = modality.pad_id
 
     def forward(self, tokens: torch.Tensor) -> torch.Tensor:
-        mask = torch.ones_like(tokens)
-        hidden = self.net(input_ids=tokens, attention_mask=mask).last_hidden_state
-        return hidden.mean(dim=1)
+        mask = token_mask(tokens, self.pad_id)
+        hidden = self.net(input_ids=tokens, attention_mask=mask.long()).last_hidden_state
+        return masked_mean(hidden, mask)
 
 
 def timm_tower(arch: str, modality: Modality, cfg: ModelConfig) -> nn.Module:

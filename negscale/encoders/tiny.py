@@ -47,11 +47,27 @@ class CNNTower(nn.Module):
         return self.net(x)
 
 
+def token_mask(tokens: torch.Tensor, pad_id: int | None) -> torch.Tensor:
+    """True where a token is real; every token when the data declares no padding."""
+    if pad_id is None:
+        return torch.ones_like(tokens, dtype=torch.bool)
+    return tokens != pad_id
+
+
+def masked_mean(hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Mean over the real tokens of (B, L, H) states (an all-padding row gives zeros)."""
+    weights = mask.to(hidden.dtype).unsqueeze(-1)
+    return (hidden * weights).sum(dim=1) / weights.sum(dim=1).clamp(min=1.0)
+
+
 class TokenTransformerTower(nn.Module):
     """Token ids (L,) -> features: embeddings + positions, pre-norm transformer, mean pool."""
 
-    def __init__(self, vocab: int, length: int, hidden: int, layers: int) -> None:
+    def __init__(
+        self, vocab: int, length: int, hidden: int, layers: int, pad_id: int | None = None
+    ) -> None:
         super().__init__()
+        self.pad_id = pad_id
         self.embed = nn.Embedding(vocab, hidden)
         self.pos = nn.Parameter(torch.zeros(length, hidden))
         nn.init.normal_(self.pos, std=0.02)
@@ -70,7 +86,10 @@ class TokenTransformerTower(nn.Module):
 
     def forward(self, tokens: torch.Tensor) -> torch.Tensor:
         h = self.embed(tokens) + self.pos[: tokens.shape[1]]
-        return self.norm(self.encoder(h).mean(dim=1))
+        mask = token_mask(tokens, self.pad_id)
+        # a row of padding only would attend to nothing: let it attend to everything
+        ignore = ~mask & mask.any(dim=1, keepdim=True)
+        return self.norm(masked_mean(self.encoder(h, src_key_padding_mask=ignore), mask))
 
 
 def tiny_tower(modality: Modality, hidden: int, layers: int) -> nn.Module:
@@ -80,5 +99,7 @@ def tiny_tower(modality: Modality, hidden: int, layers: int) -> nn.Module:
     if modality.kind == "image":
         return CNNTower(modality.shape[0], hidden, layers)
     if modality.kind == "tokens":
-        return TokenTransformerTower(modality.vocab, modality.length, hidden, layers)
+        return TokenTransformerTower(
+            modality.vocab, modality.length, hidden, layers, modality.pad_id
+        )
     raise ValueError(f"no tiny tower for modality {modality.kind!r}")
