@@ -118,12 +118,14 @@ def train(
     Under torchrun (several processes) the recipe's batch is the global batch,
     split over the processes; rank 0 evaluates, records and prints.
     """
+    from negscale import data as datasets
     from negscale import distributed
     from negscale.recipe import load_recipe
     from negscale.train import run
 
     check_device(device)
     r = load_recipe(recipe, set_, m=negatives, n=samples, seed=seed)
+    data = datasets.build(r.data)  # bad data is an error before anything is printed
     folder = results_dir(results, r.name)
     main = distributed.env_info().is_main
     if main:
@@ -134,7 +136,7 @@ def train(
             soft_wrap=True,
         )
     try:
-        record = run(r, folder, device=device, console=err, progress=True)
+        record = run(r, folder, device=device, console=err, progress=True, data=data)
     finally:
         distributed.shutdown()
     if not main:
@@ -154,12 +156,11 @@ def train(
 
 def chance_levels(row: dict) -> dict[str, float]:
     """What a scorer that cannot tell pairs apart gets on this run's evaluation set."""
-    data = json.loads(row["recipe"])["data"]
-    size = data["n_eval"]
+    size = row["n_eval"]
     out = {f"recall_at_{k}": min(k / size, 1.0) for k in (1, 5, 10)}
     out.update(auc=0.5, mean_rank=(size + 1) / 2, val_loss=math.log(size))
-    if data.get("classes"):
-        out["zeroshot_top1"] = 1 / data["classes"]
+    if row.get("num_classes"):
+        out["zeroshot_top1"] = 1 / row["num_classes"]
     return out
 
 

@@ -54,6 +54,8 @@ class RunRecord:
     text_encoder: str
     embed_dim: int
     precision: str
+    n_eval: int = 0  # held-out pairs actually evaluated
+    num_classes: int | None = None  # classes of the data (zero-shot candidates), if labelled
     # outcome (means of both directions, then per direction)
     recall_at_1: float | None = None
     recall_at_5: float | None = None
@@ -104,7 +106,7 @@ def _schema_table(row: dict) -> pa.Table:
         if key in _FLOAT_FIELDS:
             arr = pa.array([None if value is None else float(value)], type=pa.float64())
         elif key in _INT_FIELDS:
-            arr = pa.array([int(value)], type=pa.int64())
+            arr = pa.array([None if value is None else int(value)], type=pa.int64())
         else:
             arr = pa.array([value])
         arrays.append(arr)

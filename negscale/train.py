@@ -336,6 +336,8 @@ def _record(
         text_encoder=r.model.text_encoder,
         embed_dim=r.model.embed_dim,
         precision=runtime.precision,
+        n_eval=len(trainer.data.eval),
+        num_classes=trainer.data.num_classes,
         **{k: v for k, v in metrics.items()},
         train_loss=sum(tail) / len(tail) if tail else None,
         wall_s=wall_s,

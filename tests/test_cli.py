@@ -80,3 +80,13 @@ def test_diverged_run_is_recorded_and_exits_non_zero(tmp_path, tiny_overrides) -
     assert res.exit_code == 1
     assert "diverged" in res.stderr and "Traceback" not in res.output
     assert len(list((tmp_path / "runs").glob("*.parquet"))) == 1
+
+
+def test_chance_levels_come_from_the_evaluated_data() -> None:
+    from negscale.cli import chance_levels
+
+    got = chance_levels({"n_eval": 200, "num_classes": 4})
+    assert got["recall_at_1"] == 1 / 200 and got["recall_at_10"] == 10 / 200
+    assert got["mean_rank"] == 100.5 and got["auc"] == 0.5
+    assert got["zeroshot_top1"] == 0.25
+    assert "zeroshot_top1" not in chance_levels({"n_eval": 8, "num_classes": None})
