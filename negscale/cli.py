@@ -251,7 +251,7 @@ def sweep(
 
     err.print(
         f"[bold]negscale sweep[/bold] {plan.name}: {len(plan.recipes)} runs "
-        f"({plan.setting}, source={plan.recipes[0].negatives.source})"
+        f"({plan.setting}, source={'/'.join(sorted({r.negatives.source for r in plan.recipes}))})"
         + (f", shard {part[0]}/{part[1]}" if part else "")
         + f" -> {folder}",
         highlight=False,
