@@ -47,6 +47,14 @@ class Runtime:
     precision: str  # fp32 | bf16
     compile: bool
     dist: distributed.DistInfo = field(default_factory=distributed.DistInfo)
+    loss_sync: int | None = None  # None: every step on CPU, every 16 on GPU
+
+    @property
+    def sync_every(self) -> int:
+        """Steps between host syncs for the loss: every step is free on CPU, costly on GPU."""
+        if self.loss_sync is not None:
+            return self.loss_sync
+        return 1 if self.device.type == "cpu" else 16
 
     @property
     def autocast(self) -> torch.autocast:
@@ -159,12 +167,14 @@ class Trainer:
         )
         self.step = 0
         self.losses: list[float] = []
+        self._pending: list[torch.Tensor] = []  # step losses still on the device
         self.negatives_seen: list[float] = []
         self.scores_per_step = 0
         self.train_s = 0.0
 
     # ------------------------------------------------------------ checkpoints
     def state_dict(self) -> dict:
+        self.flush()
         return {
             "model": self.model.state_dict(),
             "optimizer": self.optimizer.state_dict(),
@@ -216,8 +226,6 @@ class Trainer:
             txt = distributed.all_gather_with_grad(txt.float())
             out = self.source.step_loss(self.model, batch, img, txt, self.step)
         loss = out.loss
-        if not torch.isfinite(loss):
-            raise Diverged(f"loss became {loss.item()} at step {self.step}")
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         distributed.average_gradients(list(self.model.parameters()))
@@ -226,11 +234,27 @@ class Trainer:
         self.optimizer.step()
         self.scheduler.step()
         self.step += 1
-        value = float(loss.detach())
-        self.losses.append(value)
+        self._pending.append(loss.detach())
         self.negatives_seen.append(out.negatives_per_anchor)
         self.scores_per_step = out.scores
-        return value
+        if len(self._pending) >= self.runtime.sync_every:
+            self.flush()
+
+    def flush(self) -> None:
+        """Bring pending step losses to the host in one sync; stop at the first non-finite one.
+
+        A diverged step has already updated the weights, which is moot: the run
+        stops here and is recorded as diverged.
+        """
+        if not self._pending:
+            return
+        values = torch.stack(self._pending).float().cpu().tolist()
+        first = self.step - len(values)
+        self._pending.clear()
+        for i, value in enumerate(values):
+            if not math.isfinite(value):
+                raise Diverged(f"loss became {value} at step {first + i}")
+            self.losses.append(value)
 
     def fit(self, checkpoint: Path | None = None) -> None:
         """Train to ``train.steps``; checkpoint every K steps (if set) and at the end."""
@@ -252,10 +276,14 @@ class Trainer:
             task = bar.add_task("train", total=total, completed=self.step, loss=float("nan"))
             while self.step < total:
                 t0 = time.perf_counter()
-                value = self.train_step()
-                self.train_s += time.perf_counter() - t0
-                bar.update(task, advance=1, loss=value)
-                if checkpoint is not None and every and self.step % every == 0:
+                self.train_step()
+                due = checkpoint is not None and every and self.step % every == 0
+                if due or self.step == total:
+                    self.flush()
+                self.train_s += time.perf_counter() - t0  # exact at each flush (a sync)
+                if not self._pending:
+                    bar.update(task, completed=self.step, loss=self.losses[-1])
+                if due:
                     self.save(checkpoint)
         if checkpoint is not None:
             self.save(checkpoint)

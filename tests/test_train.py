@@ -135,3 +135,30 @@ def test_checkpoints_every_k_steps_and_at_the_end(tmp_path, tiny_overrides, monk
     assert saved == [4, 8, 10]
     state = torch.load(tmp_path / "checkpoints" / f"{r.run_id()}.pt", weights_only=False)
     assert state["step"] == 10 and state["run_id"] == r.run_id()
+
+
+def test_windowed_loss_sync_gives_the_same_run_and_the_same_divergence_step(
+    tiny_overrides,
+) -> None:
+    """GPUs sync the loss every few steps; values and the diverged step must not change."""
+    from negscale.train import Diverged
+
+    r = load_recipe("quickstart", [*tiny_overrides, "train.steps=10"], m=5)
+    every, windowed = (
+        Trainer(r, Runtime(torch.device("cpu"), "fp32", False, loss_sync=k), progress=False)
+        for k in (1, 4)
+    )
+    every.fit()
+    windowed.fit()
+    assert windowed.losses == every.losses and len(every.losses) == 10
+
+    bad = load_recipe("quickstart", [*tiny_overrides, "train.lr=1e30", "train.grad_clip=0"])
+    messages = []
+    for k in (1, 4):
+        trainer = Trainer(
+            bad, Runtime(torch.device("cpu"), "fp32", False, loss_sync=k), progress=False
+        )
+        with pytest.raises(Diverged) as info:
+            trainer.fit()
+        messages.append(str(info.value))
+    assert messages[0] == messages[1] and "loss became" in messages[0]
