@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import copy
 import hashlib
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -516,7 +515,6 @@ class QueueSource(NegativeSource):
             self.key_model.load_state_dict(self._key_state)
 
 
-SourceFactory = Callable[[Recipe, PairedData], NegativeSource]
 SOURCES: dict[str, type[NegativeSource]] = {
     cls.name: cls
     for cls in (NegativeSource, SubsampleSource, IndependentSource, PoolSource, QueueSource)

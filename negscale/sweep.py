@@ -416,12 +416,6 @@ class Claim:
             pass
         os.close(self.fd)
 
-    def __enter__(self) -> Claim:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.release()
-
 
 def claim(results: str | Path, run_id: str) -> Claim | None:
     """Claim a run for this process, or None when a live process holds it."""
