@@ -33,7 +33,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from negscale.data.base import PairedData, Split
+from negscale.data.base import PairedData
 from negscale.encoders.dual import DualEncoder
 from negscale.errors import NegscaleError
 from negscale.losses import contrastive_loss, in_batch_lse, loss_from_lse, negative_lse
@@ -91,9 +91,7 @@ class NegativeSource:
         self.m = recipe.m
         self.seed = recipe.train.seed
         self.n = recipe.data.n
-        train = data.train  # the trainer's split is its first n items: views, no copy
-        labels = None if train.labels is None else train.labels[: self.n]
-        self.train = Split(train.x[: self.n], train.y[: self.n], labels)
+        self.train = data.train.head(self.n)  # the trainer's first n items: a view, no copy
 
     @property
     def store_size(self) -> int:
@@ -138,8 +136,9 @@ class NegativeSource:
         hit, miss = (row >= 0).nonzero()[:, 0], (row < 0).nonzero()[:, 0]
         imgs, txts = [img[row[hit].to(dev)]], [txt[row[hit].to(dev)]]
         for part in ids[miss].split(self.neg.chunk):
-            imgs.append(model.encode_image(self.train.x[part].to(dev)).float())
-            txts.append(model.encode_text(self.train.y[part].to(dev)).float())
+            x, y = self.train.fetch(part)
+            imgs.append(model.encode_image(x.to(dev)).float())
+            txts.append(model.encode_text(y.to(dev)).float())
         inverse = torch.empty_like(ids)
         inverse[torch.cat([hit, miss])] = torch.arange(len(ids))
         inverse = inverse.to(dev)

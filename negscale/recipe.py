@@ -10,7 +10,6 @@ field, which the CLI prints without a traceback.
 
 from __future__ import annotations
 
-import hashlib
 import json
 from importlib import resources
 from pathlib import Path
@@ -168,6 +167,10 @@ class Recipe(_Section):
 
     @model_validator(mode="after")
     def _feasible(self) -> Recipe:
+        neg = self.negatives
+        if neg.source == "subsample" and neg.m == self.train.batch_size - 1:
+            # every other batch item: that is `batch` (same run, same run_id, its faster path)
+            neg.source, neg.m = "batch", None
         check_negatives(self)
         return self
 
@@ -191,16 +194,25 @@ class Recipe(_Section):
 
         Execution details that must not change results (device, checkpoint
         cadence) and the sweep grid are left out, so a run is recognised as done
-        wherever it ran.
+        wherever it ran. Versioned so that new recipe fields never move the ids
+        of existing studies: see :mod:`negscale.run_id`.
         """
-        data = self.resolved()
-        data.pop("sweep")
-        data.pop("name")
-        data.pop("description")
-        data["train"].pop("device")
-        data["train"].pop("checkpoint_every")
-        blob = json.dumps(data, sort_keys=True, separators=(",", ":"))
-        return hashlib.sha256(blob.encode()).hexdigest()[:16]
+        from negscale.run_id import flatten, run_id
+
+        return run_id(flatten(self.resolved()), self.field_defaults())
+
+    def field_defaults(self) -> dict[str, Any]:
+        """Section.field -> the schema default of every field this recipe's sections carry."""
+        out: dict[str, Any] = {}
+        for name in type(self).model_fields:
+            section = getattr(self, name)
+            if not isinstance(section, BaseModel):
+                continue
+            for key, info in type(section).model_fields.items():
+                if not info.is_required():
+                    default = info.get_default(call_default_factory=True)
+                    out[f"{name}.{key}"] = json.loads(json.dumps(default, default=str))
+        return out
 
 
 def resolved_m(recipe: Recipe) -> int:

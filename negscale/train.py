@@ -23,7 +23,7 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, Ti
 
 from negscale import __version__, distributed, encoders, memory, negatives
 from negscale import data as datasets
-from negscale.data.base import PairedData, Split
+from negscale.data.base import PairedData, PairSet
 from negscale.encoders.dual import DualEncoder
 from negscale.errors import NegscaleError
 from negscale.losses import contrastive_loss
@@ -153,7 +153,7 @@ class Trainer:
         self.console = console or Console(stderr=True)
         self.progress = progress
         self.data = data or datasets.build(recipe.data)
-        self.train_split: Split = self.data.train.subset(torch.arange(recipe.data.n))
+        self.train_split: PairSet = self.data.train.head(recipe.data.n)
         torch.manual_seed(recipe.train.seed)
         self.model: DualEncoder = encoders.build(recipe.model, self.data).to(runtime.device)
         distributed.broadcast_parameters(self.model)
@@ -213,7 +213,8 @@ class Trainer:
         mine = idx.chunk(info.world_size)[info.rank] if info.enabled else idx
         dev = self.runtime.device
         labels = None if split.labels is None else split.labels[idx].to(dev)
-        return Batch(idx, split.x[mine].to(dev), split.y[mine].to(dev), labels)
+        x, y = split.fetch(mine)
+        return Batch(idx, x.to(dev), y.to(dev), labels)
 
     def train_step(self) -> float:
         batch = self._batch(self.step)
@@ -290,17 +291,15 @@ class Trainer:
 
     # ------------------------------------------------------------ evaluation
     @torch.no_grad()
-    def embed(self, split: Split, limit: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    def embed(self, split: PairSet, limit: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         self.model.eval()
         size = self.recipe.eval.batch_size
         count = len(split) if limit is None else min(limit, len(split))
         imgs, txts = [], []
         for start in range(0, count, size):
-            sl = slice(start, min(start + size, count))
+            x, y = split.fetch(torch.arange(start, min(start + size, count)))
             with self.runtime.autocast:
-                img, txt = self.model(
-                    split.x[sl].to(self.runtime.device), split.y[sl].to(self.runtime.device)
-                )
+                img, txt = self.model(x.to(self.runtime.device), y.to(self.runtime.device))
             imgs.append(img.float().cpu())
             txts.append(txt.float().cpu())
         return torch.cat(imgs), torch.cat(txts)

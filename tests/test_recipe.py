@@ -74,3 +74,66 @@ def test_run_id_is_stable_and_tracks_what_changes_results() -> None:
     # where it runs does not change what it computes
     assert load_recipe("quickstart", ["train.device='cpu'"]).run_id() == a.run_id()
     assert load_recipe("quickstart", ["sweep.seeds=[5]"]).run_id() == a.run_id()
+
+
+def _v1_hash(recipe) -> str:
+    """The version-1 run_id algorithm, written out: sha256 of the resolved recipe minus
+    name, description, sweep, train.device and train.checkpoint_every."""
+    import hashlib
+    import json
+
+    data = recipe.resolved()
+    for key in ("sweep", "name", "description"):
+        data.pop(key)
+    data["train"].pop("device")
+    data["train"].pop("checkpoint_every")
+    blob = json.dumps(data, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+QUICKSTART_V1 = """
+name = "quickstart"
+[data]
+name = "synthetic"
+flavour = "vectors"
+n = 4096
+[negatives]
+source = "batch"
+loss_form = "infonce"
+[train]
+batch_size = 320
+steps = 300
+[sweep]
+negatives = [1, 3, 8, 20, 50, 130, 319]
+"""
+
+
+def test_run_id_v1_is_kept_for_existing_recipes(tmp_path) -> None:
+    # negscale 0.1.0's README shows this recipe's run as 16764cf64e2419ce
+    path = tmp_path / "quickstart_v1.toml"
+    path.write_text(QUICKSTART_V1)
+    r = load_recipe(str(path))
+    assert r.run_id() == "16764cf64e2419ce"
+    assert load_recipe(str(path), m=8).run_id() == "2853f5654adc32ee"
+    # and the v1 algorithm written out agrees wherever the schema still is version 1
+    from negscale.run_id import V1_DEFAULTS, flatten
+
+    if set(flatten(r.resolved())) == set(V1_DEFAULTS) | {"negatives.m"}:
+        assert _v1_hash(r) == r.run_id()
+
+
+def test_new_fields_move_run_id_only_when_used() -> None:
+    from negscale.run_id import run_id
+
+    base = {"data.n": 4096, "negatives.m": 255}
+    defaults = {"data.workers": 0}
+    same = run_id({**base, "data.workers": 0}, defaults)
+    assert same == run_id(base, defaults)  # a new field at its default: id unchanged
+    assert run_id({**base, "data.workers": 3}, defaults) != same  # used: id moves
+
+
+def test_subsample_of_all_other_items_is_batch() -> None:
+    batch = load_recipe("quickstart")
+    full = load_recipe("quickstart", m=batch.train.batch_size - 1)
+    assert full.negatives.source == "batch"
+    assert full.run_id() == batch.run_id()

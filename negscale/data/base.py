@@ -8,9 +8,31 @@ from typing import Any, Protocol
 import torch
 
 
+class PairSet(Protocol):
+    """The data protocol: an ordered, map-style collection of pairs fetched by id.
+
+    Ids are positions 0..len-1 in one fixed seeded order, so "the first n" is
+    a nested training set. ``fetch`` decodes and transforms lazily (in-memory
+    tensors are one implementation, :class:`Split`); ``labels`` are cheap to
+    hold for every item (class-aware negatives and zero-shot need them).
+    """
+
+    labels: torch.Tensor | None
+
+    def __len__(self) -> int: ...
+
+    def fetch(self, ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(image side, text side) of items ``ids``, row-aligned, ready for the towers."""
+        ...
+
+    def head(self, n: int) -> PairSet:
+        """The first ``n`` items (a view: nothing is copied or decoded)."""
+        ...
+
+
 @dataclass
 class Split:
-    """Paired examples: row i of ``x`` (image side) matches row i of ``y`` (text side)."""
+    """Paired examples in memory: row i of ``x`` (image side) matches row i of ``y`` (text)."""
 
     x: torch.Tensor
     y: torch.Tensor
@@ -18,6 +40,13 @@ class Split:
 
     def __len__(self) -> int:
         return int(self.x.shape[0])
+
+    def fetch(self, ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.x[ids], self.y[ids]
+
+    def head(self, n: int) -> Split:
+        labels = None if self.labels is None else self.labels[:n]
+        return Split(self.x[:n], self.y[:n], labels)
 
     def subset(self, index: torch.Tensor) -> Split:
         labels = None if self.labels is None else self.labels[index]
@@ -46,8 +75,8 @@ class Oracle(Protocol):
 
 @dataclass
 class PairedData:
-    train: Split
-    eval: Split
+    train: PairSet
+    eval: PairSet
     image: Modality
     text: Modality
     num_classes: int | None = None

@@ -1,0 +1,117 @@
+"""run_id: a stable, versioned hash of what determines a run's outcome.
+
+Version 1 (negscale 0.1.0) hashed the whole resolved recipe of that release:
+every field of every section, with ``negatives.m`` filled in, minus the
+execution details that do not change results (``train.device``,
+``train.checkpoint_every``) and the study's bookkeeping (``name``,
+``description``, ``sweep``). Users keep studies under those ids, so the hash
+stays version 1 and grows compatibly:
+
+* every field of the version-1 schema is hashed, at its value (or, if the
+  schema no longer carries it for this recipe, at its version-1 default), so
+  a version-1 recipe hashes exactly as it did;
+* a field added since is hashed only when set away from its default, so adding
+  an option never moves an existing id, and using it always does.
+
+A change that must move ids (a bug fix that changes results) bumps
+``RUN_ID_VERSION`` and says so in the README.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Any
+
+RUN_ID_VERSION = 1
+EXCLUDED = ("name", "description", "sweep", "train.device", "train.checkpoint_every")
+
+# The version-1 schema: each hashed field (section.field) and its default.
+V1_DEFAULTS: dict[str, Any] = {
+    "data.name": "synthetic",
+    "data.flavour": "vectors",
+    "data.n": 4096,
+    "data.n_eval": 1024,
+    "data.classes": 16,
+    "data.latent_dim": 8,
+    "data.input_dim": 32,
+    "data.cluster_spread": 0.5,
+    "data.cluster_scale": 3.0,
+    "data.noise": 0.3,
+    "data.image_size": 16,
+    "data.caption_len": 8,
+    "data.vocab": 16,
+    "data.seed": 1234,
+    "data.path": None,
+    "data.image_column": "image",
+    "data.caption_column": "caption",
+    "data.label_column": None,
+    "data.split_column": None,
+    "data.vocab_size": 10000,
+    "data.tokenizer": None,
+    "model.image_encoder": "auto",
+    "model.text_encoder": "auto",
+    "model.embed_dim": 32,
+    "model.hidden": 128,
+    "model.layers": 2,
+    "model.tau": 0.1,
+    "model.learn_tau": False,
+    "model.image_path": None,
+    "model.text_path": None,
+    "negatives.source": "batch",
+    "negatives.loss_form": "infonce",
+    "negatives.pool_batch": None,
+    "negatives.pool_exact_max": 1024,
+    "negatives.gamma": 0.9,
+    "negatives.momentum": 0.0,
+    "negatives.chunk": 4096,
+    "negatives.tile": 4096,
+    "train.batch_size": 256,
+    "train.steps": 300,
+    "train.lr": 0.002,
+    "train.weight_decay": 0.05,
+    "train.warmup": 0.05,
+    "train.grad_clip": 1.0,
+    "train.precision": "auto",
+    "train.compile": "auto",
+    "train.seed": 0,
+    "eval.batch_size": 1024,
+    "eval.prototypes": 4096,
+}
+
+
+def flatten(resolved: dict[str, Any]) -> dict[str, Any]:
+    """Section.field -> value for the two-level recipe mapping, without EXCLUDED keys."""
+    flat: dict[str, Any] = {}
+    for section, value in resolved.items():
+        if section in EXCLUDED:
+            continue
+        if not isinstance(value, dict):
+            flat[section] = value
+            continue
+        for key, item in value.items():
+            if f"{section}.{key}" not in EXCLUDED:
+                flat[f"{section}.{key}"] = item
+    return flat
+
+
+def hashed_fields(flat: dict[str, Any], defaults: dict[str, Any]) -> dict[str, Any]:
+    """What version 1 hashes: the v1 fields (filled from V1_DEFAULTS when absent), plus
+    each newer field that differs from ``defaults`` (the current schema's defaults)."""
+    out = {k: flat.get(k, v) for k, v in V1_DEFAULTS.items()}
+    for key, value in flat.items():
+        if key in out:
+            continue
+        if key == "negatives.m" or key not in defaults or value != defaults[key]:
+            out[key] = value
+    return out
+
+
+def run_id(flat: dict[str, Any], defaults: dict[str, Any]) -> str:
+    """16 hex digits of sha256 over the nested JSON of :func:`hashed_fields`."""
+    nested: dict[str, Any] = {}
+    for key, value in hashed_fields(flat, defaults).items():
+        section, _, name = key.partition(".")
+        nested.setdefault(section, {})[name] = value
+    blob = json.dumps(nested, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
