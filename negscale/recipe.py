@@ -201,6 +201,12 @@ class Recipe(_Section):
 
         return run_id(flatten(self.resolved()), self.field_defaults())
 
+    def design_id(self) -> str:
+        """The design this run belongs to (run_id's fields minus m, n, seed)."""
+        from negscale.run_id import design_id, flatten
+
+        return design_id(flatten(self.resolved()), self.field_defaults())
+
     def field_defaults(self) -> dict[str, Any]:
         """Section.field -> the schema default of every field this recipe's sections carry."""
         out: dict[str, Any] = {}

@@ -38,6 +38,7 @@ class RunRecord:
     device: str
     world_size: int
     recipe: str
+    design: str  # the study design: run_id's fields minus m, n, seed (negscale.run_id)
     # design
     setting: str
     negatives: str
@@ -191,4 +192,20 @@ def load(paths: str | Path | Iterable[str | Path], *, strict: bool = False) -> p
             warnings.warn(f"skipping unreadable run record {f}: {exc}", stacklevel=2)
     if not frames:
         return pd.DataFrame(columns=[f.name for f in fields(RunRecord) if f.name != "extra"])
-    return pd.concat(frames, ignore_index=True)
+    df = pd.concat(frames, ignore_index=True)
+    missing = df["design"].isna() if "design" in df.columns else pd.Series(True, index=df.index)
+    if missing.any() and "recipe" in df.columns:  # records written before the design column
+        df.loc[missing, "design"] = [record_design(text) for text in df.loc[missing, "recipe"]]
+    return df
+
+
+def record_design(recipe_json: str) -> str | None:
+    """The design of a record from its recipe JSON (records that predate the column)."""
+    import json
+
+    from negscale.run_id import design_id, flatten
+
+    try:
+        return design_id(flatten(json.loads(recipe_json)), {})
+    except (TypeError, ValueError):
+        return None

@@ -115,3 +115,23 @@ def run_id(flat: dict[str, Any], defaults: dict[str, Any]) -> str:
         nested.setdefault(section, {})[name] = value
     blob = json.dumps(nested, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+DESIGN_AXES = ("negatives.m", "data.n", "train.seed")
+
+
+def design_id(flat: dict[str, Any], defaults: dict[str, Any]) -> str:
+    """The study design a run belongs to: what run_id hashes, minus m, n and seed.
+
+    ``batch`` counts as ``subsample`` (it is the subsample of all B−1 other
+    items), so a sweep over m whose largest point is in-batch is one design.
+    Runs of one design differ only along the axes a study varies; a fit covers
+    one design at a time. 12 hex digits.
+    """
+    fields = hashed_fields(flat, defaults)
+    for key in DESIGN_AXES:
+        fields.pop(key, None)
+    if fields.get("negatives.source") == "batch":
+        fields["negatives.source"] = "subsample"
+    blob = json.dumps(fields, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(blob.encode()).hexdigest()[:12]

@@ -348,6 +348,7 @@ def _record(
         device=str(runtime.device),
         world_size=runtime.dist.world_size,
         recipe=r.model_dump_json(),
+        design=r.design_id(),
         setting=r.setting,
         negatives=r.negatives.source,
         loss_form=r.negatives.loss_form,

@@ -137,3 +137,16 @@ def test_subsample_of_all_other_items_is_batch() -> None:
     full = load_recipe("quickstart", m=batch.train.batch_size - 1)
     assert full.negatives.source == "batch"
     assert full.run_id() == batch.run_id()
+
+
+def test_design_groups_runs_that_differ_only_in_m_n_seed() -> None:
+    from negscale.results import record_design
+
+    base = load_recipe("quickstart")
+    assert load_recipe("quickstart", m=8, n=1024, seed=1).design_id() == base.design_id()
+    assert load_recipe("quickstart", ["train.lr=0.001"]).design_id() != base.design_id()
+    assert load_recipe("quickstart", ["negatives.loss_form='paper'"]).design_id() != (
+        base.design_id()
+    )
+    # a record without a design column gets the same id from its recipe JSON
+    assert record_design(base.model_dump_json()) == base.design_id()
