@@ -38,7 +38,6 @@ class RunRecord:
     device: str
     world_size: int
     recipe: str
-    design: str  # the study design: run_id's fields minus m, n, seed (negscale.run_id)
     # design
     setting: str
     negatives: str
@@ -57,6 +56,7 @@ class RunRecord:
     precision: str
     n_eval: int = 0  # held-out pairs actually evaluated
     num_classes: int | None = None  # classes of the data (zero-shot candidates), if labelled
+    design: str | None = None  # the study design: run_id's fields minus m, n, seed (run_id.py)
     # outcome (means of both directions, then per direction)
     recall_at_1: float | None = None
     recall_at_5: float | None = None
