@@ -32,6 +32,8 @@ from typing import Any, Literal, TypeVar
 
 import torch
 
+from negscale.tiled_lse import COLS, shared_tile_lse
+
 Form = Literal["paper", "infonce"]
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -90,15 +92,19 @@ def _dense_lse(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """(LSE over kept entries, count kept) of a dense ``(B, M)`` logit matrix.
 
-    Dropped entries are filled with the dtype's lowest finite value, not -inf,
-    so a row with nothing kept still has a finite LSE and gradient (0 after
-    :func:`loss_from_lse`).
+    Dropped entries are -inf (exp gives an exact 0 on the fast path, unlike
+    a finite fill such as finfo.min, whose exp underflows slowly). A row with
+    nothing kept is scored as zeros and reported as -inf, so its LSE has a
+    finite, zero gradient (0 after :func:`loss_from_lse`).
     """
     if mask is None:
         count = torch.full(logits.shape[:1], logits.shape[1], device=logits.device)
         return torch.logsumexp(logits, dim=1), count
-    filled = logits.masked_fill(~mask, torch.finfo(logits.dtype).min)
-    return torch.logsumexp(filled, dim=1), mask.sum(dim=1)
+    count = mask.sum(dim=1)
+    empty = (count == 0)[:, None]
+    filled = logits.masked_fill(~mask, float("-inf")).masked_fill(empty, 0.0)
+    lse = torch.logsumexp(filled, dim=1)
+    return torch.where(count > 0, lse, torch.full_like(lse, float("-inf"))), count
 
 
 def loss_from_scores(
@@ -119,28 +125,25 @@ def loss_from_scores(
 # ---------------------------------------------------------------- tiled LSE
 
 
-def _tile_logits(
+def _width(tile: int | None) -> int:
+    """Columns per shared tile: ``tile`` caps it (memory), :data:`COLS` is the fast size."""
+    return COLS if tile is None else max(1, min(tile, COLS))
+
+
+def _index_logits(
     q: torch.Tensor,
     k: torch.Tensor,
-    index: torch.Tensor | None,
+    index: torch.Tensor,
     exclude: torch.Tensor | None,
     mask: torch.Tensor | None,
     start: int,
     stop: int,
-) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
-    """Logits of columns [start, stop) with dropped entries at -inf; also the keys used."""
-    if index is None:
-        keys, cols = k[start:stop], None
-        logits = q @ keys.T
-        ids = torch.arange(start, stop, device=q.device)[None, :]
-    else:
-        cols = index[:, start:stop]
-        keys = k[cols]  # (B, t, d)
-        logits = torch.einsum("bd,btd->bt", q, keys)
-        ids = cols
-    drop = None
-    if exclude is not None:
-        drop = ids == exclude[:, None]
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Logits of per-anchor draws [start, stop) with dropped entries at -inf; keys, ids."""
+    cols = index[:, start:stop]
+    keys = k[cols]  # (B, t, d)
+    logits = torch.einsum("bd,btd->bt", q, keys)
+    drop = None if exclude is None else cols == exclude[:, None]
     if mask is not None:
         keep = mask[:, start:stop]
         drop = ~keep if drop is None else drop | ~keep
@@ -149,11 +152,11 @@ def _tile_logits(
     return logits, keys, cols
 
 
-class _TiledLSE(torch.autograd.Function):
-    """LSE_j (q_i . k_j) over tiles of columns; backward recomputes each tile.
+class _IndexedLSE(torch.autograd.Function):
+    """LSE_t (q_i . k[index[i, t]]) over tiles of draws; backward recomputes each tile.
 
-    Saves only q, k, the (B,) result and the (optional) index/mask inputs, so
-    no (B, M) float tensor outlives a tile.
+    Saves only q, k, the (B,) result and the index/mask inputs, so no (B, m)
+    float tensor outlives a tile.
     """
 
     @staticmethod
@@ -161,48 +164,39 @@ class _TiledLSE(torch.autograd.Function):
         ctx: Any,
         q: torch.Tensor,
         k: torch.Tensor,
-        index: torch.Tensor | None,
+        index: torch.Tensor,
         exclude: torch.Tensor | None,
         mask: torch.Tensor | None,
         width: int,
     ) -> torch.Tensor:
-        cols = k.shape[0] if index is None else index.shape[1]
         k = k.to(q.dtype)
         lse = torch.full(q.shape[:1], float("-inf"), dtype=q.dtype, device=q.device)
         with torch.autocast(q.device.type, enabled=False):
-            for start in range(0, cols, width):
-                logits, _, _ = _tile_logits(
-                    q, k, index, exclude, mask, start, min(start + width, cols)
-                )
+            for start in range(0, index.shape[1], width):
+                stop = min(start + width, index.shape[1])
+                logits, _, _ = _index_logits(q, k, index, exclude, mask, start, stop)
                 lse = torch.logaddexp(lse, torch.logsumexp(logits, dim=1))
         ctx.save_for_backward(q, k, index, exclude, mask, lse)
-        ctx.width, ctx.cols = width, cols
+        ctx.width = width
         return lse
 
     @staticmethod
     def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
         q, k, index, exclude, mask, lse = ctx.saved_tensors
-        need_q, need_k = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
-        gq = torch.zeros_like(q) if need_q else None
-        gk = torch.zeros_like(k) if need_k else None
+        gq = torch.zeros_like(q) if ctx.needs_input_grad[0] else None
+        gk = torch.zeros_like(k) if ctx.needs_input_grad[1] else None
         # rows with no negatives have lse = -inf and every logit -inf: weight 0, not NaN
         base = torch.where(torch.isfinite(lse), lse, torch.zeros_like(lse))
         with torch.autocast(q.device.type, enabled=False):
-            for start in range(0, ctx.cols, ctx.width):
-                stop = min(start + ctx.width, ctx.cols)
-                logits, keys, cols = _tile_logits(q, k, index, exclude, mask, start, stop)
+            for start in range(0, index.shape[1], ctx.width):
+                stop = min(start + ctx.width, index.shape[1])
+                logits, keys, cols = _index_logits(q, k, index, exclude, mask, start, stop)
                 w = torch.exp(logits - base[:, None]) * grad[:, None]  # dL/dlogit
-                if index is None:
-                    if gq is not None:
-                        gq += w @ keys
-                    if gk is not None:
-                        gk[start:stop] += w.T @ q
-                else:
-                    if gq is not None:
-                        gq += torch.einsum("bt,btd->bd", w, keys)
-                    if gk is not None:
-                        contrib = (w[:, :, None] * q[:, None, :]).reshape(-1, q.shape[1])
-                        gk.index_add_(0, cols.reshape(-1), contrib)
+                if gq is not None:
+                    gq += torch.einsum("bt,btd->bd", w, keys)
+                if gk is not None:
+                    contrib = (w[:, :, None] * q[:, None, :]).reshape(-1, q.shape[1])
+                    gk.index_add_(0, cols.reshape(-1), contrib)
         return gq, gk, None, None, None, None
 
 
@@ -221,12 +215,19 @@ def tiled_logsumexp(
     ``index`` (B, m) makes anchor i's negatives ``keys[index[i]]`` (per-anchor
     draws, repeats counted) instead of all keys. ``exclude`` (B,) names one key
     row that is never anchor i's negative (-1: none), e.g. its own positive.
-    ``mask`` (B, M) with True = keep drops more. Per-anchor tiles gather
-    (B, t, d) keys, so their width is ``tile // d`` to keep O(B * tile) memory.
-    Rows without negatives give -inf (and zero gradient).
+    ``mask`` (B, M) with True = keep drops more. Shared keys go through the
+    shared-tile kernel (:mod:`negscale.tiled_lse`, tiles of at most ``tile``
+    columns); per-anchor tiles gather (B, t, d) keys, so their width is
+    ``tile // d`` to keep O(B * tile) memory. Rows without negatives give -inf
+    (and zero gradient).
     """
-    width = tile if index is None else max(1, tile // queries.shape[1])
-    return _TiledLSE.apply(queries, keys, index, exclude, mask, max(1, width))
+    if index is None:
+        lse, _ = shared_tile_lse(
+            queries, keys, cols=False, exclude=exclude, mask=mask, width=_width(tile)
+        )
+        return lse
+    width = max(1, tile // queries.shape[1])
+    return _IndexedLSE.apply(queries, keys, index, exclude, mask, width)
 
 
 @fp32_scores
@@ -242,23 +243,20 @@ def negative_lse(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """(LSE of the negative logits s/tau, number of negatives) per anchor.
 
-    Negatives as in :func:`tiled_logsumexp`. Dense when the score matrix fits
-    in ``tile`` columns (or ``tile`` is None), tiled otherwise; both give the
-    same values and gradients.
+    Negatives as in :func:`tiled_logsumexp`. Shared keys always use the
+    shared-tile kernel (``tile`` caps its width). Per-anchor draws are dense
+    when they fit in ``tile`` columns (or ``tile`` is None), tiled otherwise;
+    every path gives the same values and gradients.
     """
     count = _count(anchors.shape[0], keys.shape[0], index, exclude, mask, anchors.device)
     queries = anchors / tau
-    cols = keys.shape[0] if index is None else index.shape[1]
-    if tile is not None and max(keys.shape[0], cols) > tile:
-        lse = tiled_logsumexp(queries, keys, tile=tile, index=index, exclude=exclude, mask=mask)
-        return lse, count
-    logits = queries @ keys.T
+    if index is None or (tile is not None and index.shape[1] > tile):
+        kw = {"index": index, "exclude": exclude, "mask": mask}
+        return tiled_logsumexp(queries, keys, tile=tile or COLS, **kw), count
+    logits = (queries @ keys.T).gather(1, index)
     keep = mask
-    if index is not None:
-        logits = logits.gather(1, index)
     if exclude is not None:
-        ids = torch.arange(keys.shape[0], device=keys.device)[None, :] if index is None else index
-        own = ids == exclude[:, None]
+        own = index == exclude[:, None]
         keep = ~own if keep is None else keep & ~own
     lse, _ = _dense_lse(logits, keep)
     return lse, count
@@ -298,20 +296,28 @@ def in_batch_lse(
 ) -> tuple[tuple[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]:
     """(LSE, count) of both directions with the batch's other items as negatives.
 
-    Dense, one score matrix serves both directions (rows: anchor -> positives,
-    columns: positive -> anchors); wider than ``tile``, each direction is tiled.
-    ``negative_mask[i, j]`` keeps item j as a negative of pair i either way.
+    One score matrix serves both directions (rows: anchor -> positives,
+    columns: positive -> anchors), in shared tiles of at most ``tile``
+    columns. ``negative_mask[i, j]`` keeps item j as a negative of pair i
+    either way; the column direction then needs the transposed mask, so an
+    asymmetric mask costs one row-only pass per direction.
     """
-    b = anchors.shape[0]
-    if tile is None or b <= tile:
-        logits = (anchors @ positives.T) / tau
-        mask = in_batch_mask(b, logits.device)
-        if negative_mask is not None:
-            mask = mask & negative_mask
-        return _dense_lse(logits, mask), _dense_lse(logits.T, mask)
-    own = torch.arange(b, device=anchors.device)
-    kw = {"tau": tau, "tile": tile, "exclude": own, "mask": negative_mask}
-    return negative_lse(anchors, positives, **kw), negative_lse(positives, anchors, **kw)
+    b, dev, width = anchors.shape[0], anchors.device, _width(tile)
+    own = torch.arange(b, device=dev)
+    if negative_mask is None:
+        lse, back = shared_tile_lse(anchors / tau, positives, exclude=own, width=width)
+        count = torch.full((b,), b - 1, device=dev)
+        return (lse, count), (back, count)
+    count = (negative_mask & in_batch_mask(b, dev)).sum(dim=1)
+    if torch.equal(negative_mask, negative_mask.T):  # one kept set serves both directions
+        kw = {"exclude": own, "mask": negative_mask, "width": width}
+        lse, back = shared_tile_lse(anchors / tau, positives, **kw)
+        return (lse, count), (back, count)
+    # rows keep negative_mask, columns its transpose: one row-only pass per direction
+    kw = {"cols": False, "exclude": own, "mask": negative_mask, "width": width}
+    lse, _ = shared_tile_lse(anchors / tau, positives, **kw)
+    back, _ = shared_tile_lse(positives / tau, anchors, **kw)
+    return (lse, count), (back, count)
 
 
 def in_batch_mask(batch: int, device: torch.device | None = None) -> torch.Tensor:
@@ -346,8 +352,11 @@ def contrastive_loss(
     negatives are ``negatives[negative_index[i]]`` (a shared table of unique
     draws, repeats counted); ``exclude`` (B,) names one row of a shared
     ``negatives`` that is not anchor i's negative (its own item; -1: none).
-    ``tile`` switches to the tiled LSE when the score matrix is wider than
-    ``tile`` columns (same values and gradients, O(B * tile) memory).
+    Every score matrix with shared columns goes through the shared-tile LSE
+    (:mod:`negscale.tiled_lse`): tiles of at most ``tile`` columns (default
+    and cap :data:`~negscale.tiled_lse.COLS`), the same values and gradients as
+    the dense loss, O(tile) loss memory; per-anchor ``negative_index`` draws
+    are tiled when wider than ``tile``.
     """
     if (negative_index is not None or exclude is not None) and (
         negatives is None or negatives.dim() != 2
@@ -357,24 +366,24 @@ def contrastive_loss(
     pos_logits = pos / tau
     if negatives is None and form == "infonce" and negative_mask is None:
         # the positive sits on the diagonal: LSE over a whole row (column) is the
-        # InfoNCE denominator, so no mask is needed (cross-entropy, as ClipLoss)
-        if tile is None or anchors.shape[0] <= tile:
-            logits = (anchors @ positives.T) / tau
-            lse, back_lse = torch.logsumexp(logits, dim=1), torch.logsumexp(logits, dim=0)
-        else:
-            lse = tiled_logsumexp(anchors / tau, positives, tile=tile)
-            back_lse = tiled_logsumexp(positives / tau, anchors, tile=tile) if symmetric else lse
+        # InfoNCE denominator, so nothing is dropped (cross-entropy, as ClipLoss)
+        kw = {"cols": symmetric, "width": _width(tile)}
+        lse, back_lse = shared_tile_lse(anchors / tau, positives, **kw)
         loss = lse - pos_logits
         if symmetric:
             loss = 0.5 * (loss + back_lse - pos_logits)
+    elif negatives is None and not symmetric:
+        own = torch.arange(anchors.shape[0], device=anchors.device)
+        kw = {"tau": tau, "tile": tile, "exclude": own, "mask": negative_mask}
+        lse, count = negative_lse(anchors, positives, **kw)
+        loss = loss_from_lse(pos_logits, lse, count, tau=tau, form=form)
     elif negatives is None:
         (lse, count), (back_lse, back_count) = in_batch_lse(
             anchors, positives, tau=tau, tile=tile, negative_mask=negative_mask
         )
         loss = loss_from_lse(pos_logits, lse, count, tau=tau, form=form)
-        if symmetric:
-            back = loss_from_lse(pos_logits, back_lse, back_count, tau=tau, form=form)
-            loss = 0.5 * (loss + back)
+        back = loss_from_lse(pos_logits, back_lse, back_count, tau=tau, form=form)
+        loss = 0.5 * (loss + back)
     elif negatives.dim() == 2:
         lse, count = negative_lse(
             anchors,
