@@ -160,3 +160,133 @@ def test_bench_loss_reports_each_implementation_against_its_peer() -> None:
     shared = bench_loss([16], 8, 64, "cpu", tile=16, repeats=1)
     assert [r["impl"] for r in shared] == ["dense", "tiled"] and shared[0]["peer"] == "dense"
     assert all(r["ms"] > 0 for r in shared)
+
+
+# ------------------------------------------------------- shared-tile kernel
+
+
+def _masked_dense(s: torch.Tensor, keep: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Row and column LSE of a dense score matrix over kept entries (plain autograd)."""
+    filled = s.masked_fill(~keep, float("-inf"))
+    return torch.logsumexp(filled, dim=1), torch.logsumexp(filled, dim=0)
+
+
+def _finite(x: torch.Tensor) -> torch.Tensor:
+    return torch.where(torch.isfinite(x), x, torch.zeros_like(x))
+
+
+@pytest.mark.parametrize("tau", [0.5, 0.07, 0.01, 0.003])  # 0.01 and below: online recipe
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("drop", ["none", "exclude", "mask", "both"])
+def test_shared_tile_lse_both_directions_match_dense(tau: float, dtype, drop: str) -> None:
+    from negscale.tiled_lse import shared_tile_lse
+
+    b, m, d = 45, 38, 8
+    g = torch.Generator().manual_seed(11)
+    q = F.normalize(torch.randn(b, d, generator=g, dtype=dtype), dim=-1).requires_grad_()
+    k = F.normalize(torch.randn(m, d, generator=g, dtype=dtype), dim=-1).requires_grad_()
+    mask = torch.rand(b, m, generator=g) > 0.4 if drop in ("mask", "both") else None
+    if mask is not None:
+        mask[3], mask[:, 5] = False, False  # an empty row and an empty column
+    exclude = torch.randint(-1, m, (b,), generator=g) if drop in ("exclude", "both") else None
+    keep = torch.ones(b, m, dtype=torch.bool) if mask is None else mask.clone()
+    if exclude is not None:
+        hit = (exclude >= 0).nonzero()[:, 0]
+        keep[hit, exclude[hit]] = False
+    rows, cols = shared_tile_lse(q / tau, k, exclude=exclude, mask=mask, rows=7, width=5)
+    want_rows, want_cols = _masked_dense((q / tau) @ k.T, keep)
+    assert torch.equal(torch.isinf(rows), torch.isinf(want_rows))
+    assert torch.equal(torch.isinf(cols), torch.isinf(want_cols))
+    tol = {"rtol": 1e-5, "atol": 1e-5 if dtype == torch.float32 else 1e-10}
+    torch.testing.assert_close(_finite(rows), _finite(want_rows), **tol)
+    torch.testing.assert_close(_finite(cols), _finite(want_cols), **tol)
+    w_r = torch.rand(b, generator=g, dtype=dtype)
+    w_c = torch.rand(m, generator=g, dtype=dtype)
+
+    def grads(r: torch.Tensor, c: torch.Tensor) -> list[torch.Tensor]:
+        total = (w_r * _finite(r)).sum() + (w_c * _finite(c)).sum()
+        return list(torch.autograd.grad(total * tau, [q, k]))  # scaled to O(1) gradients
+
+    for got, want in zip(grads(rows, cols), grads(want_rows, want_cols), strict=True):
+        torch.testing.assert_close(got, want, **tol)
+
+
+@pytest.mark.parametrize("tau", [0.07, 0.01])
+@pytest.mark.parametrize("tile", [None, 64, 1000])
+def test_tiled_in_batch_infonce_equals_open_clip(tau: float, tile: int | None) -> None:
+    open_clip_loss = pytest.importorskip("open_clip.loss")
+    g = torch.Generator().manual_seed(3)
+    x = torch.randn(300, 32, generator=g, requires_grad=True)
+    y = torch.randn(300, 32, generator=g, requires_grad=True)
+    ours = contrastive_loss(
+        F.normalize(x, dim=-1), F.normalize(y, dim=-1), tau=tau, tile=tile, form="infonce"
+    )
+    ref = open_clip_loss.ClipLoss()(
+        F.normalize(x, dim=-1), F.normalize(y, dim=-1), torch.tensor(1.0 / tau)
+    )
+    torch.testing.assert_close(ours, ref, rtol=1e-5, atol=1e-5)
+    for a, r in zip(
+        torch.autograd.grad(ours, [x, y]), torch.autograd.grad(ref, [x, y]), strict=True
+    ):
+        torch.testing.assert_close(a, r, rtol=1e-5, atol=1e-5)
+
+
+def _dense_in_batch(a, p, tau, form, mask):
+    """Symmetric in-batch loss from one dense matrix, masks applied per direction by hand."""
+    b = a.shape[0]
+    keep = (
+        ~torch.eye(b, dtype=torch.bool) if mask is None else mask & ~torch.eye(b, dtype=torch.bool)
+    )
+    if form == "infonce" and mask is None:
+        keep = torch.ones(b, b, dtype=torch.bool)
+    s = (a @ p.T) / tau
+    pos = torch.diagonal(s)
+    fwd = torch.logsumexp(s.masked_fill(~keep, float("-inf")), dim=1)
+    back = torch.logsumexp(s.T.masked_fill(~keep, float("-inf")), dim=1)
+    count = keep.sum(dim=1)
+    if form == "infonce" and mask is None:
+        return (0.5 * (fwd - pos + back - pos)).mean()
+    one = loss_from_lse(pos, fwd, count, tau=tau, form=form)
+    two = loss_from_lse(pos, back, count, tau=tau, form=form)
+    return (0.5 * (one + two)).mean()
+
+
+@pytest.mark.parametrize("form", ["paper", "infonce"])
+@pytest.mark.parametrize("mask_kind", ["none", "symmetric", "asymmetric"])
+@pytest.mark.parametrize("tau", [0.1, 0.01])
+def test_in_batch_forms_and_masks_match_dense_reference(form: str, mask_kind: str, tau) -> None:
+    g = torch.Generator().manual_seed(5)
+    a = F.normalize(torch.randn(40, 6, generator=g), dim=-1).requires_grad_()
+    p = F.normalize(torch.randn(40, 6, generator=g), dim=-1).requires_grad_()
+    t_ours = torch.tensor(tau, requires_grad=True)
+    t_ref = torch.tensor(tau, requires_grad=True)
+    mask = None
+    if mask_kind != "none":
+        mask = torch.rand(40, 40, generator=g) > 0.5
+        mask[7] = False  # pair 7 has no negative
+        if mask_kind == "symmetric":
+            mask = mask & mask.T
+    ours = contrastive_loss(a, p, tau=t_ours, form=form, negative_mask=mask, tile=9)
+    ref = _dense_in_batch(a, p, t_ref, form, mask)
+    torch.testing.assert_close(ours, ref, rtol=1e-5, atol=1e-5)
+    got = torch.autograd.grad(ours, [a, p, t_ours])
+    want = torch.autograd.grad(ref, [a, p, t_ref])
+    for x, y in zip(got, want, strict=True):
+        torch.testing.assert_close(x, y, rtol=1e-5, atol=1e-5)
+
+
+def test_shared_tile_saves_no_score_matrix() -> None:
+    """Both directions, backward included: the largest saved tensor is an input, not B x M."""
+    from negscale.tiled_lse import shared_tile_lse
+
+    q, k = _tensors((64, 4), (96, 4))
+    sizes: list[int] = []
+
+    def pack(t: torch.Tensor) -> torch.Tensor:
+        sizes.append(t.numel())
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        r, c = shared_tile_lse(q, k, rows=16, width=16)
+        (r.sum() + c.sum()).backward()
+    assert max(sizes) <= 96 * 4
