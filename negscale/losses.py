@@ -401,3 +401,44 @@ def contrastive_loss(
     else:
         raise ValueError("negatives must be None, (M, d) or (B, m, d)")
     return loss.mean() if reduction == "mean" else loss
+
+
+def subsample_columns(order: torch.Tensor, m: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(items scored, position each anchor drops) for a shared random m-subset of the batch.
+
+    ``order`` is the step's random permutation of the batch; anchor i's
+    negatives are the first m items of ``order`` other than itself. So only
+    the first m + 1 items are ever scored: an anchor among the first m drops
+    its own position, every other anchor drops position m (item ``order[m]``).
+    """
+    b = order.shape[0]
+    if not 1 <= m <= b - 1:
+        raise ValueError(f"subsample needs 1 <= m <= B-1 = {b - 1}, got {m}")
+    rank = torch.empty_like(order)
+    rank[order] = torch.arange(b, device=order.device)
+    return order[: m + 1], torch.where(rank < m, rank, torch.full_like(rank, m))
+
+
+@fp32_scores
+def subsample_loss(
+    img: torch.Tensor,
+    txt: torch.Tensor,
+    order: torch.Tensor,
+    m: int,
+    *,
+    tau: float | torch.Tensor,
+    form: Form = "paper",
+) -> torch.Tensor:
+    """Symmetric loss with a shared random m-subset of the batch as every anchor's negatives.
+
+    Equal (values and gradients) to ``contrastive_loss(img, txt,
+    negative_mask=mask, symmetric=True)`` with the mask that ``order`` defines
+    (see :func:`subsample_columns`), but each direction scores only the
+    B x (m + 1) columns it uses, as a shared table with the anchor's own item
+    excluded: cost O(B m d), not O(B^2 d), and no fill value is exponentiated.
+    """
+    cols, drop = subsample_columns(order.to(img.device), m)
+    kw: dict[str, Any] = {"tau": tau, "form": form, "exclude": drop, "reduction": "none"}
+    fwd = contrastive_loss(img, txt, txt[cols], **kw)
+    back = contrastive_loss(txt, img, img[cols], **kw)
+    return (0.5 * (fwd + back)).mean()

@@ -114,3 +114,66 @@ def test_scores_stay_float32_inside_bf16_autocast(negatives: str | None) -> None
     assert got.dtype == torch.float32
     torch.testing.assert_close(got, want_bf16_inputs, rtol=1e-6, atol=1e-6)
     assert abs(float(got) - float(want)) < 0.5  # only the inputs' rounding differs
+
+
+# ------------------------------------------------------------ subsample
+
+
+def _subsample_mask(order: torch.Tensor, m: int) -> torch.Tensor:
+    """The mask SubsampleSource draws: anchor i keeps the first m items of order but itself."""
+    b = len(order)
+    keep = torch.zeros(b, b, dtype=torch.bool)
+    for i in range(b):
+        others = [int(j) for j in order if int(j) != i]
+        keep[i, others[:m]] = True
+    return keep
+
+
+def _brute_subsample(a, p, order, m, tau, form) -> float:
+    """Both directions, one anchor and one negative at a time, in float64 Python maths."""
+    b, total = len(order), 0.0
+    for i in range(b):
+        negs = [int(j) for j in order if int(j) != i][:m]
+        for x, y in ((a, p), (p, a)):
+            pos = float(x[i] @ y[i]) / tau
+            terms = [math.exp(float(x[i] @ y[j]) / tau) for j in negs]
+            if form == "paper":
+                total += tau * (math.log(sum(terms) / m) - pos)
+            else:
+                total += math.log(math.exp(pos) + sum(terms)) - pos
+    return total / (2 * b)
+
+
+@pytest.mark.parametrize("form", ["paper", "infonce"])
+@pytest.mark.parametrize("m", [1, 2, 5, 11])
+def test_subsample_loss_matches_masked_dense_and_brute_force(form: str, m: int) -> None:
+    from negscale.losses import subsample_loss
+
+    a, p = _emb(12, 6, m)
+    order = torch.randperm(12, generator=torch.Generator().manual_seed(m))
+    got = subsample_loss(a, p, order, m, tau=0.2, form=form)
+    assert float(got) == pytest.approx(_brute_subsample(a, p, order, m, 0.2, form), rel=1e-10)
+
+    x, y = (t.float().requires_grad_() for t in _emb(40, 8, 7 + m))
+    tau = torch.tensor(0.07, requires_grad=True)
+    order = torch.randperm(40, generator=torch.Generator().manual_seed(m))
+    ours = subsample_loss(x, y, order, m, tau=tau, form=form)
+    mask = _subsample_mask(order, m)
+    ref = contrastive_loss(x, y, tau=tau, form=form, negative_mask=mask, symmetric=True)
+    torch.testing.assert_close(ours, ref, rtol=1e-5, atol=1e-5)
+    for g, r in zip(
+        torch.autograd.grad(ours, [x, y, tau]), torch.autograd.grad(ref, [x, y, tau]), strict=True
+    ):
+        torch.testing.assert_close(g, r, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("form", ["paper", "infonce"])
+def test_subsample_of_all_other_items_is_the_batch_loss(form: str) -> None:
+    from negscale.losses import subsample_loss
+
+    a, p = _emb(9, 4, 3)
+    order = torch.randperm(9, generator=torch.Generator().manual_seed(0))
+    got = subsample_loss(a, p, order, 8, tau=0.3, form=form)
+    assert float(got) == pytest.approx(float(contrastive_loss(a, p, tau=0.3, form=form)), rel=1e-12)
+    with pytest.raises(ValueError, match="m <= B-1"):
+        subsample_loss(a, p, order, 9, tau=0.3, form=form)
