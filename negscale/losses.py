@@ -436,8 +436,11 @@ def subsample_loss(
     (see :func:`subsample_columns`), but each direction scores only the
     B x (m + 1) columns it uses, as a shared table with the anchor's own item
     excluded: cost O(B m d), not O(B^2 d), and no fill value is exponentiated.
+    m = B - 1 is the batch loss (one score matrix serves both directions).
     """
     cols, drop = subsample_columns(order.to(img.device), m)
+    if m == img.shape[0] - 1:  # every other item: the batch loss, one shared score matrix
+        return contrastive_loss(img, txt, tau=tau, form=form)
     kw: dict[str, Any] = {"tau": tau, "form": form, "exclude": drop, "reduction": "none"}
     fwd = contrastive_loss(img, txt, txt[cols], **kw)
     back = contrastive_loss(txt, img, img[cols], **kw)

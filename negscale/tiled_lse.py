@@ -49,6 +49,8 @@ class _Tiles:
     ) -> None:
         self.q, self.k, self.exclude, self.mask = q, k, exclude, mask
         self.b, self.m = q.shape[0], k.shape[0]
+        if self.b * self.m <= rows * cols:  # small: one tile, fewest ops
+            rows, cols = self.b, self.m
         self.rows, self.cols = max(1, min(rows, self.b)), max(1, min(cols, self.m))
         size = self.rows * self.cols
         self._bufs = [torch.empty(size, dtype=q.dtype, device=q.device) for _ in range(2)]
