@@ -1,18 +1,30 @@
 """Loss and step benchmarks against peers, measured in the same process and run.
 
-Ratios are always against a peer timed and measured right next to the
-subject, never against numbers from elsewhere: machines and loads differ, a
-ratio on one run does not. Memory is the peak *extra* memory of one
-forward+backward: on CUDA from the allocator's peak counter, on Linux CPUs from
-the process's peak resident set (reset through ``/proc/self/clear_refs``, with
-glibc told to return large blocks to the system so the peak is the call's own).
-Elsewhere memory is reported as None.
+Ratios are always against a peer timed right next to the subject, never
+against numbers from elsewhere: machines and loads differ, a ratio on one run
+does not. Fairness rules:
+
+- implementations alternate call by call, so a busy spell hits all of them;
+- time is CPU time of the process (``time.process_time``) on CPUs, so other
+  processes on a shared machine do not count; wall time with syncs on CUDA;
+  the median of ``repeats`` calls after a warm-up;
+- the timing process runs with the allocator as a user's process has it.
+  Memory is measured in a separate pass in a child process (on CPUs the peak
+  resident set, with glibc told to return large blocks to the system there
+  only), on CUDA from the allocator's peak counter;
+- every loss row carries its multiple of the FLOP floor, 6 B M d FLOPs (the
+  three matmuls a forward+backward of one score matrix needs) at this
+  machine's sgemm rate, measured in the same run.
 """
 
 from __future__ import annotations
 
 import ctypes
+import json
+import os
 import statistics
+import subprocess
+import sys
 import time
 from collections.abc import Callable
 from typing import Any
@@ -43,19 +55,45 @@ def peak_extra_mb(fn: Callable[[], Any], device: torch.device) -> float | None:
     return None if base is None else max(0.0, peak - base)
 
 
-def time_ms(fn: Callable[[], Any], device: torch.device, repeats: int = 3) -> float:
-    """Median wall time of ``fn()`` in milliseconds, after one warm-up call."""
-    fn()
-    times = []
-    for _ in range(repeats):
-        if device.type == "cuda":
+def _clock(device: torch.device) -> Callable[[], float]:
+    if device.type == "cuda":
+
+        def wall() -> float:
             torch.cuda.synchronize(device)
-        t0 = time.perf_counter()
+            return time.perf_counter()
+
+        return wall
+    return time.process_time
+
+
+def time_alternating(
+    fns: dict[str, Callable[[], Any]], device: torch.device, repeats: int = 5
+) -> dict[str, float]:
+    """Median time (ms) of each ``fn()``: one warm-up each, then ``repeats`` rounds in turn."""
+    clock = _clock(device)
+    for fn in fns.values():
         fn()
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        times.append((time.perf_counter() - t0) * 1e3)
-    return statistics.median(times)
+    times: dict[str, list[float]] = {name: [] for name in fns}
+    for _ in range(repeats):
+        for name, fn in fns.items():
+            t0 = clock()
+            fn()
+            times[name].append((clock() - t0) * 1e3)
+    return {name: statistics.median(ts) for name, ts in times.items()}
+
+
+def time_ms(fn: Callable[[], Any], device: torch.device, repeats: int = 3) -> float:
+    """Median time of ``fn()`` in milliseconds (CPU time on CPUs), after one warm-up call."""
+    return time_alternating({"fn": fn}, device, repeats)["fn"]
+
+
+def sgemm_gflops(dim: int, device: torch.device, size: int = 1024) -> Callable[[], None]:
+    """A cache-friendly (size x dim) @ (dim x size) matmul: the machine's sgemm rate probe."""
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(size, dim, generator=gen).to(device)
+    y = torch.randn(size, dim, generator=gen).to(device)
+    out = torch.empty(size, size, device=device)
+    return lambda: torch.mm(x, y.T, out=out)
 
 
 def _clip_loss() -> Callable[..., torch.Tensor] | None:
@@ -66,81 +104,185 @@ def _clip_loss() -> Callable[..., torch.Tensor] | None:
     return ClipLoss()
 
 
+def _dense_reference(
+    img: torch.Tensor, txt: torch.Tensor, negs: torch.Tensor | None, tau: float
+) -> torch.Tensor:
+    """The textbook loss in plain autograd: the full score matrix, logsumexp per direction."""
+    pos = (img * txt).sum(dim=-1) / tau
+    if negs is None:
+        logits = img @ txt.T / tau
+        fwd, back = torch.logsumexp(logits, dim=1), torch.logsumexp(logits, dim=0)
+        return (0.5 * (fwd + back) - pos).mean()
+    lse = torch.logsumexp(img @ negs.T / tau, dim=1)
+    return (torch.logaddexp(pos, lse) - pos).mean()
+
+
+def _loss_impls(
+    b: int, dim: int, m: int | None, dev: torch.device, tile: int | None, tau: float
+) -> tuple[dict[str, Callable[[], None]], int]:
+    """Forward+backward closures per implementation on seeded inputs, and the width M."""
+    gen = torch.Generator().manual_seed(b)
+
+    def leaf(count: int) -> torch.Tensor:
+        x = F.normalize(torch.randn(count, dim, generator=gen), dim=-1)
+        return x.to(dev).requires_grad_()
+
+    img, txt = leaf(b), leaf(b)
+    negs = None if m is None else leaf(m)
+    inputs = [t for t in (img, txt, negs) if t is not None]
+
+    def run(loss_fn: Callable[[], torch.Tensor]) -> Callable[[], None]:
+        return lambda: torch.autograd.grad(loss_fn(), inputs) and None
+
+    impls = {
+        "tiled": run(lambda: contrastive_loss(img, txt, negs, tau=tau, form="infonce", tile=tile))
+    }
+    clip = _clip_loss() if m is None else None
+    if clip is not None:
+        scale = torch.tensor(1.0 / tau, device=dev)
+        impls["open_clip"] = run(lambda: clip(img, txt, scale))
+    else:
+        impls["dense"] = run(lambda: _dense_reference(img, txt, negs, tau))
+    return impls, b if m is None else m
+
+
+def _memory_pass(spec: dict[str, Any]) -> dict[str, float | None]:
+    """Peak extra MiB of each (B, impl) of ``spec``: run in a child process (see module doc)."""
+    dev = torch.device(spec["device"])
+    if dev.type == "cpu":
+        _glibc_return_large_blocks()
+    torch.set_num_threads(spec["threads"])
+    out: dict[str, float | None] = {}
+    for b in spec["batches"]:
+        impls, _ = _loss_impls(b, spec["dim"], spec["m"], dev, spec["tile"], spec["tau"])
+        for name, fn in impls.items():
+            fn()  # warm-up: lazy initialisation is not the loss's memory
+            out[f"{b}:{name}"] = peak_extra_mb(fn, dev)
+    return out
+
+
+def measure_memory(spec: dict[str, Any]) -> dict[str, float | None]:
+    """:func:`_memory_pass` in a fresh interpreter: the timing process keeps its allocator."""
+    code = "import json,sys;from negscale.bench import _memory_pass as p;"
+    code += "print(json.dumps(p(json.loads(sys.argv[1]))))"
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}
+    res = subprocess.run(
+        [sys.executable, "-c", code, json.dumps(spec)],
+        capture_output=True,
+        text=True,
+        env=env,
+        check=False,
+    )
+    if res.returncode != 0:
+        return {}
+    return json.loads(res.stdout.strip().splitlines()[-1])
+
+
 def bench_loss(
     batches: list[int],
     dim: int,
     m: int | None,
     device: str | torch.device,
     *,
-    tile: int = 1024,
+    tile: int | None = None,
     tau: float = 0.07,
-    repeats: int = 3,
+    repeats: int = 5,
+    memory: bool = True,
 ) -> list[dict[str, Any]]:
-    """Forward+backward time and peak memory of the contrastive loss, per implementation.
+    """Forward+backward time, FLOP-floor multiple and peak memory of the loss, per implementation.
 
-    ``dense``: :func:`contrastive_loss` on the full score matrix; ``tiled``: the
-    same call through the tiled LSE (tile width ``min(tile, width // 2)``, so
-    there are always at least two tiles); ``open_clip``: open_clip's
-    ``ClipLoss`` when importable. ``m=None`` means in-batch symmetric InfoNCE
-    (m = B - 1, ClipLoss's setting); otherwise B anchors against m shared
-    negatives, one direction (ClipLoss has no such mode). Each row carries
-    ``time_ratio`` and ``mem_ratio`` against the ``peer`` of the same batch
-    size: ClipLoss when it ran, else dense.
+    ``tiled``: :func:`contrastive_loss` (the shared-tile LSE, at most ``tile``
+    columns a tile); ``open_clip``: open_clip's ``ClipLoss`` when importable,
+    else ``dense``: the textbook loss in plain autograd. ``m=None`` means
+    in-batch symmetric InfoNCE (m = B - 1, ClipLoss's setting); otherwise B
+    anchors against m shared negatives, one direction (``tiled`` vs ``dense``).
+    Each row carries ``time_ratio`` and ``mem_ratio`` against the ``peer``
+    of the same B, and ``floor_ms`` / ``floor_x``: 6 B M d FLOPs at the sgemm
+    rate measured alongside. ``memory=False`` skips the memory pass.
     """
     dev = torch.device(device)
-    _glibc_return_large_blocks()
-    clip = _clip_loss() if m is None else None
+    spec = {"batches": batches, "dim": dim, "m": m, "device": str(dev), "tile": tile, "tau": tau}
+    spec["threads"] = torch.get_num_threads()
+    mem = measure_memory(spec) if memory else {}
+    probe, probe_flops = sgemm_gflops(dim, dev), 2 * 1024 * 1024 * dim
     rows: list[dict[str, Any]] = []
     for b in batches:
-        gen = torch.Generator().manual_seed(b)
+        impls, width = _loss_impls(b, dim, m, dev, tile, tau)
+        ms = time_alternating({**impls, "sgemm": probe}, dev, repeats)
+        gflops = probe_flops / ms.pop("sgemm") / 1e6
+        floor = 6 * b * width * dim / (gflops * 1e6)
+        peer = "open_clip" if "open_clip" in ms else "dense"
+        for name, t in ms.items():
+            peak, ref_peak = mem.get(f"{b}:{name}"), mem.get(f"{b}:{peer}")
+            rows.append(
+                {
+                    "batch": b,
+                    "dim": dim,
+                    "m": width - 1 if m is None else m,
+                    "impl": name,
+                    "tile": tile if name == "tiled" else None,
+                    "device": str(dev),
+                    "ms": t,
+                    "sgemm_gflops": gflops,
+                    "floor_ms": floor,
+                    "floor_x": t / floor,
+                    "peak_mb": peak,
+                    "peer": peer,
+                    "time_ratio": t / ms[peer],
+                    "mem_ratio": peak / ref_peak if peak is not None and ref_peak else None,
+                }
+            )
+    return rows
 
-        def leaf(count: int, gen: torch.Generator = gen) -> torch.Tensor:
-            x = F.normalize(torch.randn(count, dim, generator=gen), dim=-1)
-            return x.to(dev).requires_grad_()
 
-        img, txt = leaf(b), leaf(b)
-        negs = None if m is None else leaf(m)
-        width = b if m is None else m
-        used_tile = max(1, min(tile, width // 2))
-        inputs = [t for t in (img, txt, negs) if t is not None]
+def bench_source_steps(
+    configs: list[tuple[str, int | None]],
+    overrides: list[str] | None = None,
+    *,
+    recipe: str = "quickstart",
+    steps: int = 30,
+    warmup: int = 3,
+    device: str | None = "cpu",
+) -> list[dict[str, Any]]:
+    """Median per-step train time of each (source, m), trainers stepped in turn.
 
-        def run(loss_fn: Callable[[], torch.Tensor], inputs: list = inputs) -> None:
-            loss = loss_fn()
-            torch.autograd.grad(loss, inputs)
+    All trainers are built first and then stepped round-robin, so load spells
+    on a shared machine hit every configuration alike. ``ratio`` is each row's
+    step time over the first row's; ``mode`` says which pool path ran.
+    """
+    from negscale.recipe import load_recipe
+    from negscale.train import Trainer, resolve_runtime
 
-        impls: dict[str, Callable[[], torch.Tensor]] = {
-            "dense": lambda img=img, txt=txt, negs=negs: contrastive_loss(
-                img, txt, negs, tau=tau, form="infonce"
-            ),
-            "tiled": lambda img=img, txt=txt, negs=negs, t=used_tile: contrastive_loss(
-                img, txt, negs, tau=tau, form="infonce", tile=t
-            ),
-        }
-        if clip is not None:
-            scale = torch.tensor(1.0 / tau, device=dev)
-            impls["open_clip"] = lambda img=img, txt=txt, s=scale: clip(img, txt, s)
-        found: dict[str, dict[str, Any]] = {}
-        for name, loss_fn in impls.items():
-            ms = time_ms(lambda f=loss_fn: run(f), dev, repeats)
-            mem = peak_extra_mb(lambda f=loss_fn: run(f), dev)
-            found[name] = {
-                "batch": b,
-                "dim": dim,
-                "m": width - 1 if m is None else m,
-                "impl": name,
-                "tile": used_tile if name == "tiled" else None,
+    trainers = []
+    for source, m in configs:
+        sets = [*(overrides or []), f"negatives.source='{source}'", f"train.steps={warmup + steps}"]
+        r = load_recipe(recipe, sets, m=m)
+        trainers.append((r, Trainer(r, resolve_runtime(r, device), progress=False)))
+    dev = trainers[0][1].runtime.device
+    fns = {str(i): tr.train_step for i, (_, tr) in enumerate(trainers)}
+    for _ in range(max(0, warmup - 1)):
+        for fn in fns.values():
+            fn()
+    ms = time_alternating(fns, dev, steps)
+    rows: list[dict[str, Any]] = []
+    for i, (r, tr) in enumerate(trainers):
+        exact = getattr(tr.source, "exact", None)
+        mode = "in-batch" if r.negatives.source in ("batch", "subsample") else "per-anchor"
+        if exact is not None:
+            mode = "exact" if exact else "estimator"
+        rows.append(
+            {
+                "source": r.negatives.source,
+                "m": r.m,
+                "n": r.data.n,
+                "batch": r.train.batch_size,
+                "mode": mode,
+                "step_ms": ms[str(i)],
                 "device": str(dev),
-                "ms": ms,
-                "peak_mb": mem,
             }
-        peer = "open_clip" if "open_clip" in found else "dense"
-        for row in found.values():
-            ref = found[peer]
-            row["peer"] = peer
-            row["time_ratio"] = row["ms"] / ref["ms"] if ref["ms"] else None
-            both = row["peak_mb"] is not None and ref["peak_mb"]
-            row["mem_ratio"] = row["peak_mb"] / ref["peak_mb"] if both else None
-            rows.append(row)
+        )
+    for row in rows:
+        row["ratio"] = row["step_ms"] / rows[0]["step_ms"]
     return rows
 
 
@@ -153,44 +295,10 @@ def bench_pool_step(
     warmup: int = 3,
     device: str | None = "cpu",
 ) -> list[dict[str, Any]]:
-    """Median per-step train time of the ``pool`` source for each m, same batch size.
+    """Median per-step train time of the ``pool`` source for each m, and of ``batch``.
 
-    Also times in-batch negatives (``batch``) as the reference a pool step is
-    compared with; ``ratio`` is each row's step time over the first m's.
+    ``ratio`` is each row's step time over the first m's (see :func:`bench_source_steps`).
     """
-    from negscale.recipe import load_recipe
-    from negscale.train import Trainer, resolve_runtime
-
-    rows: list[dict[str, Any]] = []
     configs: list[tuple[str, int | None]] = [("pool", m) for m in ms] + [("batch", None)]
-    for source, m in configs:
-        sets = [*(overrides or []), f"negatives.source='{source}'", f"train.steps={warmup + steps}"]
-        r = load_recipe(recipe, sets, m=m)
-        rt = resolve_runtime(r, device)
-        trainer = Trainer(r, rt, progress=False)
-        for _ in range(warmup):
-            trainer.train_step()
-        times = []
-        for _ in range(steps):
-            if rt.device.type == "cuda":
-                torch.cuda.synchronize(rt.device)
-            t0 = time.perf_counter()
-            trainer.train_step()
-            if rt.device.type == "cuda":
-                torch.cuda.synchronize(rt.device)
-            times.append((time.perf_counter() - t0) * 1e3)
-        exact = getattr(trainer.source, "exact", None)
-        rows.append(
-            {
-                "source": source,
-                "m": r.m,
-                "n": r.data.n,
-                "batch": r.train.batch_size,
-                "mode": "in-batch" if exact is None else ("exact" if exact else "estimator"),
-                "step_ms": statistics.median(times),
-                "device": str(rt.device),
-            }
-        )
-    for row in rows:
-        row["ratio"] = row["step_ms"] / rows[0]["step_ms"]
-    return rows
+    kw = {"recipe": recipe, "steps": steps, "warmup": warmup, "device": device}
+    return bench_source_steps(configs, overrides, **kw)

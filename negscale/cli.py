@@ -547,12 +547,23 @@ def bench_loss_cmd(
         min=1,
         help="m shared negatives per anchor (default: in-batch, m = B-1, vs open_clip).",
     ),
-    tile: int = typer.Option(1024, "--tile", min=1, help="Tile width of the tiled path."),
-    repeats: int = typer.Option(3, "--repeats", min=1, help="Timed repeats (median)."),
+    tile: int | None = typer.Option(
+        None, "--tile", min=1, help="Most columns per tile of the tiled path (default 1024)."
+    ),
+    repeats: int = typer.Option(5, "--repeats", min=1, help="Timed calls per implementation."),
+    measure_memory: bool = typer.Option(
+        True, "--memory/--no-memory", help="Measure peak memory (in a child process)."
+    ),
     device: str = typer.Option("auto", "--device", help="auto | cpu | cuda."),
     as_json: bool = JsonOpt,
 ) -> None:
-    """Loss forward+backward time and peak memory: dense, tiled, open_clip's ClipLoss."""
+    """Loss forward+backward: time, FLOP-floor multiple and peak memory against open_clip.
+
+    Implementations alternate call by call; CPU time (process_time) on CPUs;
+    the floor is 6 B M d FLOPs at the sgemm rate measured in the same run.
+    """
+    import statistics
+
     import torch
 
     from negscale.bench import bench_loss
@@ -560,12 +571,21 @@ def bench_loss_cmd(
 
     check_device(device)
     dev = resolve_device(device).type
-    rows = bench_loss(_int_list(batch, "--batch"), dim, negatives, dev, tile=tile, repeats=repeats)
+    rows = bench_loss(
+        _int_list(batch, "--batch"),
+        dim,
+        negatives,
+        dev,
+        tile=tile,
+        repeats=repeats,
+        memory=measure_memory,
+    )
     if as_json:
         print_json({"device": dev, "threads": torch.get_num_threads(), "rows": rows})
         return
-    table = Table(title=f"loss forward+backward on {dev} (d={dim})", title_justify="left")
-    for col in ("B", "m", "impl", "ms", "peak MiB", "time ×peer", "mem ×peer"):
+    title = f"loss forward+backward on {dev}, {torch.get_num_threads()} thread(s), d={dim}"
+    table = Table(title=title, title_justify="left")
+    for col in ("B", "m", "impl", "ms", "×floor", "peak MiB", "time ×peer", "mem ×peer"):
         table.add_column(col, justify="left" if col == "impl" else "right")
     for r in rows:
         table.add_row(
@@ -573,11 +593,16 @@ def bench_loss_cmd(
             str(r["m"]),
             r["impl"],
             _fmt(r["ms"], 1),
+            _fmt(r["floor_x"], 2),
             _fmt(r["peak_mb"], 1),
             _fmt(r["time_ratio"], 2),
             _fmt(r["mem_ratio"], 2),
         )
-    table.caption = f"×peer: ratio to {rows[0]['peer']} at the same B, measured in this run"
+    gflops = statistics.median(r["sgemm_gflops"] for r in rows)
+    table.caption = (
+        f"×peer: ratio to {rows[0]['peer']} at the same B, measured in this run; "
+        f"×floor: time over 6·B·M·d FLOPs at {gflops:.0f} GFLOP/s (sgemm, this run)"
+    )
     out.print(table)
 
 

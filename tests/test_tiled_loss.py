@@ -152,14 +152,28 @@ def test_tiled_value_is_the_log_of_a_sum_of_exponentials() -> None:
 def test_bench_loss_reports_each_implementation_against_its_peer() -> None:
     from negscale.bench import bench_loss
 
-    rows = bench_loss([32], 8, None, "cpu", tile=8, repeats=1)
+    rows = bench_loss([32], 8, None, "cpu", tile=8, repeats=1, memory=False)
     impls = {r["impl"]: r for r in rows}
-    assert {"dense", "tiled"} <= set(impls) and all(r["m"] == 31 for r in rows)
+    assert "tiled" in impls and all(r["m"] == 31 for r in rows)
     peer = impls[rows[0]["peer"]]
     assert peer["time_ratio"] == 1.0 and impls["tiled"]["tile"] == 8
+    for r in rows:  # floor: 6 B^2 d FLOPs at the measured sgemm rate
+        assert r["floor_ms"] == pytest.approx(6 * 32 * 32 * 8 / (r["sgemm_gflops"] * 1e6))
+        assert r["floor_x"] == pytest.approx(r["ms"] / r["floor_ms"])
     shared = bench_loss([16], 8, 64, "cpu", tile=16, repeats=1)
-    assert [r["impl"] for r in shared] == ["dense", "tiled"] and shared[0]["peer"] == "dense"
+    assert [r["impl"] for r in shared] == ["tiled", "dense"] and shared[0]["peer"] == "dense"
     assert all(r["ms"] > 0 for r in shared)
+    assert all(r["peak_mb"] is not None for r in shared)  # measured in a child process
+
+
+def test_bench_timing_leaves_the_allocator_alone(monkeypatch) -> None:
+    """Only the memory child may change malloc's mmap threshold, never the timing process."""
+    import negscale.bench as bench
+
+    called: list[str] = []
+    monkeypatch.setattr(bench, "_glibc_return_large_blocks", lambda: called.append("mallopt"))
+    bench.bench_loss([16], 4, None, "cpu", repeats=1, memory=True)
+    assert called == []
 
 
 # ------------------------------------------------------- shared-tile kernel
