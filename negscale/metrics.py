@@ -5,20 +5,24 @@ Row i of ``queries`` matches row i of ``keys``.
 
 - Without labels the positive of query i is key i, every other key a negative.
 - With labels every key of the query's class is a positive and the keys of
-  other classes are the negatives (the supervised view of PAPER.md).
+  other classes are the negatives (the supervised view of docs/theory.md).
 
-AUC (PAPER.md): per query, the fraction of (positive, negative) pairs where the
+AUC (docs/theory.md): per query, the fraction of (positive, negative) pairs where the
 positive scores higher, ties counting 1/2, averaged over queries; with one
 positive this is the fraction of negatives ranked below it, and in general the
 query's ROC AUC. Recall@K and rank break ties *against* the positive: rank =
 1 + number of negatives scoring at least the best positive.
+
+Scores keep the inputs' precision (float64 stays float64; lower precisions
+are promoted to float32), so ties and orderings are the caller's. AUC is
+counted, not ranked: per positive, the negatives strictly below it plus half
+of those equal to it, from sorted rows and ``searchsorted``.
 """
 
 from __future__ import annotations
 
 import numpy as np
 import torch
-from scipy.stats import rankdata
 
 RECALL_KS = (1, 5, 10)
 
@@ -34,6 +38,23 @@ def _positive_mask(
     return labels[rows, None] == labels[None, :]
 
 
+def _count_below(rows: torch.Tensor, values: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per row: how many of ``rows`` lie strictly below, and how many equal, each value."""
+    ordered = rows.sort(dim=1).values
+    below = torch.searchsorted(ordered, values, right=False)
+    return below, torch.searchsorted(ordered, values, right=True) - below
+
+
+def auc_by_counting(scores: torch.Tensor, pos: torch.Tensor) -> torch.Tensor:
+    """Per-row ROC AUC (float64): P(positive > negative) + 1/2 P(tie), NaN without both kinds."""
+    n_pos, n_neg = pos.sum(dim=1).double(), (~pos).sum(dim=1).double()
+    below_all, tie_all = _count_below(scores, scores)
+    # positives alone (negatives pushed to +inf, past every finite score)
+    below_pos, tie_pos = _count_below(scores.masked_fill(~pos, float("inf")), scores)
+    wins = (below_all - below_pos).double() + 0.5 * (tie_all - tie_pos).double()
+    return (wins * pos).sum(dim=1) / (n_pos * n_neg)
+
+
 def retrieval_metrics(
     queries: torch.Tensor,
     keys: torch.Tensor,
@@ -42,7 +63,8 @@ def retrieval_metrics(
     chunk: int = 1024,
 ) -> dict[str, float]:
     """recall_at_{1,5,10}, auc and mean_rank for the queries -> keys direction."""
-    queries, keys = queries.detach().float().cpu(), keys.detach().float().cpu()
+    dtype = torch.promote_types(torch.promote_types(queries.dtype, keys.dtype), torch.float32)
+    queries, keys = queries.detach().to("cpu", dtype), keys.detach().to("cpu", dtype)
     if queries.shape[0] != keys.shape[0]:
         raise ValueError("queries and keys must be row-paired (same number of rows)")
     labels = None if labels is None else labels.detach().cpu()
@@ -55,15 +77,9 @@ def retrieval_metrics(
         best_pos = scores.masked_fill(~pos, float("-inf")).max(dim=1).values
         neg_at_least = ((scores >= best_pos[:, None]) & ~pos).sum(dim=1)
         ranks.append(1 + neg_at_least)
-        # Mann-Whitney AUC per row from average ranks (ties count 1/2).
-        r = rankdata(scores.numpy(), axis=1, method="average")
-        p = pos.numpy()
-        n_pos, n_neg = p.sum(axis=1), (~p).sum(axis=1)
-        u = (r * p).sum(axis=1) - n_pos * (n_pos + 1) / 2
-        with np.errstate(invalid="ignore", divide="ignore"):
-            aucs.append(u / (n_pos * n_neg))
+        aucs.append(auc_by_counting(scores, pos))
     rank = torch.cat(ranks).double()
-    auc = np.concatenate(aucs)
+    auc = torch.cat(aucs).numpy()
     out = {f"recall_at_{k}": float((rank <= k).double().mean()) for k in RECALL_KS}
     out["auc"] = float(np.nanmean(auc)) if np.isfinite(auc).any() else float("nan")
     out["mean_rank"] = float(rank.mean())

@@ -80,3 +80,43 @@ def test_evaluate_reports_both_directions_and_their_mean() -> None:
         assert out[f"{name}_t2i"] == t2i[name]
         assert out[name] == pytest.approx(0.5 * (i2t[name] + t2i[name]))
     assert out["zeroshot_top1"] is None
+
+
+def test_float64_scores_with_ties_match_sklearn_exactly() -> None:
+    """Scores that tie in float64 and differ below float32's resolution keep their order."""
+    g = torch.Generator().manual_seed(4)
+    n = 80
+    q = torch.randint(-2, 3, (n, 3), generator=g).double()  # small integers: many exact ties
+    k = torch.randint(-2, 3, (n, 3), generator=g).double()
+    k[:, 0] += 1e-9 * torch.randint(0, 3, (n,), generator=g).double()  # lost in float32
+    got = retrieval_metrics(q, k)
+    s = (q @ k.T).numpy()
+    want = float(np.mean([roc_auc_score((np.arange(n) == i).astype(int), s[i]) for i in range(n)]))
+    assert got["auc"] == pytest.approx(want, abs=1e-12)
+    as32 = retrieval_metrics(q.float(), k.float())["auc"]
+    assert abs(as32 - want) > 1e-6  # float32 would merge the near-ties: a different AUC
+
+
+def test_auc_by_counting_matches_sklearn_with_many_positives_and_ties() -> None:
+    from negscale.metrics import auc_by_counting
+
+    g = torch.Generator().manual_seed(9)
+    scores = torch.randint(0, 6, (30, 25), generator=g).double() / 5  # heavy ties
+    pos = torch.rand(30, 25, generator=g) > 0.6
+    pos[0], pos[1] = True, False  # rows without negatives / without positives: NaN
+    got = auc_by_counting(scores, pos)
+    assert torch.isnan(got[:2]).all()
+    want = [roc_auc_score(pos[i].numpy().astype(int), scores[i].numpy()) for i in range(2, 30)]
+    assert got[2:].tolist() == pytest.approx(want, abs=1e-12)
+
+
+def test_metrics_module_does_not_import_scipy() -> None:
+    import os
+    import subprocess
+    import sys
+
+    code = "import sys, negscale.metrics; print('scipy' in sys.modules)"
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}
+    cmd = [sys.executable, "-c", code]
+    out = subprocess.run(cmd, capture_output=True, text=True, check=True, env=env)
+    assert out.stdout.strip() == "False"
