@@ -112,6 +112,17 @@ def batch_indices(n: int, batch: int, seed: int, step: int) -> torch.Tensor:
 
 
 def _optimizer(model: torch.nn.Module, recipe: Recipe, fused: bool) -> torch.optim.Optimizer:
+    """AdamW, weight decay on matrices only; on CPU built and stepped without torch._dynamo.
+
+    ``Optimizer.add_param_group`` and ``AdamW.step`` import ``torch._dynamo``
+    (1-2 s of start-up) only to opt themselves out of compilation. An eager
+    CPU optimiser never meets the compiler, so there the undecorated functions
+    run: the same single-tensor AdamW maths (torch's CPU default), step under
+    no_grad as torch's own wrapper does. Fused (CUDA) optimisers are built as usual.
+    """
+    import inspect
+    import types
+
     decay, no_decay = [], []
     for name, p in model.named_parameters():
         if not p.requires_grad:
@@ -121,7 +132,27 @@ def _optimizer(model: torch.nn.Module, recipe: Recipe, fused: bool) -> torch.opt
         {"params": decay, "weight_decay": recipe.train.weight_decay},
         {"params": no_decay, "weight_decay": 0.0},
     ]
-    return torch.optim.AdamW(groups, lr=recipe.train.lr, fused=fused or None)
+    if fused:
+        return torch.optim.AdamW(groups, lr=recipe.train.lr, fused=True)
+    add = getattr(torch.optim.Optimizer.add_param_group, "__wrapped__", None)
+    if add is None or "torch._dynamo" in sys.modules:  # nothing to save, or another torch
+        return torch.optim.AdamW(groups, lr=recipe.train.lr, foreach=False, fused=False)
+    add.__dynamo_disable = add  # torch's lazy cache of the dynamo-disabled function
+    try:
+        opt = torch.optim.AdamW(groups, lr=recipe.train.lr, foreach=False, fused=False)
+    finally:
+        del add.__dynamo_disable
+    raw_step = inspect.unwrap(torch.optim.AdamW.step)
+
+    def step(self: torch.optim.Optimizer, closure: object = None) -> object:
+        with torch.no_grad():
+            return raw_step(self, closure)
+
+    opt.step = types.MethodType(step, opt)  # type: ignore[method-assign]
+    for name in ("zero_grad", "state_dict", "load_state_dict"):
+        raw = inspect.unwrap(getattr(torch.optim.Optimizer, name))
+        setattr(opt, name, types.MethodType(raw, opt))
+    return opt
 
 
 def git_sha() -> str | None:
