@@ -161,10 +161,14 @@ def _memory_pass(spec: dict[str, Any]) -> dict[str, float | None]:
     return out
 
 
-def measure_memory(spec: dict[str, Any]) -> dict[str, float | None]:
-    """:func:`_memory_pass` in a fresh interpreter: the timing process keeps its allocator."""
-    code = "import json,sys;from negscale.bench import _memory_pass as p;"
-    code += "print(json.dumps(p(json.loads(sys.argv[1]))))"
+def _in_child(func: str, spec: dict[str, Any]) -> Any:
+    """``negscale.bench.<func>(spec)`` in a fresh interpreter, its JSON result (None on failure).
+
+    Memory passes run there so the timing process keeps its allocator as a
+    user's process has it.
+    """
+    code = f"import json,sys;from negscale.bench import {func} as f;"
+    code += "print(json.dumps(f(json.loads(sys.argv[1]))))"
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}
     res = subprocess.run(
         [sys.executable, "-c", code, json.dumps(spec)],
@@ -173,9 +177,34 @@ def measure_memory(spec: dict[str, Any]) -> dict[str, float | None]:
         env=env,
         check=False,
     )
-    if res.returncode != 0:
-        return {}
+    if res.returncode != 0 or not res.stdout.strip():
+        return None
     return json.loads(res.stdout.strip().splitlines()[-1])
+
+
+def measure_memory(spec: dict[str, Any]) -> dict[str, float | None]:
+    """:func:`_memory_pass` in a child process (see :func:`_in_child`)."""
+    return _in_child("_memory_pass", spec) or {}
+
+
+def _step_memory_pass(spec: dict[str, Any]) -> float | None:
+    """Peak extra MiB of a few train steps of one (source, m), after a warm-up step."""
+    from negscale.recipe import load_recipe
+    from negscale.train import Trainer, resolve_runtime
+
+    torch.set_num_threads(spec["threads"])
+    sets = [*spec["overrides"], f"negatives.source='{spec['source']}'", "train.steps=8"]
+    r = load_recipe(spec["recipe"], sets, m=spec["m"])
+    trainer = Trainer(r, resolve_runtime(r, spec["device"]), progress=False)
+    if trainer.runtime.device.type == "cpu":
+        _glibc_return_large_blocks()
+    trainer.train_step()
+
+    def steps() -> None:
+        for _ in range(3):
+            trainer.train_step()
+
+    return peak_extra_mb(steps, trainer.runtime.device)
 
 
 def bench_loss(
@@ -243,12 +272,15 @@ def bench_source_steps(
     steps: int = 30,
     warmup: int = 3,
     device: str | None = "cpu",
+    memory: bool = False,
 ) -> list[dict[str, Any]]:
     """Median per-step train time of each (source, m), trainers stepped in turn.
 
     All trainers are built first and then stepped round-robin, so load spells
     on a shared machine hit every configuration alike. ``ratio`` is each row's
     step time over the first row's; ``mode`` says which pool path ran.
+    ``memory``: also ``peak_mb``, the peak extra memory of 3 steps of each
+    configuration, measured in a child process per configuration.
     """
     from negscale.recipe import load_recipe
     from negscale.train import Trainer, resolve_runtime
@@ -281,8 +313,12 @@ def bench_source_steps(
                 "device": str(dev),
             }
         )
-    for row in rows:
+    for row, (source, m) in zip(rows, configs, strict=True):
         row["ratio"] = row["step_ms"] / rows[0]["step_ms"]
+        if memory:
+            spec = {"source": source, "m": m, "overrides": overrides or [], "recipe": recipe}
+            spec.update(device=device, threads=torch.get_num_threads())
+            row["peak_mb"] = _in_child("_step_memory_pass", spec)
     return rows
 
 
