@@ -1,6 +1,6 @@
 """Contrastive losses as pure functions: scores in, per-anchor or scalar loss out.
 
-Two forms (PAPER.md), for an anchor with positive score s+ and negative scores
+Two forms (docs/theory.md), for an anchor with positive score s+ and negative scores
 s-_1..s-_m:
 
 - ``paper``:   tau * log( (1/m) * sum_j exp((s-_j - s+) / tau) )   positive excluded,
@@ -19,9 +19,13 @@ draws (independent). A boolean ``negative_mask`` (True = use) removes entries,
 such as an anchor's own positive inside a shared pool; each anchor then
 averages over the negatives it actually has.
 
-For large M, :func:`tiled_logsumexp` computes the LSE in column tiles with a
-custom autograd function that recomputes each tile in backward, so memory is
-O(B * tile) instead of O(B * M); :func:`negative_lse` picks it automatically.
+Every score matrix whose columns are shared by all anchors (in-batch, pool,
+queue, subsample, ``val_loss``) goes through the shared-tile LSE of
+:mod:`negscale.tiled_lse`: row blocks x column tiles, one tile pass giving
+both directions' LSE, a backward that recomputes each tile, O(tile) memory
+and about 1.5x the FLOP floor on a CPU. Per-anchor draws through an index
+use a column-tiled LSE (:func:`tiled_logsumexp`). :func:`subsample_loss`
+scores only the m + 1 columns a shared random m-subset uses.
 """
 
 from __future__ import annotations
