@@ -304,3 +304,34 @@ def test_shared_tile_saves_no_score_matrix() -> None:
         r, c = shared_tile_lse(q, k, rows=16, width=16)
         (r.sum() + c.sum()).backward()
     assert max(sizes) <= 96 * 4
+
+
+def test_default_in_batch_loss_keeps_no_b_by_b_tensor_for_backward() -> None:
+    """val_loss's call (no tile given) is tiled too: nothing B x B is saved, any B."""
+    a, p = (F.normalize(t.detach(), dim=-1).requires_grad_() for t in _tensors((600, 4), (600, 4)))
+    sizes: list[int] = []
+
+    def pack(t: torch.Tensor) -> torch.Tensor:
+        sizes.append(t.numel())
+        return t
+
+    for form in ("infonce", "paper"):
+        with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+            contrastive_loss(a, p, tau=0.05, form=form).backward()
+    assert max(sizes) <= 600 * 4
+
+
+def test_dense_rows_without_negatives_score_zero_with_finite_gradient() -> None:
+    from negscale.losses import loss_from_scores
+
+    pos = torch.tensor([0.2, 0.4], requires_grad=True)
+    neg = torch.tensor([[0.1, 0.9], [0.3, -0.2]], requires_grad=True)
+    mask = torch.tensor([[True, False], [False, False]])  # anchor 1 keeps nothing
+    for form in ("paper", "infonce"):
+        loss = loss_from_scores(pos, neg, tau=0.1, form=form, mask=mask)
+        assert float(loss[1].detach()) == 0.0
+        want0 = 0.1 * (0.1 - 0.2) / 0.1 if form == "paper" else math.log1p(math.exp(-1.0))
+        assert float(loss[0].detach()) == pytest.approx(want0, rel=1e-6)
+        gp, gn = torch.autograd.grad(loss.sum(), [pos, neg])
+        assert torch.isfinite(gp).all() and torch.isfinite(gn).all()
+        assert float(gn[1].abs().sum()) == 0.0 and float(gn[0, 1]) == 0.0
