@@ -129,11 +129,6 @@ def loss_from_scores(
 # ---------------------------------------------------------------- tiled LSE
 
 
-def _width(tile: int | None) -> int:
-    """Columns per shared tile: ``tile`` caps it (memory), :data:`COLS` is the fast size."""
-    return COLS if tile is None else max(1, min(tile, COLS))
-
-
 def _index_logits(
     q: torch.Tensor,
     k: torch.Tensor,
@@ -209,7 +204,7 @@ def tiled_logsumexp(
     queries: torch.Tensor,
     keys: torch.Tensor,
     *,
-    tile: int,
+    tile: int | None,
     index: torch.Tensor | None = None,
     exclude: torch.Tensor | None = None,
     mask: torch.Tensor | None = None,
@@ -226,11 +221,9 @@ def tiled_logsumexp(
     (and zero gradient).
     """
     if index is None:
-        lse, _ = shared_tile_lse(
-            queries, keys, cols=False, exclude=exclude, mask=mask, width=_width(tile)
-        )
+        lse, _ = shared_tile_lse(queries, keys, cols=False, exclude=exclude, mask=mask, width=tile)
         return lse
-    width = max(1, tile // queries.shape[1])
+    width = max(1, (tile or COLS) // queries.shape[1])
     return _IndexedLSE.apply(queries, keys, index, exclude, mask, width)
 
 
@@ -256,7 +249,7 @@ def negative_lse(
     queries = anchors / tau
     if index is None or (tile is not None and index.shape[1] > tile):
         kw = {"index": index, "exclude": exclude, "mask": mask}
-        return tiled_logsumexp(queries, keys, tile=tile or COLS, **kw), count
+        return tiled_logsumexp(queries, keys, tile=tile, **kw), count
     logits = (queries @ keys.T).gather(1, index)
     keep = mask
     if exclude is not None:
@@ -306,7 +299,7 @@ def in_batch_lse(
     either way; the column direction then needs the transposed mask, so an
     asymmetric mask costs one row-only pass per direction.
     """
-    b, dev, width = anchors.shape[0], anchors.device, _width(tile)
+    b, dev, width = anchors.shape[0], anchors.device, tile
     own = torch.arange(b, device=dev)
     if negative_mask is None:
         lse, back = shared_tile_lse(anchors / tau, positives, exclude=own, width=width)
@@ -358,9 +351,9 @@ def contrastive_loss(
     ``negatives`` that is not anchor i's negative (its own item; -1: none).
     Every score matrix with shared columns goes through the shared-tile LSE
     (:mod:`negscale.tiled_lse`): tiles of at most ``tile`` columns (default
-    and cap :data:`~negscale.tiled_lse.COLS`), the same values and gradients as
-    the dense loss, O(tile) loss memory; per-anchor ``negative_index`` draws
-    are tiled when wider than ``tile``.
+    and cap per device: :func:`~negscale.tiled_lse.tile_shape`), the same
+    values and gradients as the dense loss, O(tile) loss memory; per-anchor
+    ``negative_index`` draws are tiled when wider than ``tile``.
     """
     if (negative_index is not None or exclude is not None) and (
         negatives is None or negatives.dim() != 2
@@ -371,7 +364,7 @@ def contrastive_loss(
     if negatives is None and form == "infonce" and negative_mask is None:
         # the positive sits on the diagonal: LSE over a whole row (column) is the
         # InfoNCE denominator, so nothing is dropped (cross-entropy, as ClipLoss)
-        kw = {"cols": symmetric, "width": _width(tile)}
+        kw = {"cols": symmetric, "width": tile}
         lse, back_lse = shared_tile_lse(anchors / tau, positives, **kw)
         loss = lse - pos_logits
         if symmetric:

@@ -32,6 +32,8 @@ import torch
 
 ROWS = 256  # anchors per row block
 COLS = 1024  # keys per tile: a 256 x 1024 float32 tile is 1 MiB, cache-resident
+# on accelerators each tile is a handful of kernel launches: fewer, larger tiles
+ACCEL_COLS, ACCEL_TILE = 8192, 2**25  # 128 MiB float32 tiles
 _SPAN = {torch.float32: 80.0, torch.float64: 700.0}  # largest exp(-x) that stays normal
 
 
@@ -204,6 +206,19 @@ class _SharedTileLSE(torch.autograd.Function):
         return gq, gk, None, None, None, None, None
 
 
+def tile_shape(device: torch.device, rows: int | None, width: int | None) -> tuple[int, int]:
+    """(rows, columns) of a tile: ``width`` caps the columns (memory), the device sets the rest.
+
+    CPU tiles stay cache-sized (:data:`ROWS` x :data:`COLS`); on an
+    accelerator a tile is a few launches, so tiles grow to ``ACCEL_TILE`` entries.
+    """
+    if device.type == "cpu":
+        cols = COLS if width is None else max(1, min(width, COLS))
+        return rows or ROWS, cols
+    cols = ACCEL_COLS if width is None else max(1, min(width, ACCEL_COLS))
+    return rows or max(ROWS, ACCEL_TILE // cols), cols
+
+
 def shared_tile_lse(
     q: torch.Tensor,
     k: torch.Tensor,
@@ -211,8 +226,8 @@ def shared_tile_lse(
     cols: bool = True,
     exclude: torch.Tensor | None = None,
     mask: torch.Tensor | None = None,
-    rows: int = ROWS,
-    width: int = COLS,
+    rows: int | None = None,
+    width: int | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """(LSE_j q_i.k_j per row (B,), LSE_i q_i.k_j per column (M,) or empty) over kept entries.
 
@@ -220,7 +235,9 @@ def shared_tile_lse(
     loses that anchor): e.g. ``arange(B)`` drops the diagonal. ``mask`` (B, M),
     True = keep, drops more. A row or column with nothing kept gives -inf and a
     zero gradient. ``cols=False`` skips the column direction. Tiles are
-    ``rows x width``. Runs in the inputs' dtype with autocast off.
+    ``rows x width`` at most (:func:`tile_shape`). Runs in the inputs' dtype
+    with autocast off.
     """
+    rows, width = tile_shape(q.device, rows, width)
     with torch.autocast(q.device.type, enabled=False):
         return _SharedTileLSE.apply(q, k, exclude, mask, cols, rows, width)

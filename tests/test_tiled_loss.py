@@ -172,8 +172,10 @@ def test_bench_timing_leaves_the_allocator_alone(monkeypatch) -> None:
 
     called: list[str] = []
     monkeypatch.setattr(bench, "_glibc_return_large_blocks", lambda: called.append("mallopt"))
-    bench.bench_loss([16], 4, None, "cpu", repeats=1, memory=True)
-    assert called == []
+    monkeypatch.setattr(bench, "_in_child", lambda func, spec: called.append(func) or {})
+    rows = bench.bench_loss([16], 4, None, "cpu", repeats=1, memory=True)
+    assert called == ["_memory_pass"]  # memory went to a child; this process kept malloc as is
+    assert all(r["peak_mb"] is None for r in rows)
 
 
 # ------------------------------------------------------- shared-tile kernel
