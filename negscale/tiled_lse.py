@@ -26,6 +26,7 @@ Memory is O(rows * cols + (B + M) d): no (B, M) tensor is built or saved.
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
 from typing import Any
 
 import torch
@@ -57,7 +58,8 @@ class _Tiles:
         size = self.rows * self.cols
         self._bufs = [torch.empty(size, dtype=q.dtype, device=q.device) for _ in range(2)]
 
-    def __iter__(self):  # (r0, r1, c0, c1), rows outer so a row block stays hot
+    def __iter__(self) -> Iterator[tuple[int, int, int, int]]:
+        # (r0, r1, c0, c1), rows outer so a row block stays hot
         for r0 in range(0, self.b, self.rows):
             for c0 in range(0, self.m, self.cols):
                 yield r0, min(r0 + self.rows, self.b), c0, min(c0 + self.cols, self.m)
@@ -135,7 +137,10 @@ def _score_grad_shifted(
 
 
 def _score_grad_online(
-    t: _Tiles, tile: tuple[int, int, int, int], lse: tuple[torch.Tensor, ...], g: tuple
+    t: _Tiles,
+    tile: tuple[int, int, int, int],
+    lse: tuple[torch.Tensor, torch.Tensor],
+    g: tuple[torch.Tensor, torch.Tensor],
 ) -> torch.Tensor:
     """dLoss/dS of a tile: g_r exp(S - lse_r) + g_c exp(S - lse_c)."""
     r0, r1, c0, c1 = tile
