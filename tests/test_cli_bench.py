@@ -61,6 +61,7 @@ def test_bench_loss_shared_negatives_table() -> None:
             "1",
             "--device",
             "cpu",
+            "--no-memory",
         ],
     )
     assert res.exit_code == 0, res.output
