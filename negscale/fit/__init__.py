@@ -25,7 +25,7 @@ m_sat values are the ones reported per n and regressed on n.
 
 Objective: the sum over runs of Huber_δ(log y − log ŷ), δ = 1.4826·MAD of the
 within-cell log residuals (of a first fit's residuals without seeds), floored
-at 0.01. Bounds: 0 ≤ E < min(y)·exp(3δ) (FITTING.md's E < min(y), with room
+at 0.01. Bounds: 0 ≤ E < min(y)·exp(3δ) (E < min(y), with room
 for noise: on a plateau the smallest noisy error sits below the true floor, and
 pinning E under it biases the exponent); A, B ≥ 0; exponents in [0.05, 3]
 ([0.02, 5] per group); s within [m_min/4, 4·m_max] ([/10, ×10] per group).

@@ -16,27 +16,22 @@ import numpy as np
 import pandas as pd
 
 from negscale.errors import NegscaleError
-from negscale.fit.report import fmt
+from negscale.fit.fmt import fmt
 
 DROPPED_ATTR = "negscale_dropped"
-_LOWER = re.compile(r"(loss|rank|error|(^|_)err($|_))", re.IGNORECASE)
+_LOWER = re.compile(r"(loss|rank|error|(^|_)err($|_)|^excess_)", re.IGNORECASE)
 
 
 def lower_is_better(name: str) -> bool:
-    """Losses, ranks and error rates fall as models improve; all else rises."""
+    """Losses, ranks, error rates and ``excess_*`` gaps (to an oracle) fall as
+    models improve; all else rises."""
     return bool(_LOWER.search(str(name)))
 
 
 def _read_results_dir(path: Path) -> pd.DataFrame:
-    try:
-        from negscale.results import load as results_load
-    except ImportError:  # the results module is optional for the fitter
-        results_load = None
-    if results_load is not None:
-        return results_load(path)
-    files = sorted(path.glob("runs/*.parquet")) or sorted(path.glob("*.parquet"))
-    frames = [pd.read_parquet(f) for f in files]
-    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+    from negscale.results import load as results_load
+
+    return results_load(path)
 
 
 def _read_one(path: Path) -> pd.DataFrame:
@@ -261,16 +256,18 @@ def prepare(
 
 
 def resolve_setting(df: pd.DataFrame, setting: str) -> tuple[str, list[str]]:
-    """The setting to fit under: given, or read from a ``setting`` column."""
-    valid = ("supervised", "self-supervised")
+    """The setting to fit under: given, read from a ``setting`` column, or
+    "none" (no theory preference) when neither says."""
+    valid = ("supervised", "self-supervised", "none")
     notes: list[str] = []
     col = df["setting"].dropna().astype(str).unique() if "setting" in df.columns else []
     if setting == "auto":
         if len(col) == 0:
-            raise NegscaleError(
-                "cannot tell the setting: the data has no 'setting' column; pass "
-                "--setting supervised or --setting self-supervised"
+            notes.append(
+                "no setting given or recorded: fitted without a theory preference (no theory "
+                "form wins ties, no theory γ); pass --setting supervised|self-supervised for one"
             )
+            return "none", notes
         if len(col) > 1:
             raise NegscaleError(
                 f"the runs mix settings ({', '.join(sorted(col))}); fit them separately "
@@ -278,7 +275,9 @@ def resolve_setting(df: pd.DataFrame, setting: str) -> tuple[str, list[str]]:
             )
         setting = str(col[0])
     if setting not in valid:
-        raise NegscaleError(f"unknown setting {setting!r}: use supervised or self-supervised")
+        raise NegscaleError(
+            f"unknown setting {setting!r}: use supervised, self-supervised or none"
+        )
     if len(col) and any(c != setting for c in col):
         notes.append(f"--setting {setting} overrides the runs' own setting ({', '.join(col)})")
     return setting, notes
@@ -300,7 +299,7 @@ def seed_sd_at_max_m(p: Prepared) -> float | None:
 
 
 def thin_design_warnings(p: Prepared) -> list[str]:
-    """FITTING.md's 'meaningful sweep' checks, as warnings."""
+    """The 'meaningful sweep' checks of docs/fitting.md, as warnings."""
     out: list[str] = []
     for g in np.unique(p.n):
         sel = p.n == g

@@ -150,7 +150,10 @@ def _linear_starts(
     X = form.jac(P, m, n)[:, :, lin] / y[:, :, None]
     XtX = np.einsum("snk,snl->skl", X, X) + 1e-12 * np.eye(len(lin))
     Xty = X.sum(axis=1)
-    coef = np.linalg.solve(XtX, Xty[:, :, None])[:, :, 0]
+    try:
+        coef = np.linalg.solve(XtX, Xty[:, :, None])[:, :, 0]
+    except np.linalg.LinAlgError:  # collinear columns (a Hill knee outside the data)
+        coef = np.matmul(np.linalg.pinv(XtX), Xty[:, :, None])[:, :, 0]
     small = 1e-3 * y.min(axis=1, keepdims=True)
     P[:, lin] = np.where(coef > 0, coef, small)
     return np.clip(P, lb, ub)

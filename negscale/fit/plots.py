@@ -1,4 +1,4 @@
-"""The FITTING.md plots as panels of one PNG (matplotlib, Agg backend).
+"""The diagnostic plots of docs/fitting.md as panels of one PNG (matplotlib, Agg backend).
 
 1. metric vs m: seed means ± sd per n, each group's fit with its 95% band,
    m_sat and its interval marked;
@@ -16,7 +16,8 @@ from pathlib import Path
 import numpy as np
 
 from negscale.errors import NegscaleError
-from negscale.fit.report import FitReport, fmt, fmt_ci
+from negscale.fit.fmt import fmt, fmt_ci
+from negscale.fit.report import FitReport
 
 
 def _cell_stats(m: np.ndarray, v: np.ndarray):

@@ -21,7 +21,7 @@ def test_power_m_sat_closed_form_matches_brute_force(A, a, eps):
     closed = float(form.m_sat(P, eps)[0])
     brute = power_m_sat(A, a, eps)
     assert closed == pytest.approx(brute, rel=2e-4)
-    # and the FITTING.md formula written out by hand
+    # and the docs/fitting.md formula written out by hand
     assert closed == pytest.approx((A * (1 - 2 ** (-a)) / eps) ** (1 / a), rel=1e-12)
 
 

@@ -63,6 +63,7 @@ def test_json_round_trip_has_every_contract_key(report):
         "theory-supervised",
         "theory-self-supervised",
         "exp",
+        "hill",
     }
     for c in d["candidates"]:
         assert {"form", "aic", "loo_error"} <= set(c)
