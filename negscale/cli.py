@@ -492,18 +492,38 @@ def fit_cmd(
         None, "--group-col", help="Fit each value of this column on its own (one report each)."
     ),
     scale: str = typer.Option("auto", "--scale", help="auto | percent | fraction."),
+    higher: bool | None = typer.Option(
+        None,
+        "--higher-is-better/--lower-is-better",
+        help="The metric's direction (default: from --metric's name; loss/rank/error/excess_ "
+        "fall).",
+    ),
     as_json: bool = JsonOpt,
 ) -> None:
     """Fit the saturation point m_sat and the optimal m/n ratio, with bootstrap intervals."""
     from negscale import fit as nf
 
+    if metric == "train_loss":
+        raise NegscaleError(
+            "--metric train_loss: the training loss is not fitted, its chance level ln(m+1) "
+            "grows with m, so more negatives look worse; fit val_loss (or a retrieval metric)"
+        )
+    if plot is not None:  # checked before any work: no report, then a failed plot
+        plot = plot if plot.suffix else plot.with_suffix(".png")
+        if not plot.parent.is_dir():
+            raise NegscaleError(f"--plot: no such directory {plot.parent}")
     col = metric_col or metric
     df = nf.load_sources(
         sources, m_col=m_col, n_col=n_col, metric_col=col, seed_col=seed_col, group_col=group_col
     )
+    if higher is None and metric_col is not None and group_col != "metric":
+        higher = not nf.lower_is_better(metric)  # --metric names what --metric-col holds
     kw: dict[str, Any] = dict(
-        metric=col, setting=setting, tolerance=tolerance, bootstrap=bootstrap, scale=scale
-    )
+        metric=col, setting=setting, tolerance=tolerance, bootstrap=bootstrap, scale=scale,
+        higher_is_better=higher,
+    )  # fmt: skip
+    if metric_col is not None and group_col is None:
+        kw["label"] = metric
     reports = nf.fit_groups(df, group_col, **kw) if group_col else [(None, nf.fit(df, **kw))]
     for value, rep in reports:
         if not as_json:

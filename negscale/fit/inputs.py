@@ -96,11 +96,8 @@ def load_sources(
             _need(df, seed_col, "seeds (--seed-col)", src)
         if group_col is not None:
             _need(df, group_col, "groups (--group-col)", src)
-        if "status" in df.columns:
-            bad = df["status"].astype(str) != "ok"
-            for status, k in df.loc[bad, "status"].astype(str).value_counts().items():
-                dropped.append(f"{k} run(s) with status={status} in {src}")
-            df = df.loc[~bad]
+        df, why = drop_not_ok(df, f" in {src}")
+        dropped += why
         if "run_id" in df.columns:
             dup = df["run_id"].duplicated()
             if dup.any():
@@ -120,6 +117,8 @@ def load_sources(
             out[group_col] = df[group_col].to_numpy()
         if setting_col in df.columns:
             out["setting"] = df[setting_col].to_numpy()
+        if "design" in df.columns and group_col != "design":
+            out["design"] = df["design"].to_numpy()
         if "run_id" in df.columns:
             out["run_id"] = df["run_id"].to_numpy()
         out["source"] = src
@@ -130,8 +129,48 @@ def load_sources(
         if dup.any():
             dropped.append(f"{int(dup.sum())} run(s) found in more than one source")
             res = res.loc[~dup].reset_index(drop=True)
+    if group_col != "design":
+        res, why = one_design(res)
+        dropped += why
     res.attrs[DROPPED_ATTR] = dropped
     return res
+
+
+def drop_not_ok(df: pd.DataFrame, where: str = "") -> tuple[pd.DataFrame, list[str]]:
+    """Runs whose ``status`` is not "ok" (collapsed, diverged, ...) are left out;
+    each status is named with a count and its first run ids."""
+    if "status" not in df.columns:
+        return df, []
+    bad = df["status"].astype(str) != "ok"
+    why = []
+    for status in sorted(df.loc[bad, "status"].astype(str).unique()):
+        sub = df.loc[bad & (df["status"].astype(str) == status)]
+        ids = sub["run_id"].astype(str).tolist() if "run_id" in sub.columns else []
+        named = f" ({', '.join(ids[:3])}{', …' if len(ids) > 3 else ''})" if ids else ""
+        why.append(f"{len(sub)} run(s) with status={status}{where}{named}")
+    return df.loc[~bad], why
+
+
+def one_design(df: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
+    """Keep the design (recipe minus m, n, seed) with the most runs; name the rest.
+
+    Runs of different designs (another learning rate, a single ``negscale
+    train`` run) are not extra seeds of one study. ``--group-col design``
+    fits each on its own instead.
+    """
+    if "design" not in df.columns:
+        return df, []
+    df = df.assign(design=df["design"].fillna("unknown").astype(str))
+    counts = df["design"].value_counts()
+    if counts.size <= 1:
+        return df, []
+    keep = str(counts.index[0])
+    rest = ", ".join(f"{d} ({k} run(s))" for d, k in counts.iloc[1:].items())
+    why = [
+        f"the runs hold {counts.size} designs: fitted design {keep} ({counts.iloc[0]} runs); "
+        f"left out {rest}; --group-col design fits each on its own"
+    ]
+    return df.loc[df["design"] == keep].reset_index(drop=True), why
 
 
 @dataclass
@@ -181,11 +220,8 @@ def prepare(
     dropped = list(df.attrs.get(DROPPED_ATTR, []))
     for col, what in ((m_col, "m"), (n_col, "n"), (metric, "the metric")):
         _need(df, col, what, "input table")
-    if "status" in df.columns:
-        bad = df["status"].astype(str) != "ok"
-        if bad.any():
-            dropped.append(f"{int(bad.sum())} run(s) whose status is not 'ok'")
-            df = df.loc[~bad]
+    df, why = drop_not_ok(df)
+    dropped += why
     m = pd.to_numeric(df[m_col], errors="coerce").to_numpy(float)
     n = pd.to_numeric(df[n_col], errors="coerce").to_numpy(float)
     v = pd.to_numeric(df[metric], errors="coerce").to_numpy(float)
