@@ -70,7 +70,9 @@ def budget_rows(
     max_ratio = budget_max_ratio(setting, prep.m, prep.n)
     kw = {"m_min": 1.0, "max_ratio": max_ratio}
     pm, pn = budget_optima(form, chosen.fit.params, budgets, m_ref, n_ref, **kw)
-    rm, rn = budget_optima(form, reps, budgets, m_ref, n_ref, **kw) if reps is not None else (None, None)
+    rm, rn = (
+        budget_optima(form, reps, budgets, m_ref, n_ref, **kw) if reps is not None else (None, None)
+    )
     m_lo, m_hi, n_lo, n_hi = prep.m.min(), prep.m.max(), prep.n.min(), prep.n.max()
     rows = []
     for j, S in enumerate(budgets):
@@ -80,11 +82,19 @@ def budget_rows(
             rr = rm[:, j] / rn[:, j] if rm is not None else None
         med, ci = summarise(rr, ratio) if rr is not None else (ratio, [np.nan] * 2)
         finite = np.isfinite(mo) and np.isfinite(no)
-        inside = (m_lo * (1 - _TOL) <= mo <= m_hi * (1 + _TOL)
-                  and n_lo * (1 - _TOL) <= no <= n_hi * (1 + _TOL))  # fmt: skip
-        row = {"S": S, "ratio": med, "ratio_ci": ci, "m": mo, "n": no, "ratio_fit": ratio,
-               "extrapolated": bool(finite and not inside),
-               "constraint": _constraint(mo, S, max_ratio) if finite else None}  # fmt: skip
+        inside = m_lo * (1 - _TOL) <= mo <= m_hi * (1 + _TOL) and n_lo * (
+            1 - _TOL
+        ) <= no <= n_hi * (1 + _TOL)
+        row = {
+            "S": S,
+            "ratio": med,
+            "ratio_ci": ci,
+            "m": mo,
+            "n": no,
+            "ratio_fit": ratio,
+            "extrapolated": bool(finite and not inside),
+            "constraint": _constraint(mo, S, max_ratio) if finite else None,
+        }
         if rm is not None:
             lo_b, hi_b = budget_bounds(S, 1.0, max_ratio)
             row["m_ci"] = summarise(rm[:, j])[1]
@@ -124,7 +134,9 @@ def budget_warnings(rows: list[dict], prep: Prepared) -> list[str]:
     return out
 
 
-def budget_table(chosen, reps, budgets, prep, setting, m_ref, n_ref) -> tuple[list[dict], list[str]]:
+def budget_table(
+    chosen, reps, budgets, prep, setting, m_ref, n_ref
+) -> tuple[list[dict], list[str]]:
     """:func:`budget_rows` and :func:`budget_warnings` together."""
     rows = budget_rows(chosen, reps, budgets, prep, setting, m_ref, n_ref)
     return rows, budget_warnings(rows, prep)

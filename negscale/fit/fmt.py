@@ -53,5 +53,3 @@ def fmt_ci(ci: list[float] | None) -> str:
     if np.isinf(ci[1]) and ci[1] > 0:
         return f"[{fmt(ci[0])}, ∞)"
     return f"[{fmt(ci[0])}, {fmt(ci[1])}]"
-
-

@@ -311,9 +311,7 @@ def resolve_setting(df: pd.DataFrame, setting: str) -> tuple[str, list[str]]:
             )
         setting = str(col[0])
     if setting not in valid:
-        raise NegscaleError(
-            f"unknown setting {setting!r}: use supervised, self-supervised or none"
-        )
+        raise NegscaleError(f"unknown setting {setting!r}: use supervised, self-supervised or none")
     if len(col) and any(c != setting for c in col):
         notes.append(f"--setting {setting} overrides the runs' own setting ({', '.join(col)})")
     return setting, notes

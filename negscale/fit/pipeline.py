@@ -183,8 +183,19 @@ def _tolerance(prep: Prepared, tolerance: float | None, metric: str) -> tuple[fl
 
 
 # ------------------------------------------------------------------ stages
-def setup_stage(df: pd.DataFrame, *, metric, m_col, n_col, seed_col, setting, tolerance,
-                scale, higher_is_better, forms) -> Setup:  # fmt: skip
+def setup_stage(
+    df: pd.DataFrame,
+    *,
+    metric,
+    m_col,
+    n_col,
+    seed_col,
+    setting,
+    tolerance,
+    scale,
+    higher_is_better,
+    forms,
+) -> Setup:
     """Validate the table, transform to the error y, resolve setting and ε."""
     form_ids = list(forms) if forms else list(FORM_IDS)
     unknown = [f for f in form_ids if f not in FORM_IDS]
@@ -195,8 +206,15 @@ def setup_stage(df: pd.DataFrame, *, metric, m_col, n_col, seed_col, setting, to
             "--metric train_loss: the training loss is not fitted, its chance level ln(m+1) "
             "grows with m, so more negatives look worse; fit val_loss (or a retrieval metric)"
         )
-    prep = prepare(df, metric=metric, m_col=m_col, n_col=n_col, seed_col=seed_col,
-                   scale=scale, higher_is_better=higher_is_better)  # fmt: skip
+    prep = prepare(
+        df,
+        metric=metric,
+        m_col=m_col,
+        n_col=n_col,
+        seed_col=seed_col,
+        scale=scale,
+        higher_is_better=higher_is_better,
+    )
     check_sizes(prep)
     setting, notes = resolve_setting(df, setting)
     warnings = list(prep.warnings) + notes + thin_design_warnings(prep)
@@ -285,8 +303,17 @@ def group_stage(
     for c in cands:
         if c.fit is None:
             continue
-        why = rejection(c, _m_sat(c, s.eps, s.m_ref), s.prep.m[sel], s.prep.y[sel],
-                        g / s.n_ref, s.m_ref, noise.sigma, mf, fmt)  # fmt: skip
+        why = rejection(
+            c,
+            _m_sat(c, s.eps, s.m_ref),
+            s.prep.m[sel],
+            s.prep.y[sel],
+            g / s.n_ref,
+            s.m_ref,
+            noise.sigma,
+            mf,
+            fmt,
+        )
         if why:
             rejected[c.form.id] = why
     try:
@@ -322,9 +349,13 @@ def common_form(groups: list[GroupFit]) -> tuple[str | None, list[str]]:
 
 
 def refit_stage(
-    s: Setup, noise: Noise, res: Resample, glob: GlobalChoice, groups: list[GroupFit],
+    s: Setup,
+    noise: Noise,
+    res: Resample,
+    glob: GlobalChoice,
+    groups: list[GroupFit],
     common: str | None,
-) -> Refits:  # fmt: skip
+) -> Refits:
     """Refit, on every replicate, the global pick, its rivals within 2 AICc, the
     free form (for the balance point), and each group's pick and common form."""
     out = Refits()
@@ -368,30 +399,57 @@ def _trust(gf: GroupFit, med: float, m_max: float, thin: bool) -> tuple[str, str
     if not agree:
         return "model-free", "the parametric m_sat lies outside the model-free range", agree
     if thin:
-        return "model-free", "few m levels or no seeds: the data pin m_sat between two levels", agree
+        return (
+            "model-free",
+            "few m levels or no seeds: the data pin m_sat between two levels",
+            agree,
+        )
     if med >= m_max:
-        return "parametric", "agrees with the model-free estimate; beyond the data: a lower bound", agree
+        return (
+            "parametric",
+            "agrees with the model-free estimate; beyond the data: a lower bound",
+            agree,
+        )
     return "parametric", "agrees with the model-free estimate (inside its range)", agree
 
 
-def group_result_stage(s: Setup, res: Resample, refits: Refits, gf: GroupFit, gi: int) -> GroupResult:
+def group_result_stage(
+    s: Setup, res: Resample, refits: Refits, gf: GroupFit, gi: int
+) -> GroupResult:
     """The answers for one n group: parametric m_sat, model-free m_sat, bracket."""
     sub_m = s.prep.m[gf.sel]
     levels = np.unique(sub_m)
     m_max = float(sub_m.max())
     mf = gf.mf
-    base = dict(n=gf.n, points=int(gf.sel.size), m_levels=int(levels.size), m_max=m_max,
-                form_reason=gf.why, m_sat_model_free=mf.point, m_sat_model_free_ci=mf.ci,
-                model_free_status=mf.status)  # fmt: skip
+    base = dict(
+        n=gf.n,
+        points=int(gf.sel.size),
+        m_levels=int(levels.size),
+        m_max=m_max,
+        form_reason=gf.why,
+        m_sat_model_free=mf.point,
+        m_sat_model_free_ci=mf.ci,
+        model_free_status=mf.status,
+    )
     cands = [_cand_dict(c, gf.chosen, s, refits.groups.get((gi, c.form.id))) for c in gf.cands]
     for d in cands:
         d["rejected"] = gf.rejected.get(d["form"])
     if gf.chosen is None:
         nan2 = [float("nan")] * 2
-        return GroupResult(**base, form="–", m_sat=np.nan, m_sat_ci=nan2, m_sat_fit=np.nan,
-                           beyond_m_max=np.nan, ratio=np.nan, ratio_ci=nan2, candidates=cands,
-                           bracket=bracket(levels, mf.point), trusted="model-free",
-                           trust_reason="no form could be fitted")  # fmt: skip
+        return GroupResult(
+            **base,
+            form="–",
+            m_sat=np.nan,
+            m_sat_ci=nan2,
+            m_sat_fit=np.nan,
+            beyond_m_max=np.nan,
+            ratio=np.nan,
+            ratio_ci=nan2,
+            candidates=cands,
+            bracket=bracket(levels, mf.point),
+            trusted="model-free",
+            trust_reason="no form could be fitted",
+        )
     form = gf.chosen.form
     point = _m_sat(gf.chosen, s.eps, s.m_ref)
     reps = refits.groups.get((gi, form.id))
@@ -404,10 +462,23 @@ def group_result_stage(s: Setup, res: Resample, refits: Refits, gf: GroupFit, gi
     trusted, reason, agree = _trust(gf, med, m_max, thin)
     value = med if trusted == "parametric" else mf.point
     _group_warnings(s, gf, med, beyond, sub_m, trusted, agree)
-    return GroupResult(**base, form=form.id, m_sat=med, m_sat_ci=ci, m_sat_fit=point,
-                       beyond_m_max=beyond, ratio=rmed, ratio_ci=rci, params=params,
-                       params_ci=pci, candidates=cands, bracket=bracket(levels, value),
-                       trusted=trusted, trust_reason=reason, agree=agree)  # fmt: skip
+    return GroupResult(
+        **base,
+        form=form.id,
+        m_sat=med,
+        m_sat_ci=ci,
+        m_sat_fit=point,
+        beyond_m_max=beyond,
+        ratio=rmed,
+        ratio_ci=rci,
+        params=params,
+        params_ci=pci,
+        candidates=cands,
+        bracket=bracket(levels, value),
+        trusted=trusted,
+        trust_reason=reason,
+        agree=agree,
+    )
 
 
 def _group_warnings(s, gf, med, beyond, sub_m, trusted, agree) -> None:
@@ -442,9 +513,13 @@ def _group_warnings(s, gf, med, beyond, sub_m, trusted, agree) -> None:
 
 
 def scaling_stage(
-    s: Setup, groups: list[GroupFit], refits: Refits, common: str | None, elig: list[str],
+    s: Setup,
+    groups: list[GroupFit],
+    refits: Refits,
+    common: str | None,
+    elig: list[str],
     gresults: list[GroupResult],
-) -> dict | None:  # fmt: skip
+) -> dict | None:
     """γ under one common per-group form (form choice carried into the interval),
     and the model-free γ; withheld when it rests on extrapolated m_sat."""
     if not s.multi_n:
@@ -452,25 +527,42 @@ def scaling_stage(
     ns = s.ns
     out: dict = {"theory": THEORY_GAMMA.get(s.setting), "groups": int(ns.size), "form": common}
     if common is None:
-        out.update(gamma=None, gamma_ci=[None, None], gamma_fit=None,
-                   withheld="no form fitted in every n group")  # fmt: skip
+        out.update(
+            gamma=None,
+            gamma_ci=[None, None],
+            gamma_fit=None,
+            withheld="no form fitted in every n group",
+        )
         return out
     points = np.array([_m_sat(g.cand(common), s.eps, s.m_ref) for g in groups])
-    by_form = {f: float(gamma(np.array([[_m_sat(g.cand(f), s.eps, s.m_ref) for g in groups]]),
-                              ns)[0]) for f in elig}  # fmt: skip
+    by_form = {
+        f: float(gamma(np.array([[_m_sat(g.cand(f), s.eps, s.m_ref) for g in groups]]), ns)[0])
+        for f in elig
+    }
     gpoint = by_form[common]
-    reps = [m_sat_samples(g.cand(common).form, refits.groups.get((i, common)), s.eps, s.m_ref)
-            for i, g in enumerate(groups)]  # fmt: skip
+    reps = [
+        m_sat_samples(g.cand(common).form, refits.groups.get((i, common)), s.eps, s.m_ref)
+        for i, g in enumerate(groups)
+    ]
     gam = gamma(np.stack(reps, axis=1), ns) if reps[0].size else np.array([])
     gmed, gci = summarise(gam, gpoint)
     fin = [v for v in by_form.values() if np.isfinite(v)]
-    hull = [min([gci[0]] + fin), max([gci[1]] + fin)] if np.all(np.isfinite(gci)) else gci
-    m_max = np.array([g.m_max for g in gresults])
-    beyond = [fmt(g.n) for g, p in zip(groups, points, strict=True) if p >= m_max[groups.index(g)]]
-    withheld = (f"rests on m_sat extrapolated beyond the data at n = {', '.join(beyond)}"
-                if beyond else None)  # fmt: skip
-    out.update(gamma=gmed, gamma_ci=hull, gamma_ci_common_form=gci, gamma_fit=gpoint,
-               gamma_by_form=by_form, withheld=withheld, m_sat_common_form=points.tolist())  # fmt: skip
+    hull = [min(gci[0], *fin), max(gci[1], *fin)] if np.all(np.isfinite(gci)) else gci
+    beyond = [fmt(g.n) for g, p in zip(gresults, points, strict=True) if p >= g.m_max]
+    withheld = (
+        f"rests on m_sat extrapolated beyond the data at n = {', '.join(beyond)}"
+        if beyond
+        else None
+    )
+    out.update(
+        gamma=gmed,
+        gamma_ci=hull,
+        gamma_ci_common_form=gci,
+        gamma_fit=gpoint,
+        gamma_by_form=by_form,
+        withheld=withheld,
+        m_sat_common_form=points.tolist(),
+    )
     out.update(_model_free_gamma(groups, ns))
     if withheld:
         s.warnings.append(f"gamma withheld: it {withheld} (under {common})")
@@ -500,15 +592,25 @@ def balance_stage(s: Setup, glob: GlobalChoice, refits: Refits) -> dict | None:
     theory = THEORY_GAMMA.get(s.setting)
     free = next((c for c in glob.cands if c.form.id == "free" and c.fit is not None), None)
     if free is None:
-        return {"exponent": None, "exponent_ci": [None, None], "theory": theory, "form": "free",
-                "note": "the free joint law could not be fitted (needs >= 3 values of n)"}  # fmt: skip
+        return {
+            "exponent": None,
+            "exponent_ci": [None, None],
+            "theory": theory,
+            "form": "free",
+            "note": "the free joint law could not be fitted (needs >= 3 values of n)",
+        }
     f = free.form
     point = float(free.fit.params[f.idx("b")] / free.fit.params[f.idx("a")])
     reps = refits.global_reps if glob.chosen is free else refits.rivals.get("free")
     ratio = reps[:, f.idx("b")] / reps[:, f.idx("a")] if reps is not None else np.array([])
     med, ci = summarise(ratio, point)
-    return {"exponent": med, "exponent_ci": ci, "theory": theory, "form": "free",
-            "exponent_fit": point}  # fmt: skip
+    return {
+        "exponent": med,
+        "exponent_ci": ci,
+        "theory": theory,
+        "form": "free",
+        "exponent_fit": point,
+    }
 
 
 def _bound_warnings(where: str, cand: Candidate) -> list[str]:
@@ -603,9 +705,18 @@ def fit(
     """
     if bootstrap < 0:
         raise NegscaleError(f"--bootstrap must be >= 0, got {bootstrap}")
-    s = setup_stage(df, metric=metric, m_col=m_col, n_col=n_col, seed_col=seed_col,
-                    setting=setting, tolerance=tolerance, scale=scale,
-                    higher_is_better=higher_is_better, forms=forms)  # fmt: skip
+    s = setup_stage(
+        df,
+        metric=metric,
+        m_col=m_col,
+        n_col=n_col,
+        seed_col=seed_col,
+        setting=setting,
+        tolerance=tolerance,
+        scale=scale,
+        higher_is_better=higher_is_better,
+        forms=forms,
+    )
     noise = noise_stage(s)
     res = resample_stage(s, bootstrap, random_state)
     glob = global_stage(s, noise)
@@ -621,9 +732,12 @@ def fit(
     gresults = [group_result_stage(s, res, refits, gf, gi) for gi, gf in enumerate(groups)]
     scaling = scaling_stage(s, groups, refits, common, elig, gresults)
     balance = balance_stage(s, glob, refits)
-    budgets = list(budgets) if budgets else (default_budgets(s.prep.m, s.prep.n) if s.multi_n else [])
-    budget, bwarn = budget_table(glob.chosen, refits.global_reps, budgets, s.prep, s.setting,
-                                 s.m_ref, s.n_ref)  # fmt: skip
+    budgets = (
+        list(budgets) if budgets else (default_budgets(s.prep.m, s.prep.n) if s.multi_n else [])
+    )
+    budget, bwarn = budget_table(
+        glob.chosen, refits.global_reps, budgets, s.prep, s.setting, s.m_ref, s.n_ref
+    )
     s.warnings.extend(bwarn)
     return _report(s, noise, res, glob, groups, refits, gresults, scaling, balance, budget, label)
 
@@ -633,8 +747,9 @@ def _report(s, noise, res, glob, groups, refits, gresults, scaling, balance, bud
     gform = glob.chosen.form
     gpoint = _m_sat(glob.chosen, s.eps, s.m_ref)
     gmed, gci = summarise(m_sat_samples(gform, refits.global_reps, s.eps, s.m_ref), gpoint)
-    params, pci = _params_summary(gform, glob.chosen.fit.params, refits.global_reps, s.m_ref,
-                                  s.n_ref)  # fmt: skip
+    params, pci = _params_summary(
+        gform, glob.chosen.fit.params, refits.global_reps, s.m_ref, s.n_ref
+    )
     near = glob.near
     cand_dicts = []
     for c in glob.cands:
@@ -645,23 +760,47 @@ def _report(s, noise, res, glob, groups, refits, gresults, scaling, balance, bud
     prep = s.prep
     if prep.dropped:
         s.warnings.append("dropped before fitting: " + "; ".join(prep.dropped))
-    err_def = (f"y = {prep.top:g} − {s.metric}" if prep.higher_is_better
-               else f"y = {s.metric} (lower is better)")  # fmt: skip
-    group_reps = [refits.groups.get((i, g.chosen.form.id)) if g.chosen else None
-                  for i, g in enumerate(groups)]  # fmt: skip
-    plot = PlotData(prep, s.m_ref, s.n_ref, groups, group_reps, glob.chosen, refits.global_reps,
-                    s.eps)  # fmt: skip
+    err_def = (
+        f"y = {prep.top:g} − {s.metric}"
+        if prep.higher_is_better
+        else f"y = {s.metric} (lower is better)"
+    )
+    group_reps = [
+        refits.groups.get((i, g.chosen.form.id)) if g.chosen else None for i, g in enumerate(groups)
+    ]
+    plot = PlotData(
+        prep, s.m_ref, s.n_ref, groups, group_reps, glob.chosen, refits.global_reps, s.eps
+    )
     return FitReport(
-        metric=label or s.metric, higher_is_better=prep.higher_is_better, setting=s.setting,
-        tolerance=s.eps, tolerance_source=s.tol_src, scale=prep.scale, form=gform.id,
-        formula=gform.formula, form_reason=glob.why, params=params, params_ci=pci,
-        groups=gresults, scaling=scaling, candidates=cand_dicts, budget=budget,
-        m_sat_form=gmed, m_sat_form_ci=gci, warnings=s.warnings, dropped=prep.dropped,
-        runs=len(s.data), bootstrap=res.B, bootstrap_kind=res.kind,
-        bootstrap_failed=refits.failed, huber_delta=noise.delta,
-        huber_delta_source=noise.source, error_definition=err_def, balance=balance,
+        metric=label or s.metric,
+        higher_is_better=prep.higher_is_better,
+        setting=s.setting,
+        tolerance=s.eps,
+        tolerance_source=s.tol_src,
+        scale=prep.scale,
+        form=gform.id,
+        formula=gform.formula,
+        form_reason=glob.why,
+        params=params,
+        params_ci=pci,
+        groups=gresults,
+        scaling=scaling,
+        candidates=cand_dicts,
+        budget=budget,
+        m_sat_form=gmed,
+        m_sat_form_ci=gci,
+        warnings=s.warnings,
+        dropped=prep.dropped,
+        runs=len(s.data),
+        bootstrap=res.B,
+        bootstrap_kind=res.kind,
+        bootstrap_failed=refits.failed,
+        huber_delta=noise.delta,
+        huber_delta_source=noise.source,
+        error_definition=err_def,
+        balance=balance,
         plot_data=plot,
-    )  # fmt: skip
+    )
 
 
 def fit_groups(df: pd.DataFrame, group_col: str, **kwargs) -> list[tuple[object, FitReport]]:

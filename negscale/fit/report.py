@@ -225,16 +225,31 @@ def _groups_table(r: FitReport, con) -> None:
     con.print("\n[bold]saturation point per n[/bold] (each n group fitted on its own)")
     narrow = con.width < 110
     t = Table()
-    for c in ("n", "runs", "m levels", "form", "m_sat [95% CI]", "≥ m_max",
-              "model-free [95% CI]", "bracket", "trusted"):  # fmt: skip
+    for c in (
+        "n",
+        "runs",
+        "m levels",
+        "form",
+        "m_sat [95% CI]",
+        "≥ m_max",
+        "model-free [95% CI]",
+        "bracket",
+        "trusted",
+    ):
         t.add_column(c, justify="left" if c in ("form", "trusted") else "right", no_wrap=c == "n")
     for g in r.groups:
         beyond = "–" if not np.isfinite(g.beyond_m_max) else f"{g.beyond_m_max:.0%}"
         t.add_row(
-            fmt(g.n), str(g.points), str(g.m_levels), SHORT.get(g.form, g.form) if narrow else g.form,
-            _m_sat_cell(g), beyond, _model_free_cell(g), bracket_text(g.bracket, fmt),
+            fmt(g.n),
+            str(g.points),
+            str(g.m_levels),
+            SHORT.get(g.form, g.form) if narrow else g.form,
+            _m_sat_cell(g),
+            beyond,
+            _model_free_cell(g),
+            bracket_text(g.bracket, fmt),
             g.trusted + ("" if g.agree is None else (" (agree)" if g.agree else " (disagree)")),
-        )  # fmt: skip
+        )
     con.print(t)
     con.print(
         "model-free: from the seed means of the tested levels (no law); bracket: the tested "
@@ -242,8 +257,11 @@ def _groups_table(r: FitReport, con) -> None:
         highlight=False,
     )
     for g in r.groups:
-        con.print(f"  n={fmt(g.n)}: trusting {g.trusted}: {g.trust_reason}; m_sat "
-                  f"{bracket_text(g.bracket, fmt, g.n)}", highlight=False)  # fmt: skip
+        con.print(
+            f"  n={fmt(g.n)}: trusting {g.trusted}: {g.trust_reason}; m_sat "
+            f"{bracket_text(g.bracket, fmt, g.n)}",
+            highlight=False,
+        )
     if r.form and np.isfinite(r.m_sat_form):
         con.print(
             f"under the {r.form} form alone (m_sat the same at every n): m_sat = "
@@ -266,12 +284,17 @@ def _scaling_lines(r: FitReport, con) -> None:
     )
     byf = s.get("gamma_by_form") or {}
     if len(byf) > 1:
-        con.print("  γ under each eligible form: " + ", ".join(
-            f"{k} {fmt(v)}" for k, v in byf.items()) + " (the interval spans them)",
-            highlight=False)  # fmt: skip
+        con.print(
+            "  γ under each eligible form: "
+            + ", ".join(f"{k} {fmt(v)}" for k, v in byf.items())
+            + " (the interval spans them)",
+            highlight=False,
+        )
     if s.get("gamma_model_free") is not None:
-        con.print(f"  model-free γ = {fmt(s['gamma_model_free'])} "
-                  f"{fmt_ci(s['gamma_model_free_ci'])}", highlight=False)  # fmt: skip
+        con.print(
+            f"  model-free γ = {fmt(s['gamma_model_free'])} {fmt_ci(s['gamma_model_free_ci'])}",
+            highlight=False,
+        )
     b = r.balance
     if b and b.get("exponent") is not None:
         th = "none" if b.get("theory") is None else f"{b['theory']:g}"
@@ -303,8 +326,15 @@ def _budget_table(r: FitReport, con) -> None:
             note.append("extrapolated")
         if b.get("constraint"):
             note.append(f"m* on {_sym(b['constraint'])}")
-        t.add_row(fmt(b["S"]), fmt(b["ratio"]), fmt_ci(b["ratio_ci"]), fmt(b["m"]), fmt(b["n"]),
-                  _pct0(b.get("constraint_share")), "\n".join(note))  # fmt: skip
+        t.add_row(
+            fmt(b["S"]),
+            fmt(b["ratio"]),
+            fmt_ci(b["ratio_ci"]),
+            fmt(b["m"]),
+            fmt(b["n"]),
+            _pct0(b.get("constraint_share")),
+            "\n".join(note),
+        )
     con.print(t)
     con.print(
         "constrained to m ≥ 1, n ≥ 1"

@@ -206,9 +206,11 @@ def _pick(
             + _pref_words(pick, tied, theory_id)
         )
     if lower:
-        why += " (lower but not eligible: " + ", ".join(
-            f"{c.form.id} {c.loo_error:.1%}" for c in lower
-        ) + ")"
+        why += (
+            " (lower but not eligible: "
+            + ", ".join(f"{c.form.id} {c.loo_error:.1%}" for c in lower)
+            + ")"
+        )
     return pick, why
 
 

@@ -48,7 +48,9 @@ def test_metric_sets_the_direction_of_a_metric_col(tmp_path):
 
 def test_plot_is_checked_before_fitting_and_gets_an_extension(tmp_path):
     path = str(_table(tmp_path))
-    res = runner.invoke(app, ["fit", path, "--bootstrap", "0", "--plot", str(tmp_path / "no" / "f")])
+    res = runner.invoke(
+        app, ["fit", path, "--bootstrap", "0", "--plot", str(tmp_path / "no" / "f")]
+    )
     assert res.exit_code == 2 and res.stdout == ""
     assert "--plot" in res.stderr and len(res.stderr.strip().splitlines()) == 1
     res = runner.invoke(app, ["fit", path, "--bootstrap", "0", "--plot", str(tmp_path / "fig")])
@@ -78,7 +80,9 @@ def test_non_numeric_m_and_nan_metric_rows_are_counted(tmp_path):
 def _runs_dir(root: Path, df: pd.DataFrame) -> Path:
     (root / "runs").mkdir(parents=True)
     for i, rec in enumerate(df.to_dict("records")):
-        pd.DataFrame([{"run_id": f"r{i:04d}", **rec}]).to_parquet(root / "runs" / f"r{i:04d}.parquet")
+        pd.DataFrame([{"run_id": f"r{i:04d}", **rec}]).to_parquet(
+            root / "runs" / f"r{i:04d}.parquet"
+        )
     return root
 
 

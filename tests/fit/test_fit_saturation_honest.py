@@ -61,8 +61,14 @@ def test_hill_curve_at_five_levels_without_seeds_is_a_bracket_inside_the_data():
 
 
 def test_a_power_law_that_still_rises_at_the_largest_m_is_not_reached():
-    df = laws.study(lambda m, n: 0.05 + 0.4 * m**-0.3, ms=2.0 ** np.arange(0, 9), ns=(1e4,),
-                    seeds=3, sigma=0.01, rng=2)  # fmt: skip
+    df = laws.study(
+        lambda m, n: 0.05 + 0.4 * m**-0.3,
+        ms=2.0 ** np.arange(0, 9),
+        ns=(1e4,),
+        seeds=3,
+        sigma=0.01,
+        rng=2,
+    )
     eps = 2e-3  # the gain of the last doubling is ≈ 0.02: far above ε
     r = fit(df, tolerance=eps, bootstrap=60)
     g = r.groups[0]
