@@ -248,35 +248,7 @@ def prepare(
     if (n <= 0).any():
         raise NegscaleError(f"n must be positive; {int((n <= 0).sum())} run(s) have n <= 0")
     hib = not lower_is_better(metric) if higher_is_better is None else bool(higher_is_better)
-    warnings: list[str] = []
-    if hib:
-        if scale == "auto":
-            scale = "percent" if v.max() > 1.0 + 1e-9 else "fraction"
-        elif scale not in ("percent", "fraction"):
-            raise NegscaleError(f"unknown scale {scale!r}: use auto, percent or fraction")
-        top = 100.0 if scale == "percent" else 1.0
-        if v.min() < 0 or v.max() > top + 1e-9:
-            raise NegscaleError(
-                f"{metric} values span [{v.min():g}, {v.max():g}], outside [0, {top:g}] "
-                f"for a {scale} scale (set --scale, or check --metric-col)"
-            )
-        y = top - v
-        at_top = y <= 0
-        if at_top.any():
-            floor = 0.5 * float(y[~at_top].min()) if (~at_top).any() else 1e-6 * top
-            warnings.append(
-                f"{int(at_top.sum())} run(s) at the metric's ceiling: their error "
-                f"is clipped to {floor:g} for the log fit"
-            )
-            y = np.where(at_top, floor, y)
-    else:
-        top, scale = 0.0, "raw"
-        if (v <= 0).any():
-            raise NegscaleError(
-                f"{metric} is lower-is-better and fitted on a log scale: all values must be "
-                f"> 0 ({int((v <= 0).sum())} are not)"
-            )
-        y = v.copy()
+    y, top, scale, warnings = _to_error(v, hib, scale, metric)
     return Prepared(
         m=m,
         n=n,
@@ -289,6 +261,41 @@ def prepare(
         dropped=dropped,
         warnings=warnings,
     )
+
+
+def _to_error(
+    v: np.ndarray, hib: bool, scale: str, metric: str
+) -> tuple[np.ndarray, float, str, list[str]]:
+    """The error y fitted on a log scale: top − metric (bounded, higher is better;
+    runs at the ceiling clipped) or the metric itself (lower is better, > 0)."""
+    warnings: list[str] = []
+    if not hib:
+        if (v <= 0).any():
+            raise NegscaleError(
+                f"{metric} is lower-is-better and fitted on a log scale: all values must be "
+                f"> 0 ({int((v <= 0).sum())} are not)"
+            )
+        return v.copy(), 0.0, "raw", warnings
+    if scale == "auto":
+        scale = "percent" if v.max() > 1.0 + 1e-9 else "fraction"
+    elif scale not in ("percent", "fraction"):
+        raise NegscaleError(f"unknown scale {scale!r}: use auto, percent or fraction")
+    top = 100.0 if scale == "percent" else 1.0
+    if v.min() < 0 or v.max() > top + 1e-9:
+        raise NegscaleError(
+            f"{metric} values span [{v.min():g}, {v.max():g}], outside [0, {top:g}] "
+            f"for a {scale} scale (set --scale, or check --metric-col)"
+        )
+    y = top - v
+    at_top = y <= 0
+    if at_top.any():
+        floor = 0.5 * float(y[~at_top].min()) if (~at_top).any() else 1e-6 * top
+        warnings.append(
+            f"{int(at_top.sum())} run(s) at the metric's ceiling: their error "
+            f"is clipped to {floor:g} for the log fit"
+        )
+        y = np.where(at_top, floor, y)
+    return y, top, scale, warnings
 
 
 def resolve_setting(df: pd.DataFrame, setting: str) -> tuple[str, list[str]]:
