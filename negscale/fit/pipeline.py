@@ -401,16 +401,16 @@ def _trust(gf: GroupFit, med: float, m_max: float, thin: bool) -> tuple[str, str
     if thin:
         return (
             "model-free",
-            "few m levels or no seeds: the data pin m_sat between two levels",
+            "thin design (few m levels or no seeds): read between two tested levels",
             agree,
         )
     if med >= m_max:
         return (
             "parametric",
-            "agrees with the model-free estimate; beyond the data: a lower bound",
+            "inside the model-free range; beyond the data: a lower bound",
             agree,
         )
-    return "parametric", "agrees with the model-free estimate (inside its range)", agree
+    return "parametric", "inside the model-free range", agree
 
 
 def group_result_stage(
@@ -572,10 +572,12 @@ def scaling_stage(
 
 
 def _model_free_gamma(groups: list[GroupFit], ns: np.ndarray) -> dict:
-    """γ of the model-free m_sat, when every group reached it inside its data."""
+    """γ of the model-free m_sat, when every group reached it inside its data and
+    its interval is closed (a noisy tail that may still rise gives no slope)."""
     pts = np.array([g.mf.point for g in groups])
     lo = np.array([g.mf.levels[0] for g in groups])
-    if not (np.all(np.isfinite(pts)) and np.all(pts > lo)):
+    hi = np.array([g.mf.ci[1] for g in groups])  # NaN without a bootstrap
+    if not (np.all(np.isfinite(pts)) and np.all(pts > lo) and not np.any(np.isinf(hi))):
         return {"gamma_model_free": None, "gamma_model_free_ci": [None, None]}
     point = float(gamma(pts[None, :], ns)[0])
     S = [g.mf.samples for g in groups]

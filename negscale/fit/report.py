@@ -149,6 +149,7 @@ class FitReport:
 
 
 SHORT = {"theory-supervised": "theory-sup", "theory-self-supervised": "theory-self"}
+SHORT_NOTE = "theory-sup/-self: theory-supervised/-self-supervised"
 
 
 def render(report: FitReport, console: Any = None) -> None:
@@ -223,43 +224,48 @@ def _groups_table(r: FitReport, con) -> None:
     from rich.table import Table
 
     con.print("\n[bold]saturation point per n[/bold] (each n group fitted on its own)")
-    narrow = con.width < 110
     t = Table()
-    for c in (
+    cols = (
         "n",
         "runs",
-        "m levels",
+        "levels",
         "form",
         "m_sat [95% CI]",
-        "≥ m_max",
+        "beyond",
         "model-free [95% CI]",
-        "bracket",
         "trusted",
-    ):
-        t.add_column(c, justify="left" if c in ("form", "trusted") else "right", no_wrap=c == "n")
+    )
+    for c in cols:
+        t.add_column(c, justify="left" if c in ("form", "trusted") else "right", no_wrap=True)
     for g in r.groups:
         beyond = "–" if not np.isfinite(g.beyond_m_max) else f"{g.beyond_m_max:.0%}"
         t.add_row(
             fmt(g.n),
             str(g.points),
             str(g.m_levels),
-            SHORT.get(g.form, g.form) if narrow else g.form,
+            SHORT.get(g.form, g.form),
             _m_sat_cell(g),
             beyond,
             _model_free_cell(g),
-            bracket_text(g.bracket, fmt),
-            g.trusted + ("" if g.agree is None else (" (agree)" if g.agree else " (disagree)")),
+            g.trusted,
         )
     con.print(t)
     con.print(
-        "model-free: from the seed means of the tested levels (no law); bracket: the tested "
-        "levels around the trusted m_sat",
+        "beyond: share of replicates with m_sat ≥ the largest m tested; model-free: from the "
+        "seed means of the tested levels (no law); " + SHORT_NOTE,
         highlight=False,
     )
     for g in r.groups:
+        agree = (
+            ""
+            if g.agree is None or g.trusted == "parametric"
+            else (
+                "; the parametric m_sat agrees" if g.agree else "; the parametric m_sat disagrees"
+            )
+        )
         con.print(
-            f"  n={fmt(g.n)}: trusting {g.trusted}: {g.trust_reason}; m_sat "
-            f"{bracket_text(g.bracket, fmt, g.n)}",
+            f"  n={fmt(g.n)}: m_sat {bracket_text(g.bracket, fmt, g.n)}; trusting "
+            f"{g.trusted} ({g.trust_reason}){agree}",
             highlight=False,
         )
     if r.form and np.isfinite(r.m_sat_form):
@@ -378,7 +384,7 @@ def _models_table(r: FitReport, con) -> None:
         t.add_row(name, *[vals[k] for k in cols], msat, note)
     con.print(t)
     if not wide:
-        con.print("theory-sup/-self: theory-supervised/-self-supervised", highlight=False)
+        con.print(SHORT_NOTE, highlight=False)
 
 
 def _warnings(r: FitReport, con) -> None:
