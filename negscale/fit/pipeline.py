@@ -572,18 +572,23 @@ def scaling_stage(
 
 
 def _model_free_gamma(groups: list[GroupFit], ns: np.ndarray) -> dict:
-    """γ of the model-free m_sat, when every group reached it inside its data and
-    its interval is closed (a noisy tail that may still rise gives no slope)."""
+    """γ of the model-free m_sat, when every group reached it inside its data;
+    ``gamma_model_free_open`` marks it when some group's interval is open above
+    (its tail may still rise: the slope is then only indicative)."""
     pts = np.array([g.mf.point for g in groups])
     lo = np.array([g.mf.levels[0] for g in groups])
     hi = np.array([g.mf.ci[1] for g in groups])  # NaN without a bootstrap
-    if not (np.all(np.isfinite(pts)) and np.all(pts > lo) and not np.any(np.isinf(hi))):
+    if not (np.all(np.isfinite(pts)) and np.all(pts > lo)):
         return {"gamma_model_free": None, "gamma_model_free_ci": [None, None]}
     point = float(gamma(pts[None, :], ns)[0])
     S = [g.mf.samples for g in groups]
     gam = gamma(np.stack(S, axis=1), ns) if S[0].size else np.array([])
     med, ci = summarise(gam, point)
-    return {"gamma_model_free": med, "gamma_model_free_ci": ci}
+    return {
+        "gamma_model_free": med,
+        "gamma_model_free_ci": ci,
+        "gamma_model_free_open": bool(np.any(np.isinf(hi))),
+    }
 
 
 def balance_stage(s: Setup, glob: GlobalChoice, refits: Refits) -> dict | None:

@@ -297,8 +297,14 @@ def _scaling_lines(r: FitReport, con) -> None:
             highlight=False,
         )
     if s.get("gamma_model_free") is not None:
+        mark = (
+            " (indicative only: some n's model-free interval is open above)"
+            if s.get("gamma_model_free_open")
+            else ""
+        )
         con.print(
-            f"  model-free γ = {fmt(s['gamma_model_free'])} {fmt_ci(s['gamma_model_free_ci'])}",
+            f"  model-free γ = {fmt(s['gamma_model_free'])} "
+            f"{fmt_ci(s['gamma_model_free_ci'])}{mark}",
             highlight=False,
         )
     b = r.balance

@@ -140,3 +140,20 @@ def test_paper_shaped_table_never_places_m_sat_past_the_data(tol):
                     assert np.isinf(g.m_sat_model_free) and hi is None
                 else:
                     assert hi is not None and hi <= 0.7 * g.n * (1 + 1e-9), (g.n, g.bracket)
+
+
+def test_model_free_gamma_follows_a_knee_that_moves_with_n():
+    # Hill curves with m0 = n/160: m_sat(ε) = m0·x*(A, h, ε), so m_sat ∝ n (γ = 1)
+    def law(m, n):
+        return 0.1 + 0.4 / (1.0 + (m / (n / 160.0)) ** 3.0)
+
+    df = laws.study(law, ms=2.0 ** np.arange(0, 15), seeds=3, sigma=0.01, rng=7)
+    eps = 5e-3
+    r = fit(df, tolerance=eps, bootstrap=60, random_state=0)
+    s = r.scaling
+    for g in r.groups:  # each n by brute force: within one tested level
+        truth = hill_truth(eps, m0=g.n / 160.0)
+        assert abs(np.log2(g.m_sat_model_free / truth)) <= 1.0, (g.n, g.m_sat_model_free, truth)
+    assert s["gamma_model_free"] == pytest.approx(1.0, abs=0.2)
+    assert s["gamma_model_free_ci"][0] <= 1.0 <= s["gamma_model_free_ci"][1]
+    assert s["gamma_ci"][0] <= 1.0 <= s["gamma_ci"][1] and not s["withheld"]
