@@ -1,7 +1,9 @@
 """The model-free saturation point: m_sat read off the tested levels themselves.
 
 No law is assumed. The seed means of the error y at the tested m levels of
-one n group are joined by straight lines in log m; the gain per doubling at
+one n group, made non-increasing in m (pool-adjacent-violators: more
+negatives do not raise the error, so a rise is noise), are joined by
+straight lines in log m; the gain per doubling at
 any m' is g(m') = ȳ(m') − ȳ(2m') on that interpolated curve, defined for
 m_min ≤ m' ≤ m_max/2. The model-free m_sat is the smallest m' from which
 every further doubling gains at most ε (the top-down rule of
@@ -58,9 +60,30 @@ def crossing(
 
 
 def cell_means(m: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Sorted distinct m and the mean of y at each."""
+    """Sorted distinct m and the mean of y at each, made non-increasing in m."""
     levels, inv = np.unique(m, return_inverse=True)
-    return levels, np.bincount(inv, weights=y) / np.bincount(inv)
+    w = np.bincount(inv).astype(float)
+    return levels, monotone(np.bincount(inv, weights=y) / w, w)
+
+
+def monotone(ybar: np.ndarray, w: np.ndarray) -> np.ndarray:
+    """Weighted pool-adjacent-violators: the closest non-increasing sequence.
+
+    More negatives never raise the error of the same model family; a level
+    whose mean sits above its smaller-m neighbour is noise, and pooling it
+    keeps one noisy level from passing for a late gain of more than ε.
+    """
+    vals, wts, sizes = [], [], []
+    for v, k in zip(ybar.tolist(), w.tolist(), strict=True):
+        vals.append(v)
+        wts.append(k)
+        sizes.append(1)
+        while len(vals) > 1 and vals[-1] > vals[-2]:
+            v2, k2, n2 = vals.pop(), wts.pop(), sizes.pop()
+            vals[-1] = (vals[-1] * wts[-1] + v2 * k2) / (wts[-1] + k2)
+            wts[-1] += k2
+            sizes[-1] += n2
+    return np.repeat(vals, sizes)
 
 
 def crossing_samples(M: np.ndarray, Y: np.ndarray, eps: float) -> np.ndarray:
