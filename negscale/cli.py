@@ -34,7 +34,42 @@ from rich.text import Text
 
 from negscale.errors import NegscaleError
 
+# Typer vendors click (typer._click) in recent versions: find its exception base by name.
+_ClickException = next(c for c in typer.BadParameter.__mro__ if c.__name__ == "ClickException")
+
+
+class _OneLineErrors(typer.core.TyperGroup):
+    """Click's own usage errors (``--seed abc``, a missing argument) as one ``error:`` line.
+
+    Typer draws them in a multi-line box; scripts and users get the same one-line
+    format as every other bad input, with exit code 2.
+    """
+
+    def main(self, *args: Any, standalone_mode: bool = True, **kwargs: Any) -> Any:
+        if not standalone_mode:
+            return super().main(*args, standalone_mode=False, **kwargs)
+        try:
+            code = super().main(*args, standalone_mode=False, **kwargs)
+        except _ClickException as exc:
+            if type(exc).__name__ == "NoArgsIsHelpError":
+                text = exc.ctx.get_help()  # typer's rich help prints itself and returns ""
+                if text:
+                    typer.echo(text)
+                sys.exit(exc.exit_code)
+            where = f" (see: {exc.ctx.command_path} --help)" if getattr(exc, "ctx", None) else ""
+            message = " ".join(exc.format_message().split())
+            err.print(
+                f"[red]error:[/red] {escape(message)}{where}", highlight=False, soft_wrap=True
+            )
+            sys.exit(exc.exit_code)
+        except typer.Abort:
+            err.print("[red]error:[/red] aborted", highlight=False)
+            sys.exit(1)
+        sys.exit(code if isinstance(code, int) else 0)
+
+
 app = typer.Typer(
+    cls=_OneLineErrors,
     add_completion=False,
     no_args_is_help=True,
     rich_markup_mode="rich",
@@ -99,6 +134,11 @@ def results_dir(results: Path | None, study: str) -> Path:
     return results if results is not None else Path("results") / study
 
 
+DeviceOpt = typer.Option(
+    None, "--device", help="auto | cpu | cuda \\[default: the recipe's train.device]."
+)
+
+
 @app.command()
 @user_errors
 def train(
@@ -110,23 +150,37 @@ def train(
     seed: int | None = typer.Option(None, "--seed", help="Training seed."),
     set_: list[str] | None = SetOpt,
     results: Path | None = ResultsOpt,
-    device: str = typer.Option("auto", "--device", help="auto | cpu | cuda."),
+    device: str | None = DeviceOpt,
+    force: bool = typer.Option(False, "--force", help="Retrain a run that is already recorded."),
     as_json: bool = JsonOpt,
 ) -> None:
     """Train one contrastive model with m negatives, evaluate retrieval, record the run.
 
-    Under torchrun (several processes) the recipe's batch is the global batch,
-    split over the processes; rank 0 evaluates, records and prints.
+    A run already recorded is shown, not retrained (``--force`` retrains it
+    from step 0). Under torchrun (several processes) the recipe's batch is the
+    global batch, split over the processes; rank 0 evaluates, records and prints.
     """
-    from negscale import data as datasets
-    from negscale import distributed
     from negscale.recipe import load_recipe
-    from negscale.train import run
+    from negscale.results import check_results_dir, record_path, record_row
 
     check_device(device)
-    r = load_recipe(recipe, set_, m=negatives, n=samples, seed=seed)
+    r = load_recipe(recipe, set_, m=negatives, n=samples, seed=seed)  # before torch is imported
+    folder = check_results_dir(results_dir(results, r.name))
+    recorded = None if force else record_row(folder, r.run_id())
+    if recorded is not None:
+        err.print(
+            f"already recorded: {record_path(folder, r.run_id())} (--force retrains it)",
+            highlight=False,
+            soft_wrap=True,
+        )
+        _show_run(recorded, as_json)
+        return
+
+    from negscale import data as datasets
+    from negscale import distributed
+    from negscale.train import checkpoint_path, run
+
     data = datasets.build(r.data)  # bad data is an error before anything is printed
-    folder = results_dir(results, r.name)
     main = distributed.env_info().is_main
     if main:
         err.print(
@@ -136,62 +190,85 @@ def train(
             soft_wrap=True,
         )
     try:
-        record = run(r, folder, device=device, console=err, progress=True, data=data)
+        record = run(
+            r, folder, device=device, console=err, progress=True, data=data,
+            notice=_notice if main else _quiet, resume=not force,
+        )  # fmt: skip
+    except KeyboardInterrupt:
+        ckpt = checkpoint_path(folder, r.run_id())
+        how = (
+            f"re-run the same command to resume from its checkpoint {ckpt}"
+            if ckpt.is_file()
+            else "re-run the same command to start it again (set train.checkpoint_every "
+            "to keep checkpoints during training)"
+        )
+        err.print(f"[red]interrupted:[/red] {how}", highlight=False, soft_wrap=True)
+        raise typer.Exit(130) from None
     finally:
         distributed.shutdown()
-    if not main:
-        return
-    row = record.to_row()
+    if main:
+        _show_run(record.to_row(), as_json)
+
+
+def _notice(message: str) -> None:
+    err.print(escape(message), highlight=False, soft_wrap=True)
+
+
+def _quiet(message: str) -> None:
+    """Processes other than rank 0 under torchrun stay silent."""
+
+
+def _show_run(row: dict, as_json: bool) -> None:
+    """Print a run record (table or JSON); a run that did not finish ok exits 1 after it."""
     if as_json:
         print_json(row)
     else:
         out.print(run_table(row))
-    if record.status != "ok":
+    if row["status"] != "ok":
         err.print(
-            f"[red]error:[/red] run diverged ({record.message}); recorded with status=diverged",
+            f"[red]error:[/red] run {row['status']} ({escape(str(row['message']))}); "
+            f"recorded with status={row['status']}",
             highlight=False,
+            soft_wrap=True,
         )
         raise typer.Exit(1)
 
 
-def chance_levels(row: dict) -> dict[str, float]:
-    """What a scorer that cannot tell pairs apart gets on this run's evaluation set."""
-    size = row["n_eval"]
-    out = {f"recall_at_{k}": min(k / size, 1.0) for k in (1, 5, 10)}
-    out.update(auc=0.5, mean_rank=(size + 1) / 2, val_loss=math.log(size))
-    if row.get("num_classes"):
-        out["zeroshot_top1"] = 1 / row["num_classes"]
-    return out
-
-
 def run_table(row: dict) -> Table:
+    """One run's metrics by direction, beside their chance levels and the step-0 model's."""
+    from negscale.chance import chance_levels, chance_train_loss
+
     table = Table(title=f"run {row['run_id']} ({row['status']})", title_justify="left")
-    for col in ("metric", "both", "image→text", "text→image", "chance"):
+    for col in ("metric", "both", "image→text", "text→image", "step 0", "chance"):
         table.add_column(col, justify="left" if col == "metric" else "right")
-    chance = chance_levels(row)
+    chance = chance_levels(row["n_eval"], row.get("num_classes"))
+    used = row.get("negatives_used") or row["m"]
+    chance["train_loss"] = chance_train_loss(row["loss_form"], used)
     for name in ("recall_at_1", "recall_at_5", "recall_at_10", "auc", "mean_rank"):
         table.add_row(
             name,
             _fmt(row.get(name)),
             _fmt(row.get(f"{name}_i2t")),
             _fmt(row.get(f"{name}_t2i")),
+            _fmt(row.get(f"{name}_init")) if f"{name}_init" in row else "",
             _fmt(chance.get(name)),
         )
     for name in ("zeroshot_top1", "val_loss", "train_loss"):
-        table.add_row(name, _fmt(row.get(name)), "", "", _fmt(chance.get(name)))
+        init = _fmt(row.get(f"{name}_init")) if f"{name}_init" in row else ""
+        table.add_row(name, _fmt(row.get(name)), "", "", init, _fmt(chance.get(name)))
     table.caption = (
-        f"m={row['m']} ({row['negatives']}, {row['setting']}), n={row['n']}, "
-        f"seed={row['seed']}, {row['steps']} steps on {row['device']} "
-        f"in {row['wall_s']:.1f}s"
+        f"m={row['m']} ({row['negatives']}), n={row['n']}, seed={row['seed']}:\n"
+        f"{row['steps']} steps on {row['device']} in {row['wall_s']:.1f}s"
     )
+    table.caption_justify = "left"
     return table
 
 
 # ------------------------------------------------------------------ sweep
 
 
-def check_device(device: str) -> None:
-    if device not in ("auto", "cpu", "cuda"):
+def check_device(device: str | None) -> None:
+    if device is not None and device not in ("auto", "cpu", "cuda"):
         raise NegscaleError(f"--device: expected auto, cpu or cuda, got {device!r}")
 
 
@@ -217,7 +294,7 @@ def sweep(
     dry_run: bool = typer.Option(False, "--dry-run", help="Print the plan and exit."),
     fit_: bool = typer.Option(False, "--fit", help="Fit the saturation point on the study."),
     metric: str = typer.Option("auc", "--metric", help="Metric of the summary (and of --fit)."),
-    device: str = typer.Option("auto", "--device", help="auto | cpu | cuda."),
+    device: str | None = DeviceOpt,
     as_json: bool = JsonOpt,
 ) -> None:
     """Train a grid over m, n and seeds; resumable, shardable; summarise (and fit) the study.
@@ -226,6 +303,7 @@ def sweep(
     skipped, so re-running the same command after a crash completes the study.
     """
     from negscale import sweep as sw
+    from negscale.results import check_results_dir
 
     check_device(device)
     sw.check_metric(metric)
@@ -234,15 +312,7 @@ def sweep(
     part = sw.parse_shard(shard) if shard else None
     folder = results_dir(results, plan.name)
     if dry_run:
-        mine = plan.shard(part)
-        states = sw.plan_states(mine, folder)
-        rows = [
-            {"run_id": r.run_id(), "m": r.m, "n": r.data.n, "seed": r.train.seed,
-             "state": states[r.run_id()]}
-            for r in mine
-        ]  # fmt: skip
-        doc = {"study": plan.name, "results": str(folder), "planned": len(plan.recipes),
-               "shard": list(part) if part else None, "runs": rows}  # fmt: skip
+        doc = sw.plan_document(plan, folder, part)
         if as_json:
             print_json(doc)
         else:
@@ -257,9 +327,19 @@ def sweep(
         highlight=False,
         soft_wrap=True,
     )
+    check_results_dir(folder)
     start = time.perf_counter()
-    with SweepProgress(err, metric) as progress, _sigterm_as_exit():
-        stats = sw.execute(plan, folder, shard=part, device=device, listener=progress)
+    try:
+        with SweepProgress(err, metric) as progress, _sigterm_as_exit():
+            stats = sw.execute(plan, folder, shard=part, device=device, listener=progress)
+    except KeyboardInterrupt:
+        err.print(
+            "[red]interrupted:[/red] recorded runs are kept; re-run the same command to "
+            "train the rest (a run with a checkpoint resumes from it)",
+            highlight=False,
+            soft_wrap=True,
+        )
+        raise typer.Exit(130) from None
     metrics = list(dict.fromkeys([metric, "recall_at_1"]))
     summary = sw.summarise(plan, folder, metrics)
     summary.update(shard=list(part) if part else None, sweep=stats.to_dict())
@@ -419,20 +499,25 @@ def summary_table(summary: dict[str, Any]) -> Table:
         title=f"{summary['study']}: {', '.join(metrics)} — mean ± sd over seeds",
         title_justify="left",
     )
-    for col in ("n", "m", "m/n", "seeds", *metrics):
+    for col in ("n", "m", "m/n", "ok", *metrics):
         table.add_column(col, justify="right")
-    diverged = any(c["diverged"] for c in summary["cells"])
-    if diverged:
-        table.add_column("diverged", justify="right")
+    failed = [k for k in ("diverged", "collapsed") if any(c[k] for c in summary["cells"])]
+    for k in failed:
+        table.add_column(k, justify="right")
     for c in summary["cells"]:
         cells = [str(c["n"]), str(c["m"]), f"{c['ratio']:.3g}", f"{c['ok']}/{c['planned']}"]
         cells += [_mean_sd(c[k]) for k in metrics]
-        table.add_row(*cells, *([str(c["diverged"])] if diverged else []))
+        table.add_row(*cells, *(str(c[k]) for k in failed))
+    chance = summary.get("chance") or {}
+    table.add_section()
+    blank = ["" for _ in failed]
+    table.add_row("chance", "", "", "", *(_fmt(chance.get(k)) for k in metrics), *blank)
     sweep_stats = summary["sweep"]
     table.caption = (
-        f"{summary['recorded']}/{summary['planned']} runs recorded in {summary['results']}; "
+        f"{summary['recorded']}/{summary['planned']} runs recorded in {summary['results']};\n"
         f"this invocation trained {len(sweep_stats['trained'])} in {_clock(summary['wall_s'])}"
     )
+    table.caption_justify = "left"
     return table
 
 

@@ -296,6 +296,21 @@ def make_plan(
     return Plan(name=base.name, setting=base.setting, recipes=ordered)
 
 
+def plan_document(
+    plan: Plan, results: str | Path, shard: tuple[int, int] | None = None
+) -> dict[str, Any]:
+    """What ``sweep --dry-run`` shows: this shard's runs and the state of each on disk."""
+    mine = plan.shard(shard)
+    states = plan_states(mine, results)
+    rows = [
+        {"run_id": r.run_id(), "m": r.m, "n": r.data.n, "seed": r.train.seed,
+         "state": states[r.run_id()]}
+        for r in mine
+    ]  # fmt: skip
+    return {"study": plan.name, "results": str(results), "planned": len(plan.recipes),
+            "shard": list(shard) if shard else None, "runs": rows}  # fmt: skip
+
+
 # ---------------------------------------------------------------- files on disk
 
 
@@ -512,6 +527,7 @@ class SweepStats:
     done_before: int = 0
     trained: list[str] = field(default_factory=list)
     diverged: list[str] = field(default_factory=list)
+    collapsed: list[str] = field(default_factory=list)
     failed: dict[str, str] = field(default_factory=dict)
     busy: list[str] = field(default_factory=list)
     corrupt: list[str] = field(default_factory=list)
@@ -523,6 +539,7 @@ class SweepStats:
             "done_before": self.done_before,
             "trained": list(self.trained),
             "diverged": list(self.diverged),
+            "collapsed": list(self.collapsed),
             "failed": dict(self.failed),
             "busy": list(self.busy),
             "corrupt_redone": list(self.corrupt),
@@ -570,6 +587,8 @@ def execute(
     todo = [r for r in mine if states[r.run_id()] != "done"]
     stats = SweepStats(in_shard=len(mine), done_before=len(mine) - len(todo))
     cache = _DataCache()
+    if stats.done_before:
+        listener.notice(f"{stats.done_before} of {len(mine)} runs already recorded: skipped")
     listener.begin(len(todo))
     for recipe in todo:
         rid = recipe.run_id()
@@ -597,7 +616,14 @@ def execute(
             listener.started(recipe)
             start = time.perf_counter()
             try:
-                record = run(recipe, results, device=device, progress=False, data=cache.get(recipe))
+                record = run(
+                    recipe,
+                    results,
+                    device=device,
+                    progress=False,
+                    data=cache.get(recipe),
+                    notice=listener.notice,
+                )
             except NegscaleError:
                 raise
             except Exception as exc:
@@ -606,8 +632,10 @@ def execute(
                 listener.finished(recipe, None, time.perf_counter() - start)
                 continue
             stats.trained.append(rid)
-            if record.status != "ok":
+            if record.status == "diverged":
                 stats.diverged.append(rid)
+            elif record.status == "collapsed":
+                stats.collapsed.append(rid)
             listener.finished(recipe, record, time.perf_counter() - start)
         finally:
             held.release()
@@ -656,6 +684,7 @@ def summarise(
         runs.append({"run_id": rid, "m": r.m, "n": r.data.n, "seed": r.train.seed,
                      "status": status, **values})  # fmt: skip
         cell = cells.setdefault((r.data.n, r.m), {"planned": 0, "ok": 0, "diverged": 0,
+                                                  "collapsed": 0,
                                                   "values": {k: [] for k in metrics}})  # fmt: skip
         cell["planned"] += 1
         if status == "ok":
@@ -664,8 +693,8 @@ def summarise(
                 v = values[k]
                 if v is not None and math.isfinite(float(v)):
                     cell["values"][k].append(float(v))
-        elif status == "diverged":
-            cell["diverged"] += 1
+        elif status in ("diverged", "collapsed"):
+            cell[status] += 1
     cell_rows = [
         {
             "n": n,
@@ -674,6 +703,7 @@ def summarise(
             "planned": c["planned"],
             "ok": c["ok"],
             "diverged": c["diverged"],
+            "collapsed": c["collapsed"],
             **{k: _mean_sd(c["values"][k]) for k in metrics},
         }
         for (n, m), c in sorted(cells.items())
@@ -686,6 +716,20 @@ def summarise(
         "metrics": list(metrics),
         "planned": len(runs),
         "recorded": done,
+        "chance": _chance(frame, metrics),
         "cells": cell_rows,
         "runs": runs,
     }
+
+
+def _chance(frame: Any, metrics: Sequence[str]) -> dict[str, float | None]:
+    """Each metric's chance level on the study's held-out data (None before any record)."""
+    from negscale.chance import chance_levels
+
+    rows = [r for r in frame.to_dict("records") if r.get("n_eval")]
+    if not rows:
+        return {k: None for k in metrics}
+    classes = rows[0].get("num_classes")
+    classes = None if classes is None or classes != classes else int(classes)
+    levels = chance_levels(int(rows[0]["n_eval"]), classes)
+    return {k: levels.get(k) for k in metrics}

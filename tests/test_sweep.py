@@ -77,6 +77,8 @@ def _records_on_disk(results: Path) -> dict[str, dict]:
     """run_id -> record row, read with pyarrow; asserts each file holds its own run."""
     rows = {}
     for f in sorted((results / "runs").glob("*.parquet")):
+        if f.name.endswith(".history.parquet"):  # a run's training curve, not a record
+            continue
         table = pq.read_table(f).to_pylist()
         assert len(table) == 1 and table[0]["run_id"] == f.stem
         rows[f.stem] = table[0]
@@ -373,6 +375,26 @@ def test_a_diverged_run_is_recorded_and_the_sweep_goes_on(tmp_path, fast) -> Non
     doc = json.loads(res.stdout)
     assert [c["diverged"] for c in doc["cells"]] == [1, 1]
     assert all(c["auc"]["mean"] is None for c in doc["cells"])
+
+
+def test_a_collapsed_run_is_reported_counted_and_the_table_shows_chance(tmp_path, fast) -> None:
+    args = ["sweep", "quickstart", "-m", "2,4", "--results", str(tmp_path)]
+    res = runner.invoke(app, [*args, *_sets([*fast, "train.lr=1e-9"])])
+    assert res.exit_code == 0, res.output
+    assert res.stderr.count("  collapsed (collapsed: held-out AUC") == 2
+    rows = _records_on_disk(tmp_path)
+    assert {r["status"] for r in rows.values()} == {"collapsed"}
+    lines = res.stdout.splitlines()
+    assert any(line.split() == ["│", "chance", "│", "│", "│", "│", "0.5000", "│",
+                                f"{1 / 128:.4f}", "│", "│"] for line in lines), res.stdout  # fmt: skip
+    assert any("collapsed" in line for line in lines[:6])  # a column of its own
+
+    # running it again: nothing to train, and it says so
+    res = runner.invoke(app, [*args, "--json", *_sets([*fast, "train.lr=1e-9"])])
+    assert "2 of 2 runs already recorded: skipped" in res.stderr
+    doc = json.loads(res.stdout)
+    assert [c["collapsed"] for c in doc["cells"]] == [1, 1] and doc["sweep"]["trained"] == []
+    assert doc["chance"] == {"auc": 0.5, "recall_at_1": 1 / 128}
 
 
 def test_a_crashing_run_is_reported_the_others_finish_and_it_stays_pending(
