@@ -103,9 +103,7 @@ def test_results_that_is_a_file_fails_before_training(tmp_path) -> None:
     assert res.exit_code == 2 and "is a file, not a folder" in res.stderr
 
 
-def test_a_recorded_run_is_shown_not_retrained_and_force_retrains(
-    tmp_path, tiny_overrides
-) -> None:
+def test_a_recorded_run_is_shown_not_retrained_and_force_retrains(tmp_path, tiny_overrides) -> None:
     args = ["train", "quickstart", "--results", str(tmp_path), *_sets(tiny_overrides)]
     first, _ = run_json(*args)
     path = record_path(tmp_path, first["run_id"])
