@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import typer
+from rich import box
 from rich.console import Console
 from rich.markup import escape
 from rich.progress import (
@@ -294,6 +295,9 @@ def sweep(
     dry_run: bool = typer.Option(False, "--dry-run", help="Print the plan and exit."),
     fit_: bool = typer.Option(False, "--fit", help="Fit the saturation point on the study."),
     metric: str = typer.Option("auc", "--metric", help="Metric of the summary (and of --fit)."),
+    plot: Path | None = typer.Option(
+        None, "--plot", help="Draw the study: metric against m, a line per n, seed bands (PNG)."
+    ),
     device: str | None = DeviceOpt,
     as_json: bool = JsonOpt,
 ) -> None:
@@ -319,27 +323,11 @@ def sweep(
             out.print(plan_table(doc))
         return
 
-    err.print(
-        f"[bold]negscale sweep[/bold] {plan.name}: {len(plan.recipes)} runs "
-        f"({plan.setting}, source={'/'.join(sorted({r.negatives.source for r in plan.recipes}))})"
-        + (f", shard {part[0]}/{part[1]}" if part else "")
-        + f" -> {folder}",
-        highlight=False,
-        soft_wrap=True,
-    )
+    if plot is not None:
+        check_plot_path(plot)
     check_results_dir(folder)
     start = time.perf_counter()
-    try:
-        with SweepProgress(err, metric) as progress, _sigterm_as_exit():
-            stats = sw.execute(plan, folder, shard=part, device=device, listener=progress)
-    except KeyboardInterrupt:
-        err.print(
-            "[red]interrupted:[/red] recorded runs are kept; re-run the same command to "
-            "train the rest (a run with a checkpoint resumes from it)",
-            highlight=False,
-            soft_wrap=True,
-        )
-        raise typer.Exit(130) from None
+    stats = _execute(plan, folder, part, device, metric)
     metrics = list(dict.fromkeys([metric, "recall_at_1"]))
     summary = sw.summarise(plan, folder, metrics)
     summary.update(shard=list(part) if part else None, sweep=stats.to_dict())
@@ -356,6 +344,8 @@ def sweep(
             from negscale.fit import render
 
             render(report, out)
+    if plot is not None:
+        err.print(f"plot: {sw.plot_study(summary, metric, plot)}", highlight=False)
     if fit_warning:
         err.print(f"[yellow]warning:[/yellow] {fit_warning}", highlight=False, soft_wrap=True)
     if stats.failed:
@@ -365,6 +355,41 @@ def sweep(
             highlight=False,
         )
         raise typer.Exit(1)
+
+
+def _execute(plan: Any, folder: Path, part: tuple[int, int] | None, device: str | None,
+             metric: str) -> Any:  # fmt: skip
+    """Run the sweep under a progress bar; SIGTERM and Ctrl-C leave no lock and say what next."""
+    from negscale import sweep as sw
+
+    sources = "/".join(sorted({r.negatives.source for r in plan.recipes}))
+    err.print(
+        f"[bold]negscale sweep[/bold] {plan.name}: {len(plan.recipes)} runs "
+        f"({plan.setting}, source={sources})"
+        + (f", shard {part[0]}/{part[1]}" if part else "")
+        + f" -> {folder}",
+        highlight=False,
+        soft_wrap=True,
+    )
+    try:
+        with SweepProgress(err, metric) as progress, _sigterm_as_exit():
+            return sw.execute(plan, folder, shard=part, device=device, listener=progress)
+    except KeyboardInterrupt:
+        err.print(
+            "[red]interrupted:[/red] recorded runs are kept; re-run the same command to "
+            "train the rest (a run with a checkpoint resumes from it)",
+            highlight=False,
+            soft_wrap=True,
+        )
+        raise typer.Exit(130) from None
+
+
+def check_plot_path(path: Path) -> None:
+    """A plot path must name an image file in an existing folder (checked before training)."""
+    if path.suffix.lower() not in (".png", ".pdf", ".svg"):
+        raise NegscaleError(f"--plot: {path} should end in .png, .pdf or .svg")
+    if not path.parent.is_dir():
+        raise NegscaleError(f"--plot: folder {path.parent} does not exist")
 
 
 @contextlib.contextmanager
@@ -383,10 +408,7 @@ def _sigterm_as_exit() -> Iterator[None]:
 
 def fit_study(plan: Any, folder: Path, metric: str) -> tuple[Any, str | None]:
     """The fit report of the finished study, or a warning why there is none (never fatal)."""
-    try:
-        from negscale.fit import fit
-    except ImportError:
-        return None, "--fit: negscale.fit is not available in this installation"
+    from negscale.fit import fit
     from negscale.sweep import study_frame
 
     try:
@@ -544,6 +566,53 @@ def plan_table(doc: dict[str, Any]) -> Table:
     return table
 
 
+# ------------------------------------------------------------------ results
+
+
+@app.command("results")
+@user_errors
+def results_cmd(
+    folders: list[Path] = typer.Argument(..., help="Results folders (with runs/*.parquet)."),
+    status: str | None = typer.Option(
+        None, "--status", help="Only these statuses: ok, diverged, collapsed (comma-separated)."
+    ),
+    design: str | None = typer.Option(
+        None, "--design", help="Only this study design (its id, or a prefix of it)."
+    ),
+    as_csv: bool = typer.Option(False, "--csv", help="Print every column as CSV on stdout."),
+    as_json: bool = JsonOpt,
+) -> None:
+    """List recorded runs as a table, filtered by status and design."""
+    from negscale.results import LIST_COLUMNS, load, select
+
+    rows = select(load(folders), status=status, design=design)
+    if as_csv:
+        sys.stdout.write(rows.to_csv(index=False))
+        return
+    records = [{k: _clean(v) for k, v in r.items()} for r in rows.to_dict("records")]
+    if as_json:
+        print_json(records)
+        return
+    designs = rows["design"].nunique() if len(rows) else 0
+    table = Table(
+        title=f"{len(rows)} runs, {designs} designs",
+        title_justify="left",
+        box=box.SIMPLE_HEAD,
+        pad_edge=False,
+    )
+    for col in LIST_COLUMNS:
+        left = col in ("run_id", "design", "status")
+        table.add_column(col, justify="left" if left else "right", no_wrap=True)
+    for r in records:
+        style = {"diverged": "red", "collapsed": "yellow"}.get(str(r["status"]), "")
+        cells = [_fmt(r.get(c)) for c in LIST_COLUMNS]
+        cells[1] = str(r.get("design") or "—")[:8]
+        table.add_row(*cells, style=style)
+    table.caption = "design: its first 8 characters (--design takes a prefix)"
+    table.caption_justify = "left"
+    out.print(table)
+
+
 # ------------------------------------------------------------------ fit
 
 
@@ -676,6 +745,8 @@ def list_(
     as_json: bool = JsonOpt,
 ) -> None:
     """List what is available: datasets, encoders, bundled recipes, negative sources."""
+    from negscale.catalogue import catalogue
+
     rows = catalogue(what)
     if as_json:
         print_json(rows)
@@ -686,47 +757,6 @@ def list_(
     for row in rows:
         table.add_row(*(str(v) for v in row.values()))
     out.print(table)
-
-
-def catalogue(what: str) -> list[dict[str, str]]:
-    if what == "datasets":
-        from negscale.data import DATASETS
-
-        return [{"name": k, "summary": v.summary} for k, v in DATASETS.items()]
-    if what == "encoders":
-        from negscale.encoders import ENCODERS
-
-        return [
-            {"name": k, "inputs": "/".join(v.kinds), "summary": v.summary}
-            for k, v in ENCODERS.items()
-        ]
-    if what == "recipes":
-        import tomllib
-
-        from negscale.recipe import bundled_recipes
-
-        rows = []
-        for name, path in sorted(bundled_recipes().items()):
-            first = path.read_text().splitlines()[0] if path.stat().st_size else ""
-            rows.append(
-                {
-                    "name": name,
-                    "summary": first.lstrip("# ").strip(),
-                    "source": tomllib.loads(path.read_text())
-                    .get("negatives", {})
-                    .get("source", "batch"),
-                }
-            )
-        return rows
-    if what == "negatives":
-        from negscale.negatives import SOURCES
-        from negscale.recipe import SETTING_OF_SOURCE
-
-        return [
-            {"name": k, "setting": SETTING_OF_SOURCE[k], "summary": v.summary}
-            for k, v in SOURCES.items()
-        ]
-    raise NegscaleError(f"list: expected datasets, encoders, recipes or negatives, got {what!r}")
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -308,3 +308,21 @@ def record_row(results: str | Path, run_id: str) -> dict | None:
 
 def _is_missing(value: Any) -> bool:
     return value is None or (isinstance(value, float) and value != value)
+
+
+LIST_COLUMNS = ("run_id", "design", "status", "m", "n", "seed", "auc", "recall_at_1")
+
+
+def select(frame: pd.DataFrame, *, status: str | None = None, design: str | None = None):
+    """Records filtered by status (comma-separated) and design (an id or its prefix).
+
+    Sorted by design, n, m, seed, so the runs of one study design sit together.
+    """
+    rows = frame
+    if status:
+        wanted = {s.strip() for s in status.split(",") if s.strip()}
+        rows = rows[rows["status"].isin(wanted)]
+    if design:
+        rows = rows[rows["design"].fillna("").astype(str).str.startswith(design.strip())]
+    keys = [k for k in ("design", "n", "m", "seed", "run_id") if k in rows.columns]
+    return rows.sort_values(keys, kind="stable").reset_index(drop=True)

@@ -194,3 +194,17 @@ def test_results_folder_checks(tmp_path) -> None:
     (tmp_path / "s" / "runs").write_text("x")
     with pytest.raises(NegscaleError, match="runs is a file"):
         check_results_dir(tmp_path / "s")
+
+
+def test_select_filters_by_status_and_design_prefix(tmp_path) -> None:
+    from negscale.results import select
+
+    specs = [("r1", "aaaa11", "ok", 4), ("r2", "aaaa11", "collapsed", 1),
+             ("r3", "bbbb22", "ok", 2), ("r4", "aaaa11", "ok", 2)]  # fmt: skip
+    for rid, design, status, m in specs:
+        write(make_record(rid, design=design, status=status, m=m), tmp_path)
+    frame = load(tmp_path)
+    assert list(select(frame)["run_id"]) == ["r2", "r4", "r1", "r3"]  # design, then m
+    assert list(select(frame, status="ok", design="aaaa")["run_id"]) == ["r4", "r1"]
+    assert list(select(frame, status="collapsed,diverged")["run_id"]) == ["r2"]
+    assert select(frame, design="cc").empty

@@ -10,7 +10,8 @@ a job array, so every step is safe to repeat. One job per module:
 * :mod:`~negscale.sweep.locks` — the exclusive, heartbeating claim on a run;
 * :mod:`~negscale.sweep.state` — what the files on disk say about a run;
 * :mod:`~negscale.sweep.execute` — training the pending runs, each under a claim;
-* :mod:`~negscale.sweep.summary` — per-cell means and sds, chance levels.
+* :mod:`~negscale.sweep.summary` — per-cell means and sds, chance levels;
+* :mod:`~negscale.sweep.plot` — the study drawn (``sweep --plot``).
 """
 
 from negscale.sweep.execute import Listener, SilentListener, SweepStats, execute
@@ -24,6 +25,7 @@ from negscale.sweep.grid import (
 )
 from negscale.sweep.locks import Claim, claim, lock_path, lock_state
 from negscale.sweep.plan import GridSpec, Plan, make_plan, plan_document
+from negscale.sweep.plot import plot_study
 from negscale.sweep.state import plan_states, record_state, stray_files
 from negscale.sweep.summary import check_metric, study_frame, summarise
 
@@ -47,6 +49,7 @@ __all__ = [
     "parse_values",
     "plan_document",
     "plan_states",
+    "plot_study",
     "record_state",
     "resolve_samples",
     "stray_files",
