@@ -69,10 +69,19 @@ def test_bad_input_is_one_line_exit_2(tmp_path, args: list[str], needle: str) ->
 
 @pytest.mark.parametrize("what", ["datasets", "encoders", "recipes", "negatives"])
 def test_list(what: str) -> None:
-    res = runner.invoke(app, ["list", what, "--json"])
-    assert res.exit_code == 0
-    rows = json.loads(res.stdout)
-    assert rows and all("name" in r and r.get("summary") for r in rows)
+    from negscale.data import DATASETS
+    from negscale.encoders import ENCODERS
+    from negscale.negatives import SOURCES
+    from negscale.recipe import bundled_recipes
+
+    rows, _ = run_json("list", what)
+    names = {"datasets": DATASETS, "encoders": ENCODERS, "negatives": SOURCES,
+             "recipes": bundled_recipes()}[what]  # fmt: skip
+    assert [r["name"] for r in rows] == (sorted(names) if what == "recipes" else list(names))
+    assert all(r["summary"] for r in rows)
+    if what == "recipes":  # each summary is the file's first comment line
+        first = bundled_recipes()["quickstart"].read_text().splitlines()[0]
+        assert {r["name"]: r["summary"] for r in rows}["quickstart"] == first.lstrip("# ")
 
 
 def test_diverged_run_is_recorded_and_exits_non_zero(tmp_path, tiny_overrides) -> None:
