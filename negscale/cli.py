@@ -512,7 +512,7 @@ def _mean_sd(cell: dict[str, Any]) -> str:
     mean, sd = cell.get("mean"), cell.get("sd")
     if mean is None:
         return "—"
-    return _fmt(mean) + ("" if sd is None else f" ± {_fmt(sd)}")
+    return _fmt(mean, 3) + ("" if sd is None else f" ± {_fmt(sd, 3)}")  # 80 columns
 
 
 def summary_table(summary: dict[str, Any]) -> Table:
@@ -520,12 +520,14 @@ def summary_table(summary: dict[str, Any]) -> Table:
     table = Table(
         title=f"{summary['study']}: {', '.join(metrics)} — mean ± sd over seeds",
         title_justify="left",
+        box=box.SIMPLE_HEAD,
+        pad_edge=False,
     )
     for col in ("n", "m", "m/n", "ok", *metrics):
-        table.add_column(col, justify="right")
+        table.add_column(col, justify="right", no_wrap=True)
     failed = [k for k in ("diverged", "collapsed") if any(c[k] for c in summary["cells"])]
     for k in failed:
-        table.add_column(k, justify="right")
+        table.add_column(k[:4], justify="right", no_wrap=True)
     for c in summary["cells"]:
         cells = [str(c["n"]), str(c["m"]), f"{c['ratio']:.3g}", f"{c['ok']}/{c['planned']}"]
         cells += [_mean_sd(c[k]) for k in metrics]
@@ -533,11 +535,12 @@ def summary_table(summary: dict[str, Any]) -> Table:
     chance = summary.get("chance") or {}
     table.add_section()
     blank = ["" for _ in failed]
-    table.add_row("chance", "", "", "", *(_fmt(chance.get(k)) for k in metrics), *blank)
+    table.add_row("chance", "", "", "", *(_fmt(chance.get(k), 3) for k in metrics), *blank)
     sweep_stats = summary["sweep"]
     table.caption = (
         f"{summary['recorded']}/{summary['planned']} runs recorded in {summary['results']};\n"
         f"this invocation trained {len(sweep_stats['trained'])} in {_clock(summary['wall_s'])}"
+        + ("; dive/coll: runs diverged / collapsed" if failed else "")
     )
     table.caption_justify = "left"
     return table
