@@ -164,18 +164,19 @@ def test_python_dash_m_negscale_runs_the_cli() -> None:
     assert {r["name"] for r in json.loads(res.stdout)} >= {"batch", "subsample", "pool"}
 
 
-def test_recipe_errors_come_before_torch_is_imported() -> None:
+@pytest.mark.parametrize("command", ["train", "sweep"])
+def test_recipe_errors_come_before_torch_is_imported(command: str) -> None:
     code = (
         "import sys\n"
         "from negscale.cli import app\n"
         "try:\n"
-        "    app(['train', 'quickstart', '--set', 'train.steps=0'])\n"
+        f"    app(['{command}', 'quickstart', '--set', 'train.steps=0'])\n"
         "except SystemExit as e:\n"
         "    print(e.code, 'torch' in sys.modules, 'pandas' in sys.modules)\n"
     )
     res = _python("-c", code)
     assert res.stdout.split() == ["2", "False", "False"], res.stderr
-    assert res.stderr.startswith("error: train.steps")
+    assert res.stderr.startswith("error: ") and "train.steps" in res.stderr
 
 
 def test_tables_fit_80_columns_when_piped(tmp_path, tiny_overrides) -> None:

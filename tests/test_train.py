@@ -87,6 +87,9 @@ def test_nan_loss_is_recorded_as_diverged(tmp_path, tiny_overrides) -> None:
     assert rec.status == "diverged" and "loss became" in rec.message
     assert rec.auc is None
     assert load(tmp_path).loc[0, "status"] == "diverged"
+    curve = read_history(tmp_path, rec.run_id)  # the curve up to the divergence, for diagnosis
+    step = int(rec.message.rsplit(" ", 1)[-1])
+    assert curve["step"].max() <= step < r.train.steps
 
 
 def test_resume_from_checkpoint_continues_exactly(tiny_overrides) -> None:
