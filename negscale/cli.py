@@ -135,6 +135,9 @@ def results_dir(results: Path | None, study: str) -> Path:
     return results if results is not None else Path("results") / study
 
 
+ReportOpt = typer.Option(
+    None, "--report-to", help="Also log each run to: tensorboard (<results>/tensorboard)."
+)
 DeviceOpt = typer.Option(
     None, "--device", help="auto | cpu | cuda \\[default: the recipe's train.device]."
 )
@@ -153,6 +156,7 @@ def train(
     results: Path | None = ResultsOpt,
     device: str | None = DeviceOpt,
     force: bool = typer.Option(False, "--force", help="Retrain a run that is already recorded."),
+    report_to: str | None = ReportOpt,
     as_json: bool = JsonOpt,
 ) -> None:
     """Train one contrastive model with m negatives, evaluate retrieval, record the run.
@@ -162,9 +166,11 @@ def train(
     global batch, split over the processes; rank 0 evaluates, records and prints.
     """
     from negscale.recipe import load_recipe
+    from negscale.report_to import check_report_to
     from negscale.results import check_results_dir, record_path, record_row
 
     check_device(device)
+    check_report_to(report_to)
     r = load_recipe(recipe, set_, m=negatives, n=samples, seed=seed)  # before torch is imported
     folder = check_results_dir(results_dir(results, r.name))
     recorded = None if force else record_row(folder, r.run_id())
@@ -193,7 +199,7 @@ def train(
     try:
         record = run(
             r, folder, device=device, console=err, progress=True, data=data,
-            notice=_notice if main else _quiet, resume=not force,
+            notice=_notice if main else _quiet, resume=not force, report_to=report_to,
         )  # fmt: skip
     except KeyboardInterrupt:
         ckpt = checkpoint_path(folder, r.run_id())
@@ -299,6 +305,7 @@ def sweep(
         None, "--plot", help="Draw the study: metric against m, a line per n, seed bands (PNG)."
     ),
     device: str | None = DeviceOpt,
+    report_to: str | None = ReportOpt,
     as_json: bool = JsonOpt,
 ) -> None:
     """Train a grid over m, n and seeds; resumable, shardable; summarise (and fit) the study.
@@ -307,9 +314,11 @@ def sweep(
     skipped, so re-running the same command after a crash completes the study.
     """
     from negscale import sweep as sw
+    from negscale.report_to import check_report_to
     from negscale.results import check_results_dir
 
     check_device(device)
+    check_report_to(report_to)
     sw.check_metric(metric)
     grid = sw.GridSpec(negatives=negatives, ratios=ratios, samples=samples, seeds=seeds)
     plan = sw.make_plan(recipe, set_, grid)
@@ -327,7 +336,7 @@ def sweep(
         check_plot_path(plot)
     check_results_dir(folder)
     start = time.perf_counter()
-    stats = _execute(plan, folder, part, device, metric)
+    stats = _execute(plan, folder, part, device, metric, report_to)
     metrics = list(dict.fromkeys([metric, "recall_at_1"]))
     summary = sw.summarise(plan, folder, metrics)
     summary.update(shard=list(part) if part else None, sweep=stats.to_dict())
@@ -358,7 +367,7 @@ def sweep(
 
 
 def _execute(plan: Any, folder: Path, part: tuple[int, int] | None, device: str | None,
-             metric: str) -> Any:  # fmt: skip
+             metric: str, report_to: str | None) -> Any:  # fmt: skip
     """Run the sweep under a progress bar; SIGTERM and Ctrl-C leave no lock and say what next."""
     from negscale import sweep as sw
 
@@ -373,7 +382,9 @@ def _execute(plan: Any, folder: Path, part: tuple[int, int] | None, device: str 
     )
     try:
         with SweepProgress(err, metric) as progress, _sigterm_as_exit():
-            return sw.execute(plan, folder, shard=part, device=device, listener=progress)
+            return sw.execute(
+                plan, folder, shard=part, device=device, listener=progress, report_to=report_to
+            )
     except KeyboardInterrupt:
         err.print(
             "[red]interrupted:[/red] recorded runs are kept; re-run the same command to "

@@ -480,6 +480,7 @@ def run(
     data: PairedData | None = None,
     notice: Notice | None = None,
     resume: bool = True,
+    report_to: str | None = None,
 ) -> RunRecord:
     """Train, evaluate and record one run; resumes from its checkpoint if one exists.
 
@@ -489,6 +490,7 @@ def run(
     with ``status="diverged"`` and no metrics. ``notice`` receives one-line
     messages (resuming, an unreadable checkpoint); default: stderr. With
     ``resume=False`` an existing checkpoint is ignored and overwritten.
+    ``report_to="tensorboard"`` also writes the curve and metrics as scalars.
     """
     start = time.perf_counter()
     say = notice or _stderr
@@ -520,6 +522,10 @@ def run(
     )
     if main:  # one record per run, however many processes trained it
         write_history(trainer.history, results, record.run_id)
+        if report_to == "tensorboard":
+            from negscale.report_to import write_tensorboard
+
+            write_tensorboard(results, record, trainer.history)
         write(record, results)
     distributed.barrier()
     return record

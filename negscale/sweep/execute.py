@@ -105,6 +105,7 @@ def execute(
     shard: tuple[int, int] | None = None,
     device: str | None = None,
     listener: Listener | None = None,
+    report_to: str | None = None,
 ) -> SweepStats:
     """Train every run of this shard that has no valid record, each under a claim.
 
@@ -157,6 +158,7 @@ def execute(
                     progress=False,
                     data=cache.get(recipe),
                     notice=listener.notice,
+                    report_to=report_to,
                 )
             except NegscaleError:
                 raise
