@@ -341,6 +341,19 @@ def sweep(
     summary = sw.summarise(plan, folder, metrics)
     summary.update(shard=list(part) if part else None, sweep=stats.to_dict())
     summary["wall_s"] = time.perf_counter() - start
+    _show_study(summary, plan, folder, metric, fit_, plot, as_json)
+    if stats.failed:
+        err.print(
+            f"[red]error:[/red] {len(stats.failed)} run(s) failed and stay pending; "
+            "re-run the same command to retry them",
+            highlight=False,
+        )
+        raise typer.Exit(1)
+
+
+def _show_study(summary: dict, plan: Any, folder: Path, metric: str, fit_: bool,
+                plot: Path | None, as_json: bool) -> None:  # fmt: skip
+    """Render the summary (and the fit, and the plot) of a finished sweep."""
     report, fit_warning = fit_study(plan, folder, metric) if fit_ else (None, None)
     if as_json:
         if fit_:
@@ -354,16 +367,11 @@ def sweep(
 
             render(report, out)
     if plot is not None:
-        err.print(f"plot: {sw.plot_study(summary, metric, plot)}", highlight=False)
+        from negscale.sweep import plot_study
+
+        err.print(f"plot: {plot_study(summary, metric, plot)}", highlight=False)
     if fit_warning:
         err.print(f"[yellow]warning:[/yellow] {fit_warning}", highlight=False, soft_wrap=True)
-    if stats.failed:
-        err.print(
-            f"[red]error:[/red] {len(stats.failed)} run(s) failed and stay pending; "
-            "re-run the same command to retry them",
-            highlight=False,
-        )
-        raise typer.Exit(1)
 
 
 def _execute(plan: Any, folder: Path, part: tuple[int, int] | None, device: str | None,
