@@ -87,3 +87,17 @@ def test_a_run_at_lr_1e9_is_recorded_collapsed_and_a_healthy_one_ok(
     ok = run(load_recipe("quickstart", tiny_overrides), tmp_path, progress=False)
     assert ok.status == "ok" and ok.message is None
     assert ok.auc > ok.auc_init + 10 * auc_margin(256)
+
+
+def test_a_run_whose_embeddings_collapse_is_recorded_with_that_reason(
+    tmp_path, tiny_overrides, monkeypatch
+) -> None:
+    def one_point(self, split, limit=None):  # every held-out item at the same place
+        count = len(split) if limit is None else min(limit, len(split))
+        same = F.normalize(torch.ones(count, self.recipe.model.embed_dim), dim=-1)
+        return same, same.clone()
+
+    monkeypatch.setattr(Trainer, "embed", one_point)
+    rec = run(load_recipe("quickstart", [*tiny_overrides, "train.steps=5"]), tmp_path,
+              progress=False)  # fmt: skip
+    assert rec.status == "collapsed" and "every held-out score is equal" in rec.message
