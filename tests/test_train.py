@@ -205,6 +205,8 @@ def test_a_resumed_run_says_its_step_and_keeps_its_step_0_evaluation(
     assert said == [f"resuming run {r.run_id()} from its checkpoint at step 4/10"]
     assert resumed.auc_init == straight.auc_init  # from the checkpoint, not re-evaluated
     assert [getattr(resumed, k) for k in OUTCOMES] == [getattr(straight, k) for k in OUTCOMES]
+    one, two = (read_history(tmp_path / d, r.run_id()) for d in ("straight", "resumed"))
+    assert one.equals(two)  # the curve continues across the resume
 
 
 def test_a_checkpoint_that_fails_halfway_through_loading_retrains_from_step_0(
