@@ -84,6 +84,31 @@ def all_gather_with_grad(x: torch.Tensor) -> torch.Tensor:
     return _GatherWithGrad.apply(x)
 
 
+def world_rank() -> tuple[int, int]:
+    """(world size, rank) of the joined process group; (1, 0) for one process."""
+    if not dist.is_initialized():
+        return 1, 0
+    return dist.get_world_size(), dist.get_rank()
+
+
+def all_gather(x: torch.Tensor) -> torch.Tensor:
+    """Concatenate ``x`` from every rank in rank order, without gradient (equal shapes)."""
+    if not dist.is_initialized() or dist.get_world_size() == 1:
+        return x
+    parts = [torch.empty_like(x) for _ in range(dist.get_world_size())]
+    dist.all_gather(parts, x.contiguous())
+    return torch.cat(parts)
+
+
+def mean_over_ranks(x: torch.Tensor) -> torch.Tensor:
+    """The mean of ``x`` over ranks (a rank's local loss -> the global batch's loss)."""
+    if not dist.is_initialized() or dist.get_world_size() == 1:
+        return x
+    x = x.clone()
+    dist.all_reduce(x)
+    return x / dist.get_world_size()
+
+
 def average_gradients(params: list[torch.nn.Parameter]) -> None:
     """Average parameter gradients over ranks in one coalesced all_reduce.
 

@@ -115,6 +115,11 @@ class NegativesConfig(_Section):
     tile: int = Field(
         4096, ge=1, description="tiled LSE above this many columns: O(B * tile) loss memory"
     )
+    class_aware: bool = Field(
+        True,
+        description="independent: draw other-class items when labelled; false: the marginal"
+        " (any other training item, labels ignored)",
+    )
 
     @property
     def setting(self) -> str:
@@ -135,6 +140,12 @@ class TrainConfig(_Section):
     seed: int = 0
     device: Literal["auto", "cpu", "cuda"] = "auto"
     checkpoint_every: int = Field(0, ge=0, description="steps between checkpoints; 0: end only")
+    micro_batch: int | None = Field(
+        None,
+        ge=0,
+        description="gradient caching: embed the batch and extra negatives in chunks of this"
+        " size, same gradients (None/0: off)",
+    )
 
 
 class EvalConfig(_Section):

@@ -203,9 +203,10 @@ def record_design(recipe_json: str) -> str | None:
     """The design of a record from its recipe JSON (records that predate the column)."""
     import json
 
+    from negscale.recipe import Recipe
     from negscale.run_id import design_id, flatten
 
-    try:
-        return design_id(flatten(json.loads(recipe_json)), {})
+    try:  # today's defaults: fields added since the record was written are at theirs
+        return design_id(flatten(json.loads(recipe_json)), Recipe().field_defaults())
     except (TypeError, ValueError):
         return None

@@ -29,6 +29,7 @@ from negscale.errors import NegscaleError
 from negscale.losses import contrastive_loss
 from negscale.metrics import evaluate
 from negscale.negatives import Batch, NegativeSource, step_generator
+from negscale.negatives.step import StagedStep
 from negscale.recipe import Recipe
 from negscale.results import RunRecord, write
 
@@ -159,6 +160,14 @@ class Trainer:
         distributed.broadcast_parameters(self.model)
         self.step_model = torch.compile(self.model) if runtime.compile else self.model
         self.source: NegativeSource = negatives.build(recipe, self.data)
+        self.stepper = StagedStep(
+            self.source,
+            self.model,
+            self.step_model,
+            runtime.device,
+            runtime.autocast,
+            micro_batch=recipe.train.micro_batch,
+        )
         fused = runtime.device.type == "cuda"
         self.optimizer = _optimizer(self.model, recipe, fused)
         total, warm = recipe.train.steps, recipe.train.warmup
@@ -216,30 +225,30 @@ class Trainer:
         x, y = split.fetch(mine)
         return Batch(idx, x.to(dev), y.to(dev), labels)
 
-    def train_step(self) -> float:
+    def train_step(self) -> torch.Tensor:
+        """One optimiser step; returns the step's loss, still on the device (no host sync).
+
+        The source's stages run in :class:`negscale.negatives.step.StagedStep`
+        (plain, gradient-cached with ``train.micro_batch``, and per-rank local
+        loss under torchrun); gradients are then averaged over ranks, clipped
+        and applied.
+        """
         batch = self._batch(self.step)
         self.model.train()
-        with self.runtime.autocast:
-            img, txt = self.step_model(batch.x, batch.y)
-            # Under torchrun every process scores the whole global batch (gathered with
-            # gradient), so every source sees exactly what one process would.
-            img = distributed.all_gather_with_grad(img.float())
-            txt = distributed.all_gather_with_grad(txt.float())
-            out = self.source.step_loss(self.model, batch, img, txt, self.step)
-        loss = out.loss
         self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        out = self.stepper(batch, self.step)
         distributed.average_gradients(list(self.model.parameters()))
         if self.recipe.train.grad_clip > 0:
             torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.recipe.train.grad_clip)
         self.optimizer.step()
         self.scheduler.step()
         self.step += 1
-        self._pending.append(loss.detach())
+        self._pending.append(out.loss)
         self.negatives_seen.append(out.negatives_per_anchor)
         self.scores_per_step = out.scores
         if len(self._pending) >= self.runtime.sync_every:
             self.flush()
+        return out.loss
 
     def flush(self) -> None:
         """Bring pending step losses to the host in one sync; stop at the first non-finite one.

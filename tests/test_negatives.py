@@ -17,8 +17,8 @@ from negscale.data.base import Split
 from negscale.negatives import (
     SOURCES,
     Batch,
+    BatchSource,
     IndependentSource,
-    NegativeSource,
     PoolSource,
     QueueSource,
     SubsampleSource,
@@ -117,7 +117,7 @@ def test_subsample_with_m_b_minus_1_equals_batch(form: str) -> None:
     r, data, model = _setup(f"negatives.loss_form='{form}'", m=7)
     batch = _batch(data, [3, 9, 1, 30, 22, 5, 17, 11])
     sub = _step(SubsampleSource(r, data), model, batch)
-    ref = _step(NegativeSource(r, data), model, batch)
+    ref = _step(BatchSource(r, data), model, batch)
     _close(sub.loss, ref.loss)
     _close(_grad(model, sub.loss), _grad(model, ref.loss))
     assert sub.negatives_per_anchor == ref.negatives_per_anchor == 7
@@ -129,7 +129,7 @@ def test_empty_queue_equals_batch_then_adds_stale_detached_entries(form: str) ->
     queue = QueueSource(r, data)
     first = _batch(data, list(range(8)))
     out = _step(queue, model, first)
-    ref = _step(NegativeSource(r, data), model, first)
+    ref = _step(BatchSource(r, data), model, first)
     _close(out.loss, ref.loss)
     _close(_grad(model, out.loss), _grad(model, ref.loss))
     assert out.negatives_per_anchor == 7 and queue.ids.tolist() == [2, 3, 4, 5, 6, 7]
@@ -379,12 +379,12 @@ def test_independent_draws_avoid_the_own_pair_and_same_class_items() -> None:
     labels = data.train.labels[:512]
     index = torch.arange(512)
     for step in range(3):
-        draws = src.draw(index, step)
+        draws = src.draws(index, step)
         assert draws.shape == (512, 300)
         assert (labels[draws] != labels[:, None]).all()
     unlabelled = dataclasses.replace(data, train=Split(data.train.x, data.train.y, None))
     plain = IndependentSource(r, unlabelled)
-    draws = plain.draw(index, 0)
+    draws = plain.draws(index, 0)
     assert (draws != index[:, None]).all() and draws.min() >= 0 and draws.max() < 512
     assert (labels[draws] == labels[:, None]).any()  # same-class items allowed without labels
 
@@ -394,7 +394,7 @@ def test_independent_draws_are_uniform_over_the_allowed_items() -> None:
     labels = data.train.labels[:128]
     for d in (data, dataclasses.replace(data, train=Split(data.train.x, data.train.y, None))):
         src = IndependentSource(r, d)
-        draws = torch.cat([src.draw(torch.tensor([5]), s)[0] for s in range(120)])
+        draws = torch.cat([src.draws(torch.tensor([5]), s)[0] for s in range(120)])
         allowed = (
             [j for j in range(128) if j != 5]
             if d.train.labels is None
@@ -410,9 +410,9 @@ def test_identical_seeds_give_identical_draws() -> None:
     r1, _, _ = _setup("negatives.source='independent'", "train.seed=1", m=20)
     idx = torch.arange(8)
     a, b, c = IndependentSource(r, data), IndependentSource(r, data), IndependentSource(r1, data)
-    assert torch.equal(a.draw(idx, 3), b.draw(idx, 3))
-    assert not torch.equal(a.draw(idx, 3), a.draw(idx, 4))
-    assert not torch.equal(a.draw(idx, 3), c.draw(idx, 3))
+    assert torch.equal(a.draws(idx, 3), b.draws(idx, 3))
+    assert not torch.equal(a.draws(idx, 3), a.draws(idx, 4))
+    assert not torch.equal(a.draws(idx, 3), c.draws(idx, 3))
 
 
 @pytest.mark.parametrize("form,tile", [("paper", 4096), ("infonce", 4096), ("paper", 40)])
@@ -427,7 +427,7 @@ def test_independent_loss_equals_brute_force_over_each_anchors_draws(form: str, 
     )
     src = IndependentSource(r, data)
     batch = _batch(data, [0, 7, 13, 21, 40, 55, 63, 30])
-    draws = src.draw(batch.index, 2)
+    draws = src.draws(batch.index, 2)
     rows = {int(a): draws[k].tolist() for k, a in enumerate(batch.index)}
     out = _step(src, model, batch, step=2)
     want = _brute(model, data, 64, batch.index, lambda i: rows[i], form)
