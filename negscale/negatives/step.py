@@ -68,6 +68,11 @@ def _share(miss: torch.Tensor) -> torch.Tensor:
     return padded[rank * per : (rank + 1) * per]
 
 
+def _chunks(x: torch.Tensor, y: torch.Tensor, size: int) -> list[Pair]:
+    """Row-aligned chunks of the two sides."""
+    return list(zip(x.split(size), y.split(size), strict=True))
+
+
 def _gather(pair: Pair, count: int | None = None) -> Pair:
     """Every rank's rows in rank order, with gradient; the first ``count`` of them."""
     img, txt = (distributed.all_gather_with_grad(t) for t in pair)
@@ -218,7 +223,7 @@ class StagedStep:
         """The batch and extra negatives as no-graph leaves in micro-batches, gathered."""
         mb = self.micro_batch
         assert mb is not None
-        img, txt = _gather(cache.embed(list(zip(batch.x.split(mb), batch.y.split(mb)))))
+        img, txt = _gather(cache.embed(_chunks(batch.x, batch.y, mb)))
         if ids is None:
             return img, txt, (None, None)
         row, miss = _split(ids, batch.index)
@@ -234,7 +239,7 @@ class StagedStep:
         size = self.micro_batch or len(batch.x)
 
         def embed(module: torch.nn.Module) -> Pair:
-            parts = [module(x, y) for x, y in zip(batch.x.split(size), batch.y.split(size))]
+            parts = [module(x, y) for x, y in _chunks(batch.x, batch.y, size)]
             img = torch.cat([p[0].float() for p in parts])
             txt = torch.cat([p[1].float() for p in parts])
             return distributed.all_gather(img), distributed.all_gather(txt)
