@@ -16,7 +16,14 @@ from pathlib import Path
 from typing import Any, Literal
 
 import tomllib
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from negscale.errors import NegscaleError
 
@@ -146,6 +153,12 @@ class TrainConfig(_Section):
         description="gradient caching: embed the batch and extra negatives in chunks of this"
         " size, same gradients (None/0: off)",
     )
+
+    @field_validator("micro_batch")
+    @classmethod
+    def _off(cls, value: int | None) -> int | None:
+        """0 means off, as None does: one run, one run_id."""
+        return value or None
 
 
 class EvalConfig(_Section):

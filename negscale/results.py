@@ -86,6 +86,8 @@ class RunRecord:
     negatives_used: float = 0.0
     negatives_store: int = 0
     negatives_ids_sha: str | None = None
+    # step (gradient caching, compute accounting)
+    micro_batch: int | None = None  # train.micro_batch: gradient-cache chunk size, None = off
     message: str | None = None
     extra: dict = field(default_factory=dict)
 

@@ -385,6 +385,7 @@ def _record(
         negatives_used=used,
         negatives_store=trainer.source.store_size,
         negatives_ids_sha=trainer.source.ids_sha,
+        micro_batch=r.train.micro_batch,
         message=message,
     )
 
