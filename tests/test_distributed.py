@@ -1,7 +1,8 @@
-"""Distributed pieces on CPU with gloo: gathered negatives keep their gradients."""
+"""Distributed on CPU with gloo: gathers keep their gradients; local loss = one process."""
 
 from __future__ import annotations
 
+import io
 import os
 import socket
 
@@ -138,3 +139,111 @@ def test_global_batch_must_split_evenly_over_processes(monkeypatch) -> None:
         train.resolve_runtime(load_recipe("quickstart"), "cpu")  # batch 320 over 3
     monkeypatch.setattr(train.distributed, "init", lambda kind: DistInfo(1, 4, 1))
     assert train.resolve_runtime(load_recipe("quickstart"), "cpu").dist.rank == 1
+
+
+# ------------------------------------------------------------------ local loss, every source
+
+SMALL = [
+    "data.n=40",
+    "data.n_eval=64",
+    "train.batch_size=8",
+    "train.steps=3",
+    "model.hidden=16",
+    "model.embed_dim=8",
+    "eval.prototypes=64",
+    "negatives.chunk=4",
+    "model.learn_tau=true",
+]
+CASES = {
+    "batch": ([], None),
+    "subsample": ([], 5),
+    "independent": (["negatives.source='independent'"], 12),
+    "independent-cached": (["negatives.source='independent'", "train.micro_batch=3"], 12),
+    "pool-exact": (["negatives.source='pool'", "negatives.loss_form='paper'"], 20),
+    "pool-estimator": (
+        ["negatives.source='pool'", "negatives.pool_exact_max=0", "negatives.pool_batch=6"],
+        30,
+    ),
+    "pool-at-n": (["negatives.source='pool'", "negatives.pool_exact_max=0"], 40),
+    "queue": (["negatives.source='queue'"], 20),
+    "queue-momentum": (["negatives.source='queue'", "negatives.momentum=0.5"], 20),
+    "queue-momentum-cached": (
+        ["negatives.source='queue'", "negatives.momentum=0.5", "train.micro_batch=3"],
+        20,
+    ),
+}
+
+
+def _train_cases(info) -> dict:
+    """Per case: step losses, final parameters, source state after 3 steps."""
+    from negscale.recipe import load_recipe
+    from negscale.train import Runtime, Trainer
+
+    out = {}
+    for name, (extra, m) in CASES.items():
+        r = load_recipe("quickstart", [*SMALL, *extra], m=m)
+        trainer = Trainer(r, Runtime(torch.device("cpu"), "fp32", False, info), progress=False)
+        rows = trainer.stepper.rows(8)  # local loss: this rank's 8 / world anchors
+        assert (rows.start, rows.stop) == (
+            info.rank * 8 // info.world_size,
+            (info.rank + 1) * 8 // info.world_size,
+        )
+        for _ in range(r.train.steps):
+            trainer.train_step()
+        trainer.flush()
+        params = torch.cat([p.detach().flatten() for p in trainer.model.parameters()])
+        out[name] = (trainer.losses, params, trainer.source.state_dict())
+    return out
+
+
+def _local_worker(rank: int, world: int, port: int, queue) -> None:
+    from negscale.distributed import DistInfo
+
+    torch.set_num_threads(1)
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    dist.init_process_group("gloo", rank=rank, world_size=world)
+    try:
+        blob = io.BytesIO()  # plain bytes: shared-memory tensors die with the process
+        torch.save(_train_cases(DistInfo(rank, world, rank)), blob)
+        queue.put((rank, blob.getvalue()))
+    except Exception as exc:  # fail the test at once, not at the queue's timeout
+        queue.put((rank, repr(exc)))
+        raise
+    finally:
+        dist.destroy_process_group()
+
+
+def _same(a, b, what: str) -> None:
+    if isinstance(a, dict):
+        assert a.keys() == b.keys(), what
+        for k in a:
+            _same(a[k], b[k], f"{what}.{k}")
+    elif isinstance(a, torch.Tensor):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5, equal_nan=True, msg=what)
+    else:
+        assert a == b, what
+
+
+def test_two_gloo_processes_with_local_loss_equal_one_process_for_every_source() -> None:
+    """Each rank scores its own anchors against the gathered set; one process's run results."""
+    from negscale.distributed import DistInfo
+
+    ctx = mp.get_context("spawn")
+    queue = ctx.Queue()
+    port = _free_port()
+    procs = [ctx.Process(target=_local_worker, args=(r, 2, port, queue)) for r in range(2)]
+    for p in procs:
+        p.start()
+    one = _train_cases(DistInfo())
+    got = dict(queue.get(timeout=240) for _ in procs)
+    errors = [v for v in got.values() if isinstance(v, str)]
+    assert not errors, errors
+    results = {rank: torch.load(io.BytesIO(blob), weights_only=False) for rank, blob in got.items()}
+    for p in procs:
+        p.join(timeout=60)
+    for name, (losses, params, state) in one.items():
+        for rank in (0, 1):
+            r_losses, r_params, r_state = results[rank][name]
+            assert r_losses == pytest.approx(losses, rel=1e-5), name
+            torch.testing.assert_close(r_params, params, rtol=1e-5, atol=1e-5, msg=name)
+            _same(r_state, state, name)
