@@ -26,15 +26,11 @@ from pydantic import (
 )
 
 from negscale.errors import NegscaleError
+from negscale.negatives.catalog import NAMES, SPECS
 
-Source = Literal["batch", "subsample", "independent", "pool", "queue"]
-SETTING_OF_SOURCE: dict[str, str] = {
-    "batch": "self-supervised",
-    "subsample": "self-supervised",
-    "pool": "self-supervised",
-    "queue": "self-supervised",
-    "independent": "supervised",
-}
+# The sources and their settings, as the sources declare them (negatives/catalog.py).
+Source = Literal[NAMES]  # type: ignore[valid-type]
+SETTING_OF_SOURCE: dict[str, str] = {name: spec.setting for name, spec in SPECS.items()}
 
 
 class _Section(BaseModel):
@@ -96,7 +92,8 @@ class NegativesConfig(_Section):
     m: int | None = Field(
         None,
         ge=1,
-        description="negatives per anchor (batch: B-1); pool: pool size; queue: queue length",
+        description="negatives per anchor (batch: B-1); pool: pool size; queue: queue length"
+        " (an anchor sees B-1 + the queue: record column negatives_used)",
     )
     loss_form: Literal["paper", "infonce"] = "infonce"
     pool_batch: int | None = Field(
@@ -246,37 +243,21 @@ class Recipe(_Section):
 
 
 def resolved_m(recipe: Recipe) -> int:
-    neg, batch = recipe.negatives, recipe.train.batch_size
-    if neg.source == "batch":
-        return batch - 1
-    if neg.m is None:
+    neg = recipe.negatives
+    spec = SPECS[neg.source]
+    if neg.m is None and not spec.in_batch:
         raise NegscaleError(f"negatives.m: required for source '{neg.source}'")
-    return neg.m
+    return spec.resolve_m(neg.m, recipe.train.batch_size)
 
 
 def check_negatives(recipe: Recipe) -> None:
-    """Reject m that the chosen negative source cannot supply."""
+    """Reject m that the chosen negative source cannot supply (the source's own rule)."""
     neg, batch, n = recipe.negatives, recipe.train.batch_size, recipe.data.n
     if batch > n:
         raise NegscaleError(f"train.batch_size: {batch} exceeds data.n = {n} training pairs")
-    if neg.source == "batch" and neg.m is not None and neg.m != batch - 1:
-        raise NegscaleError(
-            f"negatives.m: source 'batch' gives m = batch_size - 1 = {batch - 1}, not {neg.m};"
-            " use source 'subsample' for fewer or 'independent'/'pool' for more"
-        )
-    m = resolved_m(recipe)
-    if neg.source == "subsample" and m > batch - 1:
-        raise NegscaleError(
-            f"negatives.m: subsample draws from the other {batch - 1} items of the batch, got {m}"
-        )
-    if neg.source == "pool" and m > n:
-        raise NegscaleError(f"negatives.m: a pool holds at most data.n = {n} items, got {m}")
-    if neg.source == "independent" and m > n - 1:
-        raise NegscaleError(f"negatives.m: at most data.n - 1 = {n - 1} other items, got {m}")
-    if neg.source == "queue" and m > n:
-        raise NegscaleError(
-            f"negatives.m: a queue keeps distinct items, at most data.n = {n}, got {m}"
-        )
+    problem = SPECS[neg.source].check(neg.m, batch, n)
+    if problem:
+        raise NegscaleError(f"negatives.m: {problem}")
 
 
 # ---------------------------------------------------------------- loading

@@ -101,6 +101,38 @@ def test_every_recipe_source_is_registered_with_a_one_line_summary() -> None:
         assert cls.name == name and cls.summary and "\n" not in cls.summary
 
 
+def test_sources_declare_themselves_and_recipe_validation_asks_them() -> None:
+    from negscale.errors import NegscaleError
+    from negscale.negatives.catalog import SPECS
+
+    for name, cls in SOURCES.items():
+        spec = SPECS[name]
+        assert cls.spec is spec and cls.setting == spec.setting == SETTING_OF_SOURCE[name]
+        assert cls.__module__ == f"negscale.negatives.{name}" and spec.m_means
+        assert set(spec.fields) <= set(type(load_recipe("quickstart").negatives).model_fields)
+    # each source's own rule, as one line naming the field
+    assert SPECS["pool"].check(41, 8, 40) == "a pool holds at most data.n = 40 items, got 41"
+    assert (
+        SPECS["subsample"].check(8, 8, 40) is not None
+        and SPECS["subsample"].check(7, 8, 40) is None
+    )
+    with pytest.raises(NegscaleError, match=r"^negatives\.m: a pool holds at most"):
+        _setup("negatives.source='pool'", m=41)
+
+
+def test_recipes_validate_without_importing_torch() -> None:
+    import subprocess
+    import sys
+
+    code = (
+        "import sys; from negscale.recipe import load_recipe;"
+        "r = load_recipe('quickstart', m=5); assert r.setting == 'self-supervised';"
+        "assert 'torch' not in sys.modules, 'torch imported'"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+
+
 def test_list_negatives_reads_the_summaries() -> None:
     res = CliRunner().invoke(app, ["list", "negatives", "--json"])
     assert res.exit_code == 0, res.output
@@ -154,6 +186,21 @@ def test_empty_queue_equals_batch_then_adds_stale_detached_entries(form: str) ->
     _close(_grad(model, out.loss), _grad(model, want))
     assert out.negatives_per_anchor == 7 + 2
     assert queue.ids.tolist() == [6, 7, 8, 9, 10, 11]  # FIFO, an item's newest copy kept
+
+
+def test_queue_records_the_negatives_each_anchor_saw(tmp_path, tiny_overrides) -> None:
+    """m is the queue length; an anchor sees B-1 batch items plus the queue (issue: fit on it).
+
+    n = 512, B = 64, m = 100: the queue holds min(100, 64 s) items before step s, none of
+    them in step s's batch within the first epoch (8 steps), so steps 0..4 see
+    63, 127, 163, 163, 163 negatives.
+    """
+    from negscale.train import run
+
+    sets = [*tiny_overrides, "train.steps=5", "negatives.source='queue'"]
+    rec = run(load_recipe("quickstart", sets, m=100), tmp_path, progress=False)
+    assert rec.m == 100 and rec.negatives_store == 100
+    assert rec.negatives_used == pytest.approx((63 + 127 + 3 * 163) / 5)
 
 
 def test_queue_momentum_encoder_is_an_exponential_average() -> None:
@@ -387,6 +434,24 @@ def test_independent_draws_avoid_the_own_pair_and_same_class_items() -> None:
     draws = plain.draws(index, 0)
     assert (draws != index[:, None]).all() and draws.min() >= 0 and draws.max() < 512
     assert (labels[draws] == labels[:, None]).any()  # same-class items allowed without labels
+
+
+def test_independent_without_class_awareness_draws_from_the_marginal() -> None:
+    """class_aware = false: any other training item, labels ignored (uniform over n - 1)."""
+    r, data, _ = _setup(
+        "negatives.source='independent'", "negatives.class_aware=false", n=128, m=127
+    )
+    src = IndependentSource(r, data)
+    assert src.order is None and data.train.labels is not None
+    draws = torch.cat([src.draws(torch.tensor([5]), s)[0] for s in range(120)])
+    counts = torch.bincount(draws, minlength=128)
+    assert counts[5] == 0 and chisquare(counts[torch.arange(128) != 5].numpy()).pvalue > 1e-3
+    labels = data.train.labels[:128]
+    assert (labels[draws] == labels[5]).any()  # same-class items are drawn too
+    one = dataclasses.replace(
+        data, train=Split(data.train.x, data.train.y, torch.zeros_like(data.train.labels))
+    )
+    assert IndependentSource(r, one).order is None  # a single class is fine for the marginal
 
 
 def test_independent_draws_are_uniform_over_the_allowed_items() -> None:
