@@ -88,6 +88,8 @@ class RunRecord:
     negatives_ids_sha: str | None = None
     # step (gradient caching, compute accounting)
     micro_batch: int | None = None  # train.micro_batch: gradient-cache chunk size, None = off
+    encoder_gflops: float | None = None  # both towers, forward + backward, per step (measured)
+    model_tflops: float | None = None  # achieved (encoder + loss) TFLOP/s over the training time
     message: str | None = None
     extra: dict = field(default_factory=dict)
 

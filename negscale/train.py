@@ -125,6 +125,23 @@ def _optimizer(model: torch.nn.Module, recipe: Recipe, fused: bool) -> torch.opt
     return torch.optim.AdamW(groups, lr=recipe.train.lr, fused=fused or None)
 
 
+def encoder_flops_per_item(model: DualEncoder, batch: Batch, autocast: torch.autocast) -> float:
+    """Forward FLOPs of both towers for one pair (FlopCounterMode on a no-graph pass).
+
+    Counted once per run on the first batch, outside torch.compile, with the
+    RNG state kept, so it changes nothing in the run. A step's encoder FLOPs
+    are this times the item-forwards the step ran (backward = two forwards).
+    """
+    from torch.utils.flop_counter import FlopCounterMode
+
+    rows = min(len(batch.x), 8)
+    devices = [batch.x.device] if batch.x.device.type == "cuda" else []
+    counter = FlopCounterMode(display=False)
+    with torch.random.fork_rng(devices=devices), torch.no_grad(), autocast, counter:
+        model(batch.x[:rows], batch.y[:rows])
+    return counter.get_total_flops() / rows
+
+
 def git_sha() -> str | None:
     try:
         out = subprocess.run(
@@ -179,6 +196,8 @@ class Trainer:
         self._pending: list[torch.Tensor] = []  # step losses still on the device
         self.negatives_seen: list[float] = []
         self.scores_per_step = 0
+        self.flops_per_item: float | None = None  # encoder forward FLOPs of one pair
+        self.encoder_flops_per_step = 0.0
         self.train_s = 0.0
 
     # ------------------------------------------------------------ checkpoints
@@ -235,8 +254,11 @@ class Trainer:
         """
         batch = self._batch(self.step)
         self.model.train()
+        if self.flops_per_item is None:
+            self.flops_per_item = encoder_flops_per_item(self.model, batch, self.runtime.autocast)
         self.optimizer.zero_grad(set_to_none=True)
         out = self.stepper(batch, self.step)
+        self.encoder_flops_per_step = self.flops_per_item * self.stepper.cost.forwards()
         distributed.average_gradients(list(self.model.parameters()))
         if self.recipe.train.grad_clip > 0:
             torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.recipe.train.grad_clip)
@@ -386,6 +408,12 @@ def _record(
         negatives_store=trainer.source.store_size,
         negatives_ids_sha=trainer.source.ids_sha,
         micro_batch=r.train.micro_batch,
+        encoder_gflops=trainer.encoder_flops_per_step / 1e9,
+        model_tflops=(
+            (trainer.encoder_flops_per_step / 1e9 + gflops) * steps / trainer.train_s / 1e3
+            if trainer.train_s
+            else None
+        ),
         message=message,
     )
 

@@ -123,3 +123,25 @@ def test_a_cached_run_records_its_micro_batch(tmp_path, tiny_overrides) -> None:
     sets = [*tiny_overrides, "train.steps=3", "train.micro_batch=16"]
     rec = run(load_recipe("quickstart", sets, m=20), tmp_path, progress=False)
     assert rec.status == "ok" and rec.micro_batch == 16
+
+
+def test_encoder_flops_are_counted_per_step_against_the_closed_form(tmp_path) -> None:
+    """MLP towers: per pair 2 * [2 (32 h + h^2) + 2 h e] forward FLOPs (matmuls only).
+
+    A plain step embeds B pairs with graph (3 forwards' worth); a cached one also
+    runs the no-graph first pass (one more forward).
+    """
+    from negscale.train import run
+
+    h, e, b = 16, 8, 32
+    sets = ["data.n=128", "data.n_eval=64", f"train.batch_size={b}", "train.steps=2"]
+    sets += [f"model.hidden={h}", f"model.embed_dim={e}", "eval.prototypes=64"]
+    per_pair = 2 * (2 * (32 * h + h * h) + 2 * h * e)
+    plain = run(load_recipe("quickstart", sets), tmp_path, progress=False)
+    cached = run(
+        load_recipe("quickstart", [*sets, "train.micro_batch=8"]), tmp_path, progress=False
+    )
+    assert plain.encoder_gflops == pytest.approx(3 * b * per_pair / 1e9)
+    assert cached.encoder_gflops == pytest.approx(4 * b * per_pair / 1e9)
+    total = (plain.encoder_gflops + plain.loss_gflops) * 2 / plain.train_s / 1e3
+    assert plain.model_tflops == pytest.approx(total)

@@ -164,6 +164,18 @@ class CachedEncoder:
         self.groups.clear()
 
 
+@dataclass
+class StepCost:
+    """Items the encoders embedded in the last step (global batch, all ranks)."""
+
+    graph: int = 0  # forward and backward (3 forwards' FLOPs)
+    forward_only: int = 0  # no-graph passes: gradient-cache first pass, a key encoder
+
+    def forwards(self) -> int:
+        """Item-forwards of FLOPs: backward counts as two forwards."""
+        return 3 * self.graph + self.forward_only
+
+
 class StagedStep:
     """Runs a source's four stages for one step and leaves the gradients in ``.grad``.
 
@@ -186,6 +198,7 @@ class StagedStep:
         self.device = device
         self.autocast = autocast or torch.autocast(device.type, enabled=False)
         self.micro_batch = micro_batch or None
+        self.cost = StepCost()
 
     def rows(self, batch: int) -> slice:
         """The anchors this process scores: its slice under torchrun, else all."""
@@ -200,6 +213,10 @@ class StagedStep:
         cache = (
             CachedEncoder(self.forward, self.device, self.autocast) if self.micro_batch else None
         )
+        b = len(batch.index)
+        misses = 0 if ids is None else int((_split(ids, batch.index)[0] < 0).sum())
+        # items through the encoders this step (global): with graph, and forward-only
+        self.cost = StepCost(graph=b + misses, forward_only=(b + misses) if cache else 0)
         with self.autocast:
             if cache is None:
                 img, txt = _gather(tuple(t.float() for t in self.forward(batch.x, batch.y)))
@@ -207,7 +224,7 @@ class StagedStep:
                 neg = embed_extra(self.model, source.train, ids, batch.index, img, txt, chunk)
             else:
                 img, txt, neg = self._embed_cached(cache, batch, ids)
-            emb = Embedded(img, txt, *neg, rows=self.rows(len(batch.index)))
+            emb = Embedded(img, txt, *neg, rows=self.rows(b))
             out = source.loss(emb, draw, self.model.tau)
         out.loss.backward()
         if cache is not None:
@@ -239,6 +256,7 @@ class StagedStep:
         size = self.micro_batch or len(batch.x)
 
         def embed(module: torch.nn.Module) -> Pair:
+            self.cost.forward_only += len(batch.index)
             parts = [module(x, y) for x, y in _chunks(batch.x, batch.y, size)]
             img = torch.cat([p[0].float() for p in parts])
             txt = torch.cat([p[1].float() for p in parts])
