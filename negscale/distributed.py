@@ -40,9 +40,14 @@ def env_info() -> DistInfo:
 
 
 def init(device_type: str) -> DistInfo:
-    """Join the process group torchrun prepared (idempotent); no-op for one process."""
+    """Join the process group torchrun prepared (idempotent); no-op outside torchrun.
+
+    A 1-process torchrun run joins too (NCCL on CUDA), so it exercises the
+    backend; the collectives themselves are skipped for a world of one.
+    """
     info = env_info()
-    if info.enabled and not dist.is_initialized():
+    launched = "TORCHELASTIC_RUN_ID" in os.environ  # torchrun, even with one process
+    if (info.enabled or launched) and not dist.is_initialized():
         backend = "nccl" if device_type == "cuda" else "gloo"
         if device_type == "cuda":
             torch.cuda.set_device(info.local_rank)
