@@ -64,8 +64,12 @@ class _GatherWithGrad(torch.autograd.Function):
     """all_gather whose backward sums every rank's gradient for this rank's slice.
 
     Plain ``all_gather`` cuts the graph, so other ranks' losses would not reach
-    this rank's encoder. With the summed slice, and DDP averaging parameter
-    gradients, the gradient equals that of the mean loss over the global batch.
+    this rank's encoder. Under the local loss each rank's loss is the mean over
+    its own B/W anchors, and the global loss is the mean of those W losses:
+    the summed slice is W times the global loss's gradient for this rank's
+    rows, and averaging parameter gradients over the W ranks
+    (:func:`average_gradients`) divides the W back out, so the update equals
+    one process's on the global batch (open_clip's ``gather_with_grad``).
     """
 
     @staticmethod
