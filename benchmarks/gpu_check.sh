@@ -41,7 +41,7 @@ train_row() {  # name, extra negscale args...
 import json, sys
 r = json.load(open(sys.argv[1]))
 sps = r["steps"] / r["train_s"] if r["train_s"] else float("nan")
-note = f"status={r['status']} {r['precision']} world={r['world_size']} auc={r['auc']:.3f} (train_s incl. any compile)"
+note = f"status={r['status']} {r['precision']} world={r['world_size']} auc={r['auc'] or float('nan'):.3f} (train_s incl. any compile)"
 print(f"{sys.argv[2]}\t{r['device']}\t{sps:.1f} steps/s\t{note}")
 PY
 }
