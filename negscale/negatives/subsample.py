@@ -54,14 +54,19 @@ class SubsampleSource(NegativeSource):
         return Draw(step, batch.index.cpu(), info={"order": self.order(b, step)})
 
     def loss(self, emb: Embedded, draw: Draw, tau: torch.Tensor) -> StepLoss:
-        b = emb.batch
-        mask = self.mask_of(draw.info["order"], emb.img.device)
+        b, order = emb.batch, draw.info["order"]
         if emb.local:
             img, txt = emb.anchors()
+            mask = self.mask_of(order, emb.img.device)[emb.rows]
             kw = {"tau": tau, "form": self.form, "tile": self.neg.tile}
-            loss = symmetric_loss(img, txt, emb.img, emb.txt, mask=mask[emb.rows], **kw)
-        else:  # the one call a dedicated subsample loss (order, m) replaces
-            loss = contrastive_loss(
-                emb.img, emb.txt, tau=tau, form=self.form, negative_mask=mask, symmetric=True
-            )
+            loss = symmetric_loss(img, txt, emb.img, emb.txt, mask=mask, **kw)
+        else:  # one call: a dedicated subsample loss (img, txt, order, m) can replace it
+            loss = self.batch_loss(emb.img, emb.txt, order, tau)
         return StepLoss(loss, float(self.m), 2 * b * (b - 1))
+
+    def batch_loss(
+        self, img: torch.Tensor, txt: torch.Tensor, order: torch.Tensor, tau: torch.Tensor
+    ) -> torch.Tensor:
+        """Symmetric loss of the whole batch, each anchor against its m of ``order``."""
+        mask = self.mask_of(order, img.device)
+        return contrastive_loss(img, txt, tau=tau, form=self.form, negative_mask=mask)
