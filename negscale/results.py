@@ -93,6 +93,10 @@ class RunRecord:
     negatives_used: float = 0.0
     negatives_store: int = 0
     negatives_ids_sha: str | None = None
+    # step (gradient caching, compute accounting)
+    micro_batch: int | None = None  # train.micro_batch: gradient-cache chunk size, None = off
+    encoder_gflops: float | None = None  # both towers, forward + backward, per step (measured)
+    model_tflops: float | None = None  # achieved (encoder + loss) TFLOP/s over the training time
     message: str | None = None
     # house: the same model evaluated at step 0 (the collapse check, negscale.collapse)
     auc_init: float | None = None
@@ -260,10 +264,11 @@ def record_design(recipe_json: str) -> str | None:
     """The design of a record from its recipe JSON (records that predate the column)."""
     import json
 
+    from negscale.recipe import Recipe
     from negscale.run_id import design_id, flatten
 
-    try:
-        return design_id(flatten(json.loads(recipe_json)), {})
+    try:  # today's defaults: fields added since the record was written are at theirs
+        return design_id(flatten(json.loads(recipe_json)), Recipe().field_defaults())
     except (TypeError, ValueError):
         return None
 

@@ -30,6 +30,7 @@ from negscale.errors import NegscaleError
 from negscale.losses import contrastive_loss
 from negscale.metrics import evaluate
 from negscale.negatives import Batch, NegativeSource, step_generator
+from negscale.negatives.step import StagedStep
 from negscale.recipe import Recipe
 from negscale.results import RunRecord, write, write_history
 
@@ -135,6 +136,23 @@ def _optimizer(model: torch.nn.Module, recipe: Recipe, fused: bool) -> torch.opt
     return torch.optim.AdamW(groups, lr=recipe.train.lr, fused=fused or None)
 
 
+def encoder_flops_per_item(model: DualEncoder, batch: Batch, autocast: torch.autocast) -> float:
+    """Forward FLOPs of both towers for one pair (FlopCounterMode on a no-graph pass).
+
+    Counted once per run on the first batch, outside torch.compile, with the
+    RNG state kept, so it changes nothing in the run. A step's encoder FLOPs
+    are this times the item-forwards the step ran (backward = two forwards).
+    """
+    from torch.utils.flop_counter import FlopCounterMode
+
+    rows = min(len(batch.x), 8)
+    devices = [batch.x.device] if batch.x.device.type == "cuda" else []
+    counter = FlopCounterMode(display=False)
+    with torch.random.fork_rng(devices=devices), torch.no_grad(), autocast, counter:
+        model(batch.x[:rows], batch.y[:rows])
+    return counter.get_total_flops() / rows
+
+
 def git_sha() -> str | None:
     try:
         out = subprocess.run(
@@ -170,6 +188,14 @@ class Trainer:
         distributed.broadcast_parameters(self.model)
         self.step_model = torch.compile(self.model) if runtime.compile else self.model
         self.source: NegativeSource = negatives.build(recipe, self.data)
+        self.stepper = StagedStep(
+            self.source,
+            self.model,
+            self.step_model,
+            runtime.device,
+            runtime.autocast,
+            micro_batch=recipe.train.micro_batch,
+        )
         fused = runtime.device.type == "cuda"
         self.optimizer = _optimizer(self.model, recipe, fused)
         total, warm = recipe.train.steps, recipe.train.warmup
@@ -181,6 +207,8 @@ class Trainer:
         self._pending: list[torch.Tensor] = []  # step losses still on the device
         self.negatives_seen: list[float] = []
         self.scores_per_step = 0
+        self.flops_per_item: float | None = None  # encoder forward FLOPs of one pair
+        self.encoder_flops_per_step = 0.0
         self.train_s = 0.0
         # house: step-0 metrics (the collapse check) and the training curve, both checkpointed
         self.init_metrics: dict[str, float | None] | None = None
@@ -234,30 +262,33 @@ class Trainer:
         x, y = split.fetch(mine)
         return Batch(idx, x.to(dev), y.to(dev), labels)
 
-    def train_step(self) -> float:
+    def train_step(self) -> torch.Tensor:
+        """One optimiser step; returns the step's loss, still on the device (no host sync).
+
+        The source's stages run in :class:`negscale.negatives.step.StagedStep`
+        (plain, gradient-cached with ``train.micro_batch``, and per-rank local
+        loss under torchrun); gradients are then averaged over ranks, clipped
+        and applied.
+        """
         batch = self._batch(self.step)
         self.model.train()
-        with self.runtime.autocast:
-            img, txt = self.step_model(batch.x, batch.y)
-            # Under torchrun every process scores the whole global batch (gathered with
-            # gradient), so every source sees exactly what one process would.
-            img = distributed.all_gather_with_grad(img.float())
-            txt = distributed.all_gather_with_grad(txt.float())
-            out = self.source.step_loss(self.model, batch, img, txt, self.step)
-        loss = out.loss
+        if self.flops_per_item is None:
+            self.flops_per_item = encoder_flops_per_item(self.model, batch, self.runtime.autocast)
         self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        out = self.stepper(batch, self.step)
+        self.encoder_flops_per_step = self.flops_per_item * self.stepper.cost.forwards()
         distributed.average_gradients(list(self.model.parameters()))
         if self.recipe.train.grad_clip > 0:
             torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.recipe.train.grad_clip)
         self.optimizer.step()
         self.scheduler.step()
         self.step += 1
-        self._pending.append(loss.detach())
+        self._pending.append(out.loss)
         self.negatives_seen.append(out.negatives_per_anchor)
         self.scores_per_step = out.scores
         if len(self._pending) >= self.runtime.sync_every:
             self.flush()
+        return out.loss
 
     def flush(self) -> None:
         """Bring pending step losses to the host in one sync; stop at the first non-finite one.
@@ -416,6 +447,13 @@ def _record(
         negatives_used=used,
         negatives_store=trainer.source.store_size,
         negatives_ids_sha=trainer.source.ids_sha,
+        micro_batch=r.train.micro_batch,
+        encoder_gflops=trainer.encoder_flops_per_step / 1e9,
+        model_tflops=(
+            (trainer.encoder_flops_per_step / 1e9 + gflops) * steps / trainer.train_s / 1e3
+            if trainer.train_s
+            else None
+        ),
         message=message,
         auc_init=(trainer.init_metrics or {}).get("auc"),
         recall_at_1_init=(trainer.init_metrics or {}).get("recall_at_1"),
