@@ -355,7 +355,7 @@ class Trainer:
                 "step": step,
                 "loss": sum(window) / len(window),
                 "lr": lr,
-                "tau": float(self.model.tau),
+                "tau": float(self.model.tau.detach()),
             }
         )
 

@@ -137,7 +137,9 @@ def test_torchrun_two_processes_equal_one_process(tmp_path, tiny_overrides, extr
     assert two["train_loss"] == pytest.approx(one.train_loss, rel=1e-5)
     for key in ("auc", "recall_at_1", "val_loss"):
         assert two[key] == pytest.approx(getattr(one, key), abs=1e-4)
-    assert [p.name for p in (tmp_path / "two" / "runs").iterdir()] == [f"{one.run_id}.parquet"]
+    # rank 0 alone writes: one record and its training curve, nothing per rank
+    written = sorted(p.name for p in (tmp_path / "two" / "runs").iterdir())
+    assert written == [f"{one.run_id}.history.parquet", f"{one.run_id}.parquet"]
 
 
 def test_global_batch_must_split_evenly_over_processes(monkeypatch) -> None:
