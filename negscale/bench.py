@@ -82,12 +82,7 @@ def time_alternating(
     return {name: statistics.median(ts) for name, ts in times.items()}
 
 
-def time_ms(fn: Callable[[], Any], device: torch.device, repeats: int = 3) -> float:
-    """Median time of ``fn()`` in milliseconds (CPU time on CPUs), after one warm-up call."""
-    return time_alternating({"fn": fn}, device, repeats)["fn"]
-
-
-def sgemm_gflops(dim: int, device: torch.device, size: int = 1024) -> Callable[[], None]:
+def _sgemm_probe(dim: int, device: torch.device, size: int = 1024) -> Callable[[], Any]:
     """A cache-friendly (size x dim) @ (dim x size) matmul: the machine's sgemm rate probe."""
     gen = torch.Generator().manual_seed(0)
     x = torch.randn(size, dim, generator=gen).to(device)
@@ -233,7 +228,7 @@ def bench_loss(
     spec = {"batches": batches, "dim": dim, "m": m, "device": str(dev), "tile": tile, "tau": tau}
     spec["threads"] = torch.get_num_threads()
     mem = measure_memory(spec) if memory else {}
-    probe, probe_flops = sgemm_gflops(dim, dev), 2 * 1024 * 1024 * dim
+    probe, probe_flops = _sgemm_probe(dim, dev), 2 * 1024 * 1024 * dim
     rows: list[dict[str, Any]] = []
     for b in batches:
         impls, width = _loss_impls(b, dim, m, dev, tile, tau)
