@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 
 from negscale.errors import NegscaleError
-from negscale.losses import contrastive_loss
+from negscale.losses import subsample_loss
 from negscale.negatives.base import (
     SUBSAMPLE_STREAM,
     Batch,
@@ -60,13 +60,18 @@ class SubsampleSource(NegativeSource):
             mask = self.mask_of(order, emb.img.device)[emb.rows]
             kw = {"tau": tau, "form": self.form, "tile": self.neg.tile}
             loss = symmetric_loss(img, txt, emb.img, emb.txt, mask=mask, **kw)
-        else:  # one call: a dedicated subsample loss (img, txt, order, m) can replace it
+            scores = 2 * b * (b - 1)
+        else:
             loss = self.batch_loss(emb.img, emb.txt, order, tau)
-        return StepLoss(loss, float(self.m), 2 * b * (b - 1))
+            scores = 2 * b * (self.m + 1)  # the B x (m+1) table per direction
+        return StepLoss(loss, float(self.m), scores)
 
     def batch_loss(
         self, img: torch.Tensor, txt: torch.Tensor, order: torch.Tensor, tau: torch.Tensor
     ) -> torch.Tensor:
-        """Symmetric loss of the whole batch, each anchor against its m of ``order``."""
-        mask = self.mask_of(order, img.device)
-        return contrastive_loss(img, txt, tau=tau, form=self.form, negative_mask=mask)
+        """Symmetric loss of the whole batch, each anchor against its m of ``order``.
+
+        Scores only the m+1 columns a direction uses (never a masked B x B
+        matrix): equal to the masked in-batch loss of :meth:`mask_of` (tested).
+        """
+        return subsample_loss(img, txt, order, self.m, tau=tau, form=self.form)
