@@ -27,6 +27,7 @@ from negscale import data as datasets
 from negscale.data.base import PairedData, PairSet
 from negscale.encoders.dual import DualEncoder
 from negscale.errors import NegscaleError
+from negscale.flops import encoder_flops_per_item
 from negscale.losses import contrastive_loss
 from negscale.metrics import evaluate
 from negscale.negatives import Batch, NegativeSource, step_generator
@@ -167,23 +168,6 @@ def _optimizer(model: torch.nn.Module, recipe: Recipe, fused: bool) -> torch.opt
     return opt
 
 
-def encoder_flops_per_item(model: DualEncoder, batch: Batch, autocast: torch.autocast) -> float:
-    """Forward FLOPs of both towers for one pair (FlopCounterMode on a no-graph pass).
-
-    Counted once per run on the first batch, outside torch.compile, with the
-    RNG state kept, so it changes nothing in the run. A step's encoder FLOPs
-    are this times the item-forwards the step ran (backward = two forwards).
-    """
-    from torch.utils.flop_counter import FlopCounterMode
-
-    rows = min(len(batch.x), 8)
-    devices = [batch.x.device] if batch.x.device.type == "cuda" else []
-    counter = FlopCounterMode(display=False)
-    with torch.random.fork_rng(devices=devices), torch.no_grad(), autocast, counter:
-        model(batch.x[:rows], batch.y[:rows])
-    return counter.get_total_flops() / rows
-
-
 def git_sha() -> str | None:
     try:
         out = subprocess.run(
@@ -304,7 +288,9 @@ class Trainer:
         batch = self._batch(self.step)
         self.model.train()
         if self.flops_per_item is None:
-            self.flops_per_item = encoder_flops_per_item(self.model, batch, self.runtime.autocast)
+            self.flops_per_item = encoder_flops_per_item(
+                self.model, batch.x, batch.y, self.runtime.autocast
+            )
         self.optimizer.zero_grad(set_to_none=True)
         out = self.stepper(batch, self.step)
         self.encoder_flops_per_step = self.flops_per_item * self.stepper.cost.forwards()
