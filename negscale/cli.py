@@ -125,7 +125,7 @@ def train(
 
     check_device(device)
     r = load_recipe(recipe, set_, m=negatives, n=samples, seed=seed)
-    data = datasets.build(r.data)  # bad data is an error before anything is printed
+    data = datasets.build(r.data, r.model)  # bad data is an error before anything is printed
     folder = results_dir(results, r.name)
     main = distributed.env_info().is_main
     if main:

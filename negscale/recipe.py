@@ -51,6 +51,9 @@ class DataConfig(_Section):
     caption_len: int = Field(8, ge=1)
     vocab: int = Field(16, ge=2, description="token bins per latent coordinate (images flavour)")
     seed: int = Field(1234, description="generator seed: fixed so every run sees the same task")
+    workers: int | None = Field(
+        None, ge=0, description="DataLoader processes; default 0 in memory, up to 4 when decoding"
+    )
     path: str | None = Field(None, description="local data path for file-backed datasets")
     image_column: str = Field("image", description="pairs: column of image file paths")
     caption_column: str = Field("caption", description="pairs: column of caption text")
@@ -66,6 +69,27 @@ class DataConfig(_Section):
     tokenizer: str | None = Field(
         None, description="pairs: local transformers tokenizer folder instead of the word tokenizer"
     )
+    image_root: str | None = Field(
+        None, description="pairs: folder image paths are relative to (default: the table's)"
+    )
+    eval_path: str | None = Field(
+        None, description="folder/shards: a separate evaluation set (default: a seeded hold-out)"
+    )
+    format: Literal["table", "coco"] = Field(
+        "table", description="pairs: a CSV/Parquet table, or a COCO captions JSON"
+    )
+    templates: list[str] = Field(
+        default_factory=lambda: ["a photo of a {}."],
+        description="class datasets: caption templates, {} = class name (zero-shot ensemble)",
+    )
+    views: Literal["pair", "two-view"] = Field(
+        "pair", description="pair: image-caption; two-view: a second augmentation of the image"
+    )
+    augment: bool | None = Field(
+        None, description="random resized crop + flip in training (default: on, off for pairs)"
+    )
+    crop_min: float = Field(0.08, gt=0, le=1, description="smallest area of a random crop")
+    skip_bad: bool = Field(False, description="skip and count bad images instead of failing")
 
 
 class ModelConfig(_Section):

@@ -203,9 +203,18 @@ def record_design(recipe_json: str) -> str | None:
     """The design of a record from its recipe JSON (records that predate the column)."""
     import json
 
+    from negscale.recipe import Recipe
     from negscale.run_id import design_id, flatten
 
     try:
-        return design_id(flatten(json.loads(recipe_json)), {})
+        raw = json.loads(recipe_json)
+    except (TypeError, ValueError):
+        return None
+    try:  # the current schema's defaults: fields added since are hashed only when set
+        defaults = Recipe.model_validate(raw).field_defaults()
+    except Exception:  # a recipe this version no longer accepts: every field counts
+        defaults = {}
+    try:
+        return design_id(flatten(raw), defaults)
     except (TypeError, ValueError):
         return None
