@@ -13,7 +13,8 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from PIL import Image, ImageDraw
+from data_fixtures import COLOURS, SHAPES, item
+from PIL import Image
 from typer.testing import CliRunner
 
 from negscale.cli import app
@@ -21,33 +22,11 @@ from negscale.data import DATASETS, build
 from negscale.errors import NegscaleError
 from negscale.recipe import DataConfig, load_recipe
 
-COLOURS = {
-    "red": (220, 30, 30),
-    "green": (30, 200, 60),
-    "blue": (40, 60, 220),
-    "yellow": (230, 220, 40),
-}
-SHAPES = ("circle", "square", "triangle")
 MEAN = np.array([0.485, 0.456, 0.406])
 STD = np.array([0.229, 0.224, 0.225])
 ROWS = 40
 
 runner = CliRunner()
-
-
-def _draw(path: Path, colour: tuple[int, int, int], shape: str, i: int) -> None:
-    """A coloured shape on grey, its position and size varying with i so no two images match."""
-    w, h = 28 + i % 5, 24 + i % 3  # not square: exercises resize + centre crop
-    im = Image.new("RGB", (w, h), (128, 128, 128))
-    d = ImageDraw.Draw(im)
-    x0, y0, s = 2 + i % 6, 2 + (i // 6) % 5, 10 + i % 4
-    if shape == "circle":
-        d.ellipse((x0, y0, x0 + s, y0 + s), fill=colour)
-    elif shape == "square":
-        d.rectangle((x0, y0, x0 + s, y0 + s), fill=colour)
-    else:
-        d.polygon([(x0, y0 + s), (x0 + s, y0 + s), (x0 + s // 2, y0)], fill=colour)
-    im.save(path)
 
 
 @pytest.fixture(scope="module")
@@ -56,13 +35,10 @@ def shapes(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("shapes")
     (root / "images").mkdir()
     rows = []
-    names = list(COLOURS)
     for i in range(ROWS):
-        colour, shape = names[i % 4], SHAPES[(i // 4) % 3]
-        _draw(root / "images" / f"{i:02d}.png", COLOURS[colour], shape, i)
-        rows.append(
-            {"image": f"images/{i:02d}.png", "caption": f"A {colour} {shape}.", "label": shape}
-        )
+        im, caption, shape = item(i)
+        im.save(root / "images" / f"{i:02d}.png")
+        rows.append({"image": f"images/{i:02d}.png", "caption": caption, "label": shape})
     table = pd.DataFrame(rows)
     table.to_csv(root / "pairs.csv", index=False)
     table.to_parquet(root / "pairs.parquet", index=False)
