@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from data_fixtures import class_folder
+from data_fixtures import class_folder, tar_shards
 
 from negscale.data import build, loader
 from negscale.errors import NegscaleError
@@ -68,11 +68,18 @@ def test_rank_slices_make_up_the_global_batch() -> None:
         assert torch.equal(torch.cat([a.mine, b.mine]), w.mine) and len(a.mine) == 4
 
 
-def _recipe(root: Path, workers: int):
+@pytest.fixture(scope="module")
+def shards(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("shards")
+    tar_shards(root, [20, 16])
+    return root
+
+
+def _recipe(name: str, root: Path, workers: int):
     return load_recipe(
         "quickstart",
         [
-            "data.name='folder'",
+            f"data.name='{name}'",
             f"data.path='{root}'",
             "data.n=24",
             "data.n_eval=8",
@@ -88,15 +95,19 @@ def _recipe(root: Path, workers: int):
     )
 
 
-def test_resumed_folder_run_equals_uninterrupted_with_workers(folder: Path) -> None:
+@pytest.mark.parametrize("name", ["folder", "shards"])
+def test_resumed_file_backed_run_equals_uninterrupted_with_workers(
+    name: str, request: pytest.FixtureRequest
+) -> None:
+    root = request.getfixturevalue(name)
     rt = Runtime(torch.device("cpu"), "fp32", False)
-    straight = Trainer(_recipe(folder, 0), rt, progress=False)
+    straight = Trainer(_recipe(name, root, 0), rt, progress=False)
     for _ in range(7):
         straight.train_step()
-    first = Trainer(_recipe(folder, 1), rt, progress=False)
+    first = Trainer(_recipe(name, root, 1), rt, progress=False)
     for _ in range(3):
         first.train_step()
-    second = Trainer(_recipe(folder, 1), rt, progress=False)
+    second = Trainer(_recipe(name, root, 1), rt, progress=False)
     second.load_state_dict(first.state_dict())
     for _ in range(4):
         second.train_step()

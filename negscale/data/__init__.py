@@ -70,6 +70,13 @@ def _folder(cfg: DataConfig, model: Any = None) -> PairedData:
     return build_folder(cfg, model)
 
 
+@register("shards", "webdataset tar shards (img2dataset/open_clip layout), random access by index")
+def _shards(cfg: DataConfig, model: Any = None) -> PairedData:
+    from negscale.data.shards import build_shards
+
+    return build_shards(cfg, model)
+
+
 @register("digits", "scikit-learn's bundled 8x8 digits: 1797 images, 10 classes, offline")
 def _digits(cfg: DataConfig, model: Any = None) -> PairedData:
     from negscale.data.bundled import build_digits
