@@ -86,6 +86,8 @@ class RunRecord:
     negatives_used: float = 0.0
     negatives_store: int = 0
     negatives_ids_sha: str | None = None
+    # data
+    data_skipped: int | None = None  # bad items skipped (data.skip_bad); None: no such count
     message: str | None = None
     extra: dict = field(default_factory=dict)
 

@@ -400,6 +400,7 @@ def _record(
         negatives_used=used,
         negatives_store=trainer.source.store_size,
         negatives_ids_sha=trainer.source.ids_sha,
+        data_skipped=trainer.data.info.get("skipped"),
         message=message,
     )
 
