@@ -71,7 +71,8 @@ def test_each_dataset_trains_with_each_source(fixtures, dataset: str, source: st
     for _ in range(2):
         trainer.train_step()
     assert len(trainer.losses) == 2 and all(math.isfinite(v) for v in trainer.losses)
-    moved = any(not torch.equal(a, b) for a, b in zip(before, trainer.model.parameters()))
+    after = list(trainer.model.parameters())
+    moved = any(not torch.equal(a, b) for a, b in zip(before, after, strict=True))
     assert moved and trainer.negatives_seen[-1] >= min(recipe.m, 3)
 
 
