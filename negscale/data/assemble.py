@@ -73,6 +73,7 @@ class Spec:
     two_view: bool = False
     skip_bad: bool = False
     info: dict[str, Any] = field(default_factory=dict)
+    cache: dict[int, torch.Tensor] = field(default_factory=dict, repr=False)
 
 
 def _split(
@@ -81,6 +82,13 @@ def _split(
     keep, bad = usable(rows.images, rows.order, need, spec.skip_bad)
     augment = train and spec.augment
     transform = image_transform(spec.size, augment, spec.image_encoder, spec.crop_min)
+    cached = None
+    if not augment and not getattr(rows.images, "decodes", True):
+        # small pre-decoded arrays: transform every image once (one float copy, no uint8 reads)
+        key = id(rows.images)
+        if key not in spec.cache:
+            spec.cache[key] = transform([rows.images.open(r) for r in range(len(rows.images))])
+        cached = spec.cache[key]
     labels = None if rows.labels is None else torch.as_tensor(rows.labels[keep])
     pairs = ImageTextSet(
         rows.images,
@@ -91,6 +99,7 @@ def _split(
         labels,
         two_view=spec.two_view,
         draw=train,
+        cached=cached,
     )
     return pairs, bad
 

@@ -159,6 +159,7 @@ class ImageTextSet:
     labels: torch.Tensor | None = None  # per id
     two_view: bool = False
     draw: bool = False  # training: one of an image's captions at random per visit
+    cached: torch.Tensor | None = None  # per image row: the deterministic transform, done once
 
     @property
     def decodes(self) -> bool:
@@ -169,19 +170,22 @@ class ImageTextSet:
         return len(self.rows)
 
     def fetch(self, ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        xs, ys, texts = [], [], []
-        for i in ids.tolist():
-            row = int(self.rows[i])
-            image = self.images.open(row)
-            xs.append(self.transform(image))
+        rows = [int(self.rows[i]) for i in ids.tolist()]
+        if self.cached is not None:
+            x = self.cached[rows]
             if self.two_view:
-                ys.append(self.transform(image))
-                continue
+                return x, x.clone()
+        else:
+            images = [self.images.open(row) for row in rows]
+            x = self.transform(images)
+            if self.two_view:
+                return x, self.transform(images)
+        texts = []
+        for row in rows:
             options = self.captions[row]
             pick = int(torch.randint(len(options), ())) if self.draw and len(options) > 1 else 0
             texts.append(options[pick])
-        y = torch.stack(ys) if self.two_view else self.encode(texts)
-        return torch.stack(xs), y
+        return x, self.encode(texts)
 
     def head(self, n: int) -> ImageTextSet:
         labels = None if self.labels is None else self.labels[:n]
