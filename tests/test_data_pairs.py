@@ -20,7 +20,7 @@ from typer.testing import CliRunner
 from negscale.cli import app
 from negscale.data import DATASETS, build
 from negscale.errors import NegscaleError
-from negscale.recipe import DataConfig, load_recipe
+from negscale.recipe import DataConfig, ModelConfig, load_recipe
 
 MEAN = np.array([0.485, 0.456, 0.406])
 STD = np.array([0.229, 0.224, 0.225])
@@ -175,6 +175,12 @@ def test_local_hf_tokenizer_and_hf_text_tower(tmp_path: Path, shapes: Path) -> N
         tuple(r) for r in _all(d.eval)[1].tolist()
     }
     assert (2, 4, 8, 3, 0, 0) in ids and (2, 7, 10, 3, 0, 0) in ids  # "A yellow triangle."
+    # an hf text tower reads its own folder's tokenizer when data.tokenizer is not set
+    tok.save_pretrained(tmp_path / "bert")
+    tower = ModelConfig(text_encoder="hf", text_path=str(tmp_path / "bert"))
+    own = build(_cfg(shapes / "pairs.csv", caption_len=6), tower)
+    assert own.info["tokenizer"] == str(tmp_path / "bert")
+    assert torch.equal(_all(own.eval)[1], _all(d.eval)[1])
 
     from negscale.train import run
 

@@ -13,7 +13,7 @@ from data_fixtures import SHAPES, class_folder, item
 
 from negscale.data import build
 from negscale.errors import NegscaleError
-from negscale.recipe import DataConfig
+from negscale.recipe import DataConfig, ModelConfig
 
 
 def _all(pairs) -> tuple[torch.Tensor, torch.Tensor]:
@@ -60,6 +60,25 @@ def test_folder_nested_over_n(folder: Path) -> None:
     big = build(DataConfig(name="folder", path=str(folder), n=28, n_eval=8))
     assert np.array_equal(big.train.rows[:10], small.train.rows)
     assert np.array_equal(big.eval.rows, small.eval.rows)
+
+
+def test_a_timm_tower_gets_its_own_normalisation(tmp_path: Path) -> None:
+    from open_clip.constants import OPENAI_DATASET_MEAN, OPENAI_DATASET_STD
+    from PIL import Image
+
+    for k, colour in enumerate([(200, 40, 90), (10, 250, 130)]):
+        (tmp_path / f"c{k}").mkdir()
+        for i in range(4):
+            Image.new("RGB", (20 + i, 18), colour).save(tmp_path / f"c{k}" / f"{i}.png")
+    cfg = DataConfig(name="folder", path=str(tmp_path), n=4, n_eval=4, image_size=16)
+    clip = ModelConfig(image_encoder="timm:vit_base_patch16_clip_224.openai")
+    d = build(cfg, clip)
+    x, _ = _all(d.eval)
+    for img, row in zip(x, d.eval.rows, strict=True):
+        rgb = np.array(Image.open(d.eval.images.paths[row]).getpixel((0, 0))) / 255
+        want = (rgb - np.array(OPENAI_DATASET_MEAN)) / np.array(OPENAI_DATASET_STD)
+        torch.testing.assert_close(img[:, 5, 5], torch.tensor(want, dtype=torch.float32))
+    assert not torch.allclose(_all(build(cfg).eval)[0], x)  # tiny towers: ImageNet statistics
 
 
 # ---------------------------------------------------------------- bundled

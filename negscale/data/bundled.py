@@ -30,7 +30,10 @@ from negscale.errors import NegscaleError
 
 DIGIT_NAMES = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"]
 ANIMALS = ["bear", "bird", "cat", "cow", "dog", "elephant", "giraffe", "horse", "sheep", "zebra"]
-ANIMAL_INSTALL = "pip install --no-deps animal-mnist  (or: pip install 'negscale[animal]')"
+ANIMAL_INSTALL = (
+    "pip install --no-deps animal-mnist (the extra negscale[animal] works too,"
+    " but also pulls the tensorflow the package declares)"
+)
 
 
 def load_digits_arrays() -> tuple[np.ndarray, np.ndarray]:
