@@ -84,7 +84,10 @@ def _digits(cfg: DataConfig, model: Any = None) -> PairedData:
     return build_digits(cfg, model)
 
 
-@register("animal-mnist", "10,000 28x28 animal silhouettes, 10 classes (pip extra [animal])")
+@register(
+    "animal-mnist",
+    "10,000 28x28 animal silhouettes, 10 classes (pip install --no-deps animal-mnist)",
+)
 def _animal(cfg: DataConfig, model: Any = None) -> PairedData:
     from negscale.data.bundled import build_animal_mnist
 
