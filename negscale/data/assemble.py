@@ -143,6 +143,19 @@ def assemble(train: Rows, held: Rows, spec: Spec, classes: list[str] | None) -> 
     )
 
 
+def one_source(
+    images: ImageSource,
+    captions: Sequence[Sequence[str]] | None,
+    labels: np.ndarray | None,
+    rows: tuple[np.ndarray, np.ndarray],
+    spec: Spec,
+    classes: list[str] | None,
+) -> PairedData:
+    """Both splits from one source: ``rows`` = (train rows in order, eval rows)."""
+    train = Rows(images, captions, labels, rows[0])
+    return assemble(train, Rows(images, captions, labels, rows[1]), spec, classes)
+
+
 def spec_of(cfg: Any, model: Any | None, *, augment: bool, info: dict[str, Any]) -> Spec:
     """A Spec from a DataConfig and (optionally) the ModelConfig of the towers."""
     text_path = None

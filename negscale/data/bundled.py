@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from negscale.data.assemble import Rows, assemble, holdout, spec_of
+from negscale.data.assemble import holdout, one_source, spec_of
 from negscale.data.base import PairedData
 from negscale.data.folder import class_captions
 from negscale.data.images import ArrayImages
@@ -69,15 +69,9 @@ def load_animal_arrays() -> tuple[np.ndarray, np.ndarray]:
 def _class_set(cfg, model, pixels: np.ndarray, labels: np.ndarray, classes: list[str], label: str):
     captions = class_captions(labels, classes, cfg.templates)
     images = ArrayImages(pixels, label)
-    train_rows, eval_rows = holdout(len(pixels), cfg.n_eval, cfg.seed)
-    info = {"images": len(pixels)}
-    spec = spec_of(cfg, model, augment=True, info=info)
-    return assemble(
-        Rows(images, captions, labels, train_rows),
-        Rows(images, captions, labels, eval_rows),
-        spec,
-        classes,
-    )
+    spec = spec_of(cfg, model, augment=True, info={"images": len(pixels)})
+    rows = holdout(len(pixels), cfg.n_eval, cfg.seed)
+    return one_source(images, captions, labels, rows, spec, classes)
 
 
 def build_digits(cfg, model=None) -> PairedData:

@@ -40,7 +40,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from negscale.data.assemble import Rows, assemble, spec_of
+from negscale.data.assemble import one_source, spec_of
 from negscale.data.base import PairedData
 from negscale.data.images import FileImages
 from negscale.errors import NegscaleError
@@ -232,9 +232,4 @@ def build_pairs(cfg: DataConfig, model=None) -> PairedData:
         "eval_rows": len(eval_rows),
     }
     spec = spec_of(cfg, model, augment=False, info=info)
-    return assemble(
-        Rows(source, captions, labels, train_rows),
-        Rows(source, captions, labels, eval_rows),
-        spec,
-        classes,
-    )
+    return one_source(source, captions, labels, (train_rows, eval_rows), spec, classes)
