@@ -198,7 +198,9 @@ class ModelConfig(_Section):
     embed_dim: int = Field(32, ge=1)
     hidden: int = Field(128, ge=1)
     layers: int = Field(2, ge=1)
-    tau: float = Field(0.1, gt=0)
+    # house: the model clamps 1/tau at 100 (CLIP's bound), so a smaller tau would train
+    # at 0.01 while run_id hashed the value asked for: refuse it instead.
+    tau: float = Field(0.1, ge=0.01, description="temperature, at least 0.01 (CLIP's clamp)")
     learn_tau: bool = False
     image_path: str | None = Field(None, description="local pretrained image tower (timm)")
     text_path: str | None = Field(None, description="local pretrained text tower (transformers)")

@@ -13,7 +13,7 @@ import math
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -22,7 +22,7 @@ import torch
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-from negscale import __version__, distributed, encoders, memory, negatives
+from negscale import __version__, collapse, distributed, encoders, memory, negatives
 from negscale import data as datasets
 from negscale.data import loader
 from negscale.data.base import PairedData, PairSet
@@ -32,7 +32,9 @@ from negscale.losses import contrastive_loss
 from negscale.metrics import evaluate
 from negscale.negatives import Batch, NegativeSource, step_generator
 from negscale.recipe import Recipe
-from negscale.results import RunRecord, write
+from negscale.results import RunRecord, write, write_history
+
+Notice = Callable[[str], None]
 
 _BATCH_STREAM = 1
 
@@ -103,6 +105,14 @@ def warmup_cosine(step: int, total: int, warmup_frac: float) -> float:
         return (step + 1) / warm
     progress = (step - warm) / max(1, total - warm)
     return 0.5 * (1.0 + math.cos(math.pi * min(progress, 1.0)))
+
+
+HISTORY_POINTS = 100  # rows of a run's training curve (runs/<run_id>.history.parquet)
+
+
+def history_every(steps: int) -> int:
+    """Steps between training-curve rows: about HISTORY_POINTS rows whatever the run length."""
+    return max(1, math.ceil(steps / HISTORY_POINTS))
 
 
 def batch_indices(n: int, batch: int, seed: int, step: int) -> torch.Tensor:
@@ -176,6 +186,9 @@ class Trainer:
         self.negatives_seen: list[float] = []
         self.scores_per_step = 0
         self.train_s = 0.0
+        # house: step-0 metrics (the collapse check) and the training curve, both checkpointed
+        self.init_metrics: dict[str, float | None] | None = None
+        self.history: list[dict[str, float]] = []
 
     # ------------------------------------------------------------ checkpoints
     def state_dict(self) -> dict:
@@ -190,6 +203,8 @@ class Trainer:
             "negatives_seen": self.negatives_seen,
             "train_s": self.train_s,
             "run_id": self.recipe.run_id(),
+            "init_metrics": self.init_metrics,
+            "history": self.history,
         }
 
     def load_state_dict(self, state: dict) -> None:
@@ -200,6 +215,8 @@ class Trainer:
         self.step, self.losses = state["step"], list(state["losses"])
         self.negatives_seen = list(state["negatives_seen"])
         self.train_s = state["train_s"]
+        self.init_metrics = state.get("init_metrics")  # checkpoints before these keys lack them
+        self.history = list(state.get("history", []))
 
     def save(self, path: Path) -> None:
         """Write the checkpoint atomically; under torchrun only rank 0 writes."""
@@ -279,6 +296,28 @@ class Trainer:
             if not math.isfinite(value):
                 raise Diverged(f"loss became {value} at step {first + i}")
             self.losses.append(value)
+            self._log_history(first + i + 1)
+
+    def _log_history(self, step: int) -> None:
+        """A training-curve row every :func:`history_every` steps and at the last one.
+
+        ``loss`` is the mean step loss since the previous row; ``lr`` the rate
+        the scheduler used for that step; ``tau`` the temperature now.
+        """
+        total = self.recipe.train.steps
+        if step % history_every(total) and step != total:
+            return
+        last = int(self.history[-1]["step"]) if self.history else 0
+        window = self.losses[last:step]
+        lr = self.recipe.train.lr * warmup_cosine(step - 1, total, self.recipe.train.warmup)
+        self.history.append(
+            {
+                "step": step,
+                "loss": sum(window) / len(window),
+                "lr": lr,
+                "tau": float(self.model.tau),
+            }
+        )
 
     def fit(self, checkpoint: Path | None = None) -> None:
         """Train to ``train.steps``; checkpoint every K steps (if set) and at the end."""
@@ -402,11 +441,57 @@ def _record(
         negatives_ids_sha=trainer.source.ids_sha,
         data_skipped=trainer.data.info.get("skipped"),
         message=message,
+        auc_init=(trainer.init_metrics or {}).get("auc"),
+        recall_at_1_init=(trainer.init_metrics or {}).get("recall_at_1"),
+        val_loss_init=(trainer.init_metrics or {}).get("val_loss"),
     )
 
 
 def checkpoint_path(results: Path, run_id: str) -> Path:
     return Path(results) / "checkpoints" / f"{run_id}.pt"
+
+
+def _stderr(message: str) -> None:
+    print(message, file=sys.stderr)
+
+
+def _resume(trainer: Trainer, ckpt: Path, rebuild: Callable[[], Trainer], say: Notice) -> Trainer:
+    """The trainer at its checkpoint's step, or a fresh one when the checkpoint will not load.
+
+    ``load_state_dict`` can fail after copying part of the state (a tensor of
+    the wrong shape, a truncated file), so a failure never continues with the
+    trainer it was loading into: the run restarts from step 0 on a new one.
+    """
+    if not ckpt.is_file():
+        return trainer
+    try:
+        trainer.load_state_dict(
+            torch.load(ckpt, map_location=trainer.runtime.device, weights_only=False)
+        )
+    except Exception as exc:  # a broken checkpoint only costs the work it held
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        say(f"warning: ignoring unreadable checkpoint {ckpt} ({reason}); training from step 0")
+        return rebuild()
+    say(f"resuming run {trainer.recipe.run_id()} from its checkpoint at step "
+        f"{trainer.step}/{trainer.recipe.train.steps}")  # fmt: skip
+    return trainer
+
+
+def _learned(trainer: Trainer, metrics: dict) -> str | None:
+    """Why the finished run did not learn (collapse checks), or None."""
+    img, txt = trainer.embed(trainer.data.eval, collapse.SPREAD_SAMPLE)
+    used = trainer.negatives_seen
+    tail = trainer.losses[-max(1, len(trainer.losses) // 10) :]
+    init = trainer.init_metrics or {}
+    return collapse.diagnose(
+        spread=collapse.score_spread(img, txt),
+        train_loss=sum(tail) / len(tail) if tail else None,
+        loss_form=trainer.recipe.negatives.loss_form,
+        negatives_per_anchor=sum(used) / len(used) if used else float(trainer.recipe.m),
+        auc=metrics.get("auc"),
+        auc_init=init.get("auc"),
+        n_eval=len(trainer.data.eval),
+    )
 
 
 def run(
@@ -417,34 +502,54 @@ def run(
     console: Console | None = None,
     progress: bool = True,
     data: PairedData | None = None,
+    notice: Notice | None = None,
+    resume: bool = True,
+    report_to: str | None = None,
 ) -> RunRecord:
     """Train, evaluate and record one run; resumes from its checkpoint if one exists.
 
-    A diverged run is recorded with ``status="diverged"`` and no metrics.
+    The model is evaluated at step 0 too (kept in the checkpoint), so a run
+    that did not learn is recorded with ``status="collapsed"`` and the reason
+    (:mod:`negscale.collapse`), with its metrics. A diverged run is recorded
+    with ``status="diverged"`` and no metrics. ``notice`` receives one-line
+    messages (resuming, an unreadable checkpoint); default: stderr. With
+    ``resume=False`` an existing checkpoint is ignored and overwritten.
+    ``report_to="tensorboard"`` also writes the curve and metrics as scalars.
     """
     start = time.perf_counter()
+    say = notice or _stderr
     runtime = resolve_runtime(recipe, device)
     memory.reset_peak(runtime.device)  # this run's peak, not an earlier run's in a sweep
-    trainer = Trainer(recipe, runtime, data=data, console=console, progress=progress)
+
+    def build() -> Trainer:
+        return Trainer(recipe, runtime, data=data, console=console, progress=progress)
+
+    trainer = build()
+    data = trainer.data  # a rebuilt trainer reuses it
     ckpt = checkpoint_path(Path(results), recipe.run_id())
-    if ckpt.is_file():
-        try:
-            trainer.load_state_dict(
-                torch.load(ckpt, map_location=runtime.device, weights_only=False)
-            )
-        except Exception as exc:  # a broken checkpoint only costs the work it held
-            print(f"warning: ignoring unreadable checkpoint {ckpt}: {exc}", file=sys.stderr)
+    if resume:
+        trainer = _resume(trainer, ckpt, build, say)
+    main = runtime.dist.is_main
     status, message, metrics = "ok", None, {}
     try:
+        if main and trainer.step == 0 and trainer.init_metrics is None:
+            trainer.init_metrics = trainer.evaluate()
         trainer.fit(ckpt)
-        if runtime.dist.is_main:
+        if main:
             metrics = trainer.evaluate()
+            message = _learned(trainer, metrics)
+            status = "collapsed" if message else "ok"
     except Diverged as exc:
         status, message = "diverged", str(exc)
     record = _record(
         recipe, trainer, runtime, status, metrics, time.perf_counter() - start, message
     )
-    if runtime.dist.is_main:  # one record per run, however many processes trained it
+    if main:  # one record per run, however many processes trained it
+        write_history(trainer.history, results, record.run_id)
+        if report_to == "tensorboard":
+            from negscale.report_to import write_tensorboard
+
+            write_tensorboard(results, record, trainer.history)
         write(record, results)
     distributed.barrier()
     return record

@@ -35,6 +35,10 @@ TINY = [
     "eval.prototypes=24",
 ]
 
+# 8 held-out pairs are too few for the trainer's collapse check (it wants an AUC gain of
+# 0.2 over initialisation): a finished run is "ok" or "collapsed", and records either way.
+FINISHED = ("ok", "collapsed")
+
 
 @pytest.fixture(scope="module")
 def fixtures(tmp_path_factory) -> dict[str, list[str]]:
@@ -80,7 +84,7 @@ def test_each_dataset_trains_with_each_source(fixtures, dataset: str, source: st
 def test_a_run_records_zero_shot_and_the_skip_count(fixtures, dataset, tmp_path: Path) -> None:
     recipe = load_recipe("quickstart", [*TINY, *fixtures[dataset]])
     rec = run(recipe, tmp_path, device="cpu", progress=False)
-    assert rec.status == "ok" and rec.data_skipped == 0 and rec.n_eval == 8
+    assert rec.status in FINISHED and rec.data_skipped == 0 and rec.n_eval == 8
     if dataset == "shards":  # no label key asked for: no classes, no zero-shot
         assert rec.num_classes is None and rec.zeroshot_top1 is None
     else:  # two-view: class means of the second views are the prototypes
@@ -134,7 +138,8 @@ def test_skip_bad_skips_counts_and_records(tmp_path: Path) -> None:
     (root / "circle" / "000.png").write_text("not an image")
     (root / "square" / "004.png").write_bytes(b"")
     recipe = load_recipe(
-        "quickstart", [*TINY, "data.name='folder'", f"data.path='{root}'", "data.skip_bad=true"]
+        "quickstart",
+        [*TINY, "data.name='folder'", f"data.path='{root}'", "data.skip_bad=true"],
     )
     rec = run(recipe, tmp_path / "results", device="cpu", progress=False)
-    assert rec.status == "ok" and rec.data_skipped >= 1 and rec.n == 24
+    assert rec.status in FINISHED and rec.data_skipped == 2 and rec.n == 24

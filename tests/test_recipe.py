@@ -38,6 +38,7 @@ def test_design_axes_override_the_recipe() -> None:
         (["train.batch_size=1"], "train.batch_size"),
         (["model.tau=0"], "model.tau"),
         (["model.tau=-1"], "model.tau"),
+        (["model.tau=0.0099"], "model.tau"),  # the model clamps 1/tau at 100
         (["negatives.m=0", "negatives.source='subsample'"], "negatives.m"),
         (["negatives.source='subsample'", "negatives.m=400"], "negatives.m"),
         (["negatives.source='pool'", "negatives.m=5000"], "negatives.m"),
