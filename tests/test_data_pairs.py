@@ -191,11 +191,11 @@ def test_local_hf_tokenizer_and_hf_text_tower(tmp_path: Path, shapes: Path) -> N
             f"data.tokenizer='{tmp_path / 'tok'}'",
             "model.text_encoder='hf'",
             f"model.text_path='{tmp_path / 'bert'}'",
-            "train.steps=3",
+            "train.steps=12",  # enough to pass the trainer's collapse check
         ],
     )
     rec = run(recipe, tmp_path / "results", device="cpu", progress=False)
-    assert rec.status == "ok" and rec.text_encoder == "hf"
+    assert rec.status == "ok" and rec.text_encoder == "hf", rec.message
 
 
 def test_integer_label_ids_keep_numeric_order_and_a_named_label_column(
