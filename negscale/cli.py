@@ -187,7 +187,7 @@ def train(
     from negscale import distributed
     from negscale.train import checkpoint_path, run
 
-    data = datasets.build(r.data)  # bad data is an error before anything is printed
+    data = datasets.build(r.data, r.model)  # bad data is an error before anything is printed
     main = distributed.env_info().is_main
     if main:
         err.print(

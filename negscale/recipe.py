@@ -13,13 +13,15 @@ from __future__ import annotations
 import json
 from importlib import resources
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import tomllib
 from pydantic import (
     BaseModel,
     ConfigDict,
+    Discriminator,
     Field,
+    Tag,
     ValidationError,
     field_validator,
     model_validator,
@@ -37,13 +39,22 @@ class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
 
-class DataConfig(_Section):
-    """Which paired dataset, how many training pairs (n) and held-out pairs."""
+class _DataBase(_Section):
+    """What every dataset has: how many training pairs (n), held-out pairs, loading."""
 
-    name: str = "synthetic"
-    flavour: Literal["vectors", "images"] = "vectors"
     n: int = Field(4096, ge=2, description="training pairs (anchors)")
     n_eval: int = Field(1024, ge=2, description="held-out evaluation pairs")
+    seed: int = Field(1234, description="data seed: the fixed order (and synthetic task)")
+    workers: int | None = Field(
+        None, ge=0, description="DataLoader processes; default 0 in memory, up to 4 when decoding"
+    )
+
+
+class SyntheticData(_DataBase):
+    """The embedded generator (negscale.data.synthetic): its task knobs."""
+
+    name: Literal["synthetic"] = "synthetic"
+    flavour: Literal["vectors", "images"] = "vectors"
     classes: int = Field(16, ge=1, description="latent clusters (class labels)")
     latent_dim: int = Field(8, ge=1)
     input_dim: int = Field(32, ge=1, description="observed dimension of each vector view")
@@ -53,22 +64,127 @@ class DataConfig(_Section):
     image_size: int = Field(16, ge=8)
     caption_len: int = Field(8, ge=1)
     vocab: int = Field(16, ge=2, description="token bins per latent coordinate (images flavour)")
-    seed: int = Field(1234, description="generator seed: fixed so every run sees the same task")
-    path: str | None = Field(None, description="local data path for file-backed datasets")
-    image_column: str = Field("image", description="pairs: column of image file paths")
-    caption_column: str = Field("caption", description="pairs: column of caption text")
-    label_column: str | None = Field(
-        None, description="pairs: class column (default: 'label' when the table has one)"
-    )
-    split_column: str | None = Field(
-        None, description="pairs: train/eval column (default: 'split' when the table has one)"
-    )
+
+
+class _ImageData(_DataBase):
+    """Image datasets: pixels, captions to tokens, augmentation, pairing, bad files."""
+
+    image_size: int = Field(16, ge=8, description="square side the towers see, in pixels")
+    caption_len: int = Field(8, ge=1, description="tokens per caption (padded or cut)")
     vocab_size: int = Field(
-        10000, ge=3, description="pairs: word ids incl. 0 = pad, 1 = unknown (built-in tokenizer)"
+        10000, ge=3, description="word ids incl. 0 = pad, 1 = unknown (built-in tokenizer)"
     )
     tokenizer: str | None = Field(
-        None, description="pairs: local transformers tokenizer folder instead of the word tokenizer"
+        None, description="local transformers tokenizer folder instead of the word tokenizer"
     )
+    views: Literal["pair", "two-view"] = Field(
+        "pair", description="pair: image-caption; two-view: a second augmentation of the image"
+    )
+    augment: bool | None = Field(
+        None, description="random resized crop + flip in training (default: on, off for pairs)"
+    )
+    crop_min: float = Field(0.08, gt=0, le=1, description="smallest area of a random crop")
+    skip_bad: bool = Field(False, description="skip and count bad images instead of failing")
+
+
+class PairsData(_ImageData):
+    """Your own image-caption table (negscale.data.pairs)."""
+
+    name: Literal["pairs"] = "pairs"
+    path: str | None = Field(None, description="the CSV/Parquet table or COCO captions JSON")
+    format: Literal["table", "coco"] = Field(
+        "table", description="a CSV/Parquet table, or a COCO captions JSON"
+    )
+    eval_path: str | None = Field(None, description="a separate evaluation table (same format)")
+    image_root: str | None = Field(
+        None, description="folder image paths are relative to (default: the table's)"
+    )
+    image_column: str = Field("image", description="column of image file paths")
+    caption_column: str = Field("caption", description="column of caption text")
+    label_column: str | None = Field(
+        None, description="class column (default: 'label' when the table has one)"
+    )
+    split_column: str | None = Field(
+        None, description="train/eval column (default: 'split' when the table has one)"
+    )
+
+
+class _ClassData(_ImageData):
+    """Labelled images whose captions come from templates."""
+
+    templates: list[str] = Field(
+        default_factory=lambda: ["a photo of a {}."],
+        description="caption templates, {} = class name (zero-shot prompt ensemble)",
+    )
+
+
+class FolderData(_ClassData):
+    """Class-per-directory images (negscale.data.folder)."""
+
+    name: Literal["folder"] = "folder"
+    path: str | None = Field(None, description="root folder: one subfolder per class")
+    eval_path: str | None = Field(None, description="evaluation root of the same layout")
+
+
+class ShardsData(_ImageData):
+    """webdataset tar shards (negscale.data.shards)."""
+
+    name: Literal["shards"] = "shards"
+    path: str | None = Field(None, description="brace-expandable shard spec or folder of .tar")
+    eval_path: str | None = Field(None, description="evaluation shards (same kinds)")
+    caption_column: str = Field("caption", description="caption key inside {key}.json")
+    label_column: str | None = Field(None, description="class key inside {key}.json")
+
+
+class DigitsData(_ClassData):
+    """scikit-learn's bundled 8x8 digits (negscale.data.bundled)."""
+
+    name: Literal["digits"] = "digits"
+
+
+class AnimalData(_ClassData):
+    """animal-mnist's 28x28 silhouettes (negscale.data.bundled; extra [animal])."""
+
+    name: Literal["animal-mnist"] = "animal-mnist"
+
+
+DATA_CONFIGS: dict[str, type[_DataBase]] = {
+    c.model_fields["name"].default: c
+    for c in (SyntheticData, PairsData, FolderData, ShardsData, DigitsData, AnimalData)
+}
+
+
+def _data_tag(value: Any) -> str:
+    """The union's tag: ``data.name``, "synthetic" when a recipe leaves it out."""
+    if isinstance(value, dict):
+        return str(value.get("name", "synthetic"))
+    return str(getattr(value, "name", "synthetic"))
+
+
+DataSection = Annotated[
+    Annotated[SyntheticData, Tag("synthetic")]
+    | Annotated[PairsData, Tag("pairs")]
+    | Annotated[FolderData, Tag("folder")]
+    | Annotated[ShardsData, Tag("shards")]
+    | Annotated[DigitsData, Tag("digits")]
+    | Annotated[AnimalData, Tag("animal-mnist")],
+    Discriminator(_data_tag),
+]
+AnyData = SyntheticData | PairsData | FolderData | ShardsData | DigitsData | AnimalData
+
+
+def DataConfig(**fields: Any) -> AnyData:
+    """The config class of ``fields["name"]`` (default synthetic), validated.
+
+    One class per dataset, so a recipe for one dataset cannot carry another's
+    fields: a stray field is an "unknown key" error naming it.
+    """
+    name = str(fields.get("name", "synthetic"))
+    if name not in DATA_CONFIGS:
+        raise NegscaleError(
+            f"data.name: unknown dataset '{name}' (have: {', '.join(DATA_CONFIGS)})"
+        )
+    return DATA_CONFIGS[name](**fields)
 
 
 class ModelConfig(_Section):
@@ -181,7 +297,7 @@ class Recipe(_Section):
 
     name: str = "custom"
     description: str = ""
-    data: DataConfig = Field(default_factory=DataConfig)
+    data: DataSection = Field(default_factory=SyntheticData)
     model: ModelConfig = Field(default_factory=ModelConfig)
     negatives: NegativesConfig = Field(default_factory=NegativesConfig)
     train: TrainConfig = Field(default_factory=TrainConfig)
@@ -302,6 +418,22 @@ def parse_override(text: str) -> tuple[list[str], Any]:
     return keys, parsed
 
 
+def switch_dataset(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """``--set data.name=X`` on a recipe for another dataset keeps only the file's [data]
+    fields that X has (n, n_eval, seed, ...): the others belong to the dataset left behind.
+    Fields set with ``--set`` are never dropped, so a stray one is still an error."""
+    names = [v for k, v in map(parse_override, overrides) if k == ["data", "name"]]
+    section = raw.get("data")
+    if not names or not isinstance(section, dict):
+        return raw
+    target = DATA_CONFIGS.get(str(names[-1]))
+    if target is None or str(names[-1]) == _data_tag(section):
+        return raw
+    out = json.loads(json.dumps(raw))
+    out["data"] = {k: v for k, v in section.items() if k in target.model_fields}
+    return out
+
+
 def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
     out = json.loads(json.dumps(raw))
     for text in overrides:
@@ -326,10 +458,19 @@ def validate(raw: dict[str, Any]) -> Recipe:
         return Recipe.model_validate(raw)
     except ValidationError as exc:
         err = exc.errors()[0]
-        field = ".".join(str(p) for p in err["loc"]) or "recipe"
+        loc = list(err["loc"])
+        if loc[:1] == ["data"] and len(loc) > 1 and loc[1] in DATA_CONFIGS:
+            del loc[1]  # the union's tag: data.path, not data.folder.path
+        field = ".".join(str(p) for p in loc) or "recipe"
         msg = err["msg"]
         if err["type"] == "extra_forbidden":
             msg = "unknown key"
+            if field.startswith("data."):
+                msg += f" for data.name = '{_data_tag(raw.get('data', {}))}'"
+        if err["type"] == "union_tag_invalid":
+            field, got = "data.name", _data_tag(raw.get("data", {}))
+            msg = f"unknown dataset '{got}' (have: {', '.join(DATA_CONFIGS)})"
+            raise NegscaleError(f"{field}: {msg}") from None
         got = err.get("input")
         suffix = f" (got {got!r})" if got is not None and not isinstance(got, dict) else ""
         raise NegscaleError(f"{field}: {msg}{suffix}") from None
@@ -345,7 +486,7 @@ def load_recipe(
 ) -> Recipe:
     """Load, override (``--set``, then ``--negatives/--samples/--seed``), validate."""
     name, raw = read_recipe_file(source)
-    raw = apply_overrides(raw, list(overrides or []))
+    raw = apply_overrides(switch_dataset(raw, list(overrides or [])), list(overrides or []))
     raw["name"] = raw.get("name", name)
     return validate(with_design(raw, m=m, n=n, seed=seed))
 

@@ -97,6 +97,8 @@ class RunRecord:
     micro_batch: int | None = None  # train.micro_batch: gradient-cache chunk size, None = off
     encoder_gflops: float | None = None  # both towers, forward + backward, per step (measured)
     model_tflops: float | None = None  # achieved (encoder + loss) TFLOP/s over the training time
+    # data
+    data_skipped: int | None = None  # bad items skipped (data.skip_bad); None: no such count
     message: str | None = None
     # house: the same model evaluated at step 0 (the collapse check, negscale.collapse)
     auc_init: float | None = None
@@ -267,8 +269,16 @@ def record_design(recipe_json: str) -> str | None:
     from negscale.recipe import Recipe
     from negscale.run_id import design_id, flatten
 
-    try:  # today's defaults: fields added since the record was written are at theirs
-        return design_id(flatten(json.loads(recipe_json)), Recipe().field_defaults())
+    try:
+        raw = json.loads(recipe_json)
+    except (TypeError, ValueError):
+        return None
+    try:  # the current schema's defaults: fields added since are hashed only when set
+        defaults = Recipe.model_validate(raw).field_defaults()
+    except Exception:  # a recipe this version no longer accepts: every field counts
+        defaults = {}
+    try:
+        return design_id(flatten(raw), defaults)
     except (TypeError, ValueError):
         return None
 

@@ -3,7 +3,8 @@
 Version 1 (negscale 0.1.0) hashed the whole resolved recipe of that release:
 every field of every section, with ``negatives.m`` filled in, minus the
 execution details that do not change results (``train.device``,
-``train.checkpoint_every``) and the study's bookkeeping (``name``,
+``train.checkpoint_every``; since then also ``data.workers``: batches are the
+same whatever the worker count) and the study's bookkeeping (``name``,
 ``description``, ``sweep``). Users keep studies under those ids, so the hash
 stays version 1 and grows compatibly:
 
@@ -24,7 +25,15 @@ import json
 from typing import Any
 
 RUN_ID_VERSION = 1
-EXCLUDED = ("name", "description", "sweep", "train.device", "train.checkpoint_every")
+# execution details that never change what a run computes, and the study's bookkeeping
+EXCLUDED = (
+    "name",
+    "description",
+    "sweep",
+    "train.device",
+    "train.checkpoint_every",
+    "data.workers",
+)
 
 # The version-1 schema: each hashed field (section.field) and its default.
 V1_DEFAULTS: dict[str, Any] = {

@@ -13,7 +13,7 @@ import math
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -24,6 +24,7 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, Ti
 
 from negscale import __version__, collapse, distributed, encoders, memory, negatives
 from negscale import data as datasets
+from negscale.data import loader
 from negscale.data.base import PairedData, PairSet
 from negscale.encoders.dual import DualEncoder
 from negscale.errors import NegscaleError
@@ -196,8 +197,11 @@ class Trainer:
         self.recipe, self.runtime = recipe, runtime
         self.console = console or Console(stderr=True)
         self.progress = progress
-        self.data = data or datasets.build(recipe.data)
+        self.data = data or datasets.build(recipe.data, recipe.model)
         self.train_split: PairSet = self.data.train.head(recipe.data.n)
+        self.workers = loader.default_workers(self.train_split, recipe.data.workers)
+        self._batches: Iterator | None = None  # the DataLoader's iterator, and its next step
+        self._next_step = -1
         torch.manual_seed(recipe.train.seed)
         self.model: DualEncoder = encoders.build(recipe.model, self.data).to(runtime.device)
         distributed.broadcast_parameters(self.model)
@@ -268,14 +272,32 @@ class Trainer:
 
     # ------------------------------------------------------------ training
     def _batch(self, step: int) -> Batch:
-        """The global batch's indices and labels, with this process's slice of the inputs."""
-        r, split, info = self.recipe, self.train_split, self.runtime.dist
-        idx = batch_indices(len(split), r.train.batch_size, r.train.seed, step)
-        mine = idx.chunk(info.world_size)[info.rank] if info.enabled else idx
-        dev = self.runtime.device
-        labels = None if split.labels is None else split.labels[idx].to(dev)
-        x, y = split.fetch(mine)
-        return Batch(idx, x.to(dev), y.to(dev), labels)
+        """The global batch's indices and labels, with this process's slice of the inputs.
+
+        Batches come from a DataLoader started at ``step`` (at the checkpoint's
+        step on resume); asking for any other step than the next restarts it there.
+        """
+        if self._batches is None or step != self._next_step:
+            self._batches = self._loader(step)
+        index, x, y = next(self._batches)
+        self._next_step = step + 1
+        split, dev = self.train_split, self.runtime.device
+        labels = None if split.labels is None else split.labels[index]  # host: sources index it
+        pin = dev.type == "cuda"
+        return Batch(index, x.to(dev, non_blocking=pin), y.to(dev, non_blocking=pin), labels)
+
+    def _loader(self, start: int) -> Iterator:
+        r, info = self.recipe, self.runtime.dist
+        n, size, seed = len(self.train_split), r.train.batch_size, r.train.seed
+        sampler = loader.StepSampler(
+            lambda s: batch_indices(n, size, seed, s),
+            start,
+            max(r.train.steps, start + 1),
+            rank=info.rank if info.enabled else 0,
+            world=info.world_size if info.enabled else 1,
+        )
+        pin = self.runtime.device.type == "cuda"
+        return loader.batches(self.train_split, sampler, seed=seed, workers=self.workers, pin=pin)
 
     def train_step(self) -> torch.Tensor:
         """One optimiser step; returns the step's loss, still on the device (no host sync).
@@ -384,10 +406,11 @@ class Trainer:
         size = self.recipe.eval.batch_size
         count = len(split) if limit is None else min(limit, len(split))
         imgs, txts = [], []
-        for start in range(0, count, size):
-            x, y = split.fetch(torch.arange(start, min(start + size, count)))
+        dev = self.runtime.device
+        pin = dev.type == "cuda"
+        for x, y in loader.chunks(split, count, size, workers=self.workers, pin=pin):
             with self.runtime.autocast:
-                img, txt = self.model(x.to(self.runtime.device), y.to(self.runtime.device))
+                img, txt = self.model(x.to(dev, non_blocking=pin), y.to(dev, non_blocking=pin))
             imgs.append(img.float().cpu())
             txts.append(txt.float().cpu())
         return torch.cat(imgs), torch.cat(txts)
@@ -471,6 +494,7 @@ def _record(
             if trainer.train_s
             else None
         ),
+        data_skipped=trainer.data.info.get("skipped"),
         message=message,
         auc_init=(trainer.init_metrics or {}).get("auc"),
         recall_at_1_init=(trainer.init_metrics or {}).get("recall_at_1"),

@@ -127,10 +127,10 @@ def test_new_fields_move_run_id_only_when_used() -> None:
     from negscale.run_id import run_id
 
     base = {"data.n": 4096, "negatives.m": 255}
-    defaults = {"data.workers": 0}
-    same = run_id({**base, "data.workers": 0}, defaults)
+    defaults = {"data.new_knob": 0}
+    same = run_id({**base, "data.new_knob": 0}, defaults)
     assert same == run_id(base, defaults)  # a new field at its default: id unchanged
-    assert run_id({**base, "data.workers": 3}, defaults) != same  # used: id moves
+    assert run_id({**base, "data.new_knob": 3}, defaults) != same  # used: id moves
 
 
 def test_subsample_of_all_other_items_is_batch() -> None:
@@ -151,3 +151,8 @@ def test_design_groups_runs_that_differ_only_in_m_n_seed() -> None:
     )
     # a record without a design column gets the same id from its recipe JSON
     assert record_design(base.model_dump_json()) == base.design_id()
+
+
+def test_worker_count_is_not_part_of_run_id() -> None:
+    base = load_recipe("quickstart")
+    assert load_recipe("quickstart", ["data.workers=3"]).run_id() == base.run_id()

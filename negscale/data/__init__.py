@@ -4,15 +4,18 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 from negscale.data.base import Modality, PairedData, Split
 from negscale.errors import NegscaleError
-from negscale.recipe import DataConfig
+from negscale.recipe import DataConfig, ModelConfig
+
+Builder = Callable[[DataConfig, Any], PairedData]  # (data config, model config or None)
 
 
 @dataclass(frozen=True)
 class DatasetEntry:
-    build: Callable[[DataConfig], PairedData]
+    build: Builder
     summary: str
 
 
@@ -22,19 +25,20 @@ DATASETS: dict[str, DatasetEntry] = {}
 def register(name: str, summary: str):
     """Decorator: make a loader available as ``data.name = <name>``."""
 
-    def wrap(fn: Callable[[DataConfig], PairedData]) -> Callable[[DataConfig], PairedData]:
+    def wrap(fn: Builder) -> Builder:
         DATASETS[name] = DatasetEntry(fn, summary)
         return fn
 
     return wrap
 
 
-def build(cfg: DataConfig) -> PairedData:
+def build(cfg: DataConfig, model: ModelConfig | None = None) -> PairedData:
+    """The dataset of ``cfg``; ``model`` (the towers) picks tokenizer and image statistics."""
     if cfg.name not in DATASETS:
         raise NegscaleError(
             f"data.name: unknown dataset '{cfg.name}' (have: {', '.join(DATASETS)})"
         )
-    data = DATASETS[cfg.name].build(cfg)
+    data = DATASETS[cfg.name].build(cfg, model)
     if len(data.train) < cfg.n:
         raise NegscaleError(
             f"data.n: dataset '{cfg.name}' has only {len(data.train)} training pairs"
@@ -43,7 +47,7 @@ def build(cfg: DataConfig) -> PairedData:
 
 
 @register("synthetic", "embedded generator: two noisy views of clustered latents, known true score")
-def _synthetic(cfg: DataConfig) -> PairedData:
+def _synthetic(cfg: DataConfig, model: Any = None) -> PairedData:
     from negscale.data.synthetic import build_synthetic
 
     return build_synthetic(cfg)
@@ -51,12 +55,43 @@ def _synthetic(cfg: DataConfig) -> PairedData:
 
 @register(
     "pairs",
-    "your image-caption pairs: local CSV/Parquet table (data.path) + image files, in memory",
+    "your image-caption pairs: a CSV/Parquet table or COCO captions JSON (data.path) + images",
 )
-def _pairs(cfg: DataConfig) -> PairedData:
+def _pairs(cfg: DataConfig, model: Any = None) -> PairedData:
     from negscale.data.pairs import build_pairs
 
-    return build_pairs(cfg)
+    return build_pairs(cfg, model)
+
+
+@register("folder", "class-per-directory images (ImageNet layout), captions from data.templates")
+def _folder(cfg: DataConfig, model: Any = None) -> PairedData:
+    from negscale.data.folder import build_folder
+
+    return build_folder(cfg, model)
+
+
+@register("shards", "webdataset tar shards (img2dataset/open_clip layout), random access by index")
+def _shards(cfg: DataConfig, model: Any = None) -> PairedData:
+    from negscale.data.shards import build_shards
+
+    return build_shards(cfg, model)
+
+
+@register("digits", "scikit-learn's bundled 8x8 digits: 1797 images, 10 classes, offline")
+def _digits(cfg: DataConfig, model: Any = None) -> PairedData:
+    from negscale.data.bundled import build_digits
+
+    return build_digits(cfg, model)
+
+
+@register(
+    "animal-mnist",
+    "10,000 28x28 animal silhouettes, 10 classes (pip install --no-deps animal-mnist)",
+)
+def _animal(cfg: DataConfig, model: Any = None) -> PairedData:
+    from negscale.data.bundled import build_animal_mnist
+
+    return build_animal_mnist(cfg, model)
 
 
 __all__ = ["DATASETS", "Modality", "PairedData", "Split", "build", "register"]

@@ -1,73 +1,67 @@
-"""Your own image-caption pairs from local files: a CSV/Parquet table plus image files.
+"""Your own image-caption pairs from local files: a CSV/Parquet table or COCO JSON, plus images.
 
 ``data.path`` names a table (``.csv``, ``.parquet`` or ``.pq``) with one row
-per pair: ``image`` (a file path, relative to the table's folder or absolute)
-and ``caption`` (text); optionally ``label`` (class name or integer id; enables
-zero-shot accuracy) and ``split`` (``train`` / ``eval``). Column names are
-``data.image_column``, ``data.caption_column``, ``data.label_column`` and
-``data.split_column``. Nothing is downloaded, ever.
+per caption: ``image`` (a file path, relative to ``data.image_root`` or the
+table's folder, or absolute) and ``caption`` (text); optionally ``label``
+(class name or integer id; enables zero-shot accuracy) and ``split``
+(``train`` / ``eval``). Column names are ``data.image_column``,
+``data.caption_column``, ``data.label_column`` and ``data.split_column``.
+``data.format = "coco"`` reads a COCO captions JSON instead (``images`` with
+``file_name``, ``annotations`` with ``image_id`` and ``caption``).
+``data.eval_path`` (same format) is the evaluation set. Nothing is downloaded.
 
 Why the choices:
 
-* Nested studies over n: the training rows are put in one order by a seeded
-  permutation (``data.seed``) and a run takes the first n, so a smaller n is a
-  prefix of a larger one. The evaluation rows never depend on n: with a split
-  column they are the ``eval`` rows (a seeded subset of ``data.n_eval`` when
-  there are more), without one a seeded hold-out of ``data.n_eval`` rows.
-* The word vocabulary comes from *all* training captions (not the first n), so
-  the token ids of a pair are the same at every n.
-* Images are decoded with PIL (RGB), the shorter side resized to
-  ``data.image_size`` (bicubic) and centre-cropped, scaled to [0, 1] and
-  normalised with the ImageNet mean/std (what timm backbones expect). Only the
-  first n training rows and the evaluation rows are decoded.
-* Everything is kept in memory as one float32 tensor per split
-  (3 * image_size**2 * 4 bytes per image: ~600 KB at 224 px, so 10k images is
-  ~6 GB): this loader is for datasets that fit in RAM; use ``shards`` beyond.
+* Several captions per image: rows with the same image (and split) are one
+  item; its captions are drawn one per visit in training, the first is used in
+  evaluation. Ids are images, so an image's other captions never share its
+  batch and are never its negatives.
+* Nested studies over n: the images are put in one order by a seeded
+  permutation (``data.seed``) and a run takes the first n. The evaluation
+  images never depend on n (the ``eval`` rows, a seeded ``data.n_eval`` of
+  them when more; without a split, a seeded hold-out).
+* Lazy: images are decoded, resized (shorter side, bicubic) and centre-cropped
+  on fetch by timm's transform (:mod:`negscale.data.transforms`); only their
+  headers are read up front, to report missing or non-image files at once.
+  ``data.augment = true`` turns on random resized crops and flips in training.
 
-Captions become ``Modality("tokens")`` through a deterministic built-in word
-tokenizer (lowercase, words = runs of letters/digits, vocabulary = training
-words by frequency then alphabetically, at most ``data.vocab_size`` ids with
-0 = pad, 1 = unknown, fixed length ``data.caption_len``), or through a local
-transformers tokenizer folder ``data.tokenizer`` so the ``hf`` text tower can
-use its own vocabulary. ``data.flavour`` and the synthetic task's knobs
-(``classes``, ``noise``, ...) have no meaning here and are ignored.
+Captions become tokens through the built-in word tokenizer (vocabulary from
+all training captions) or a local transformers tokenizer
+(:mod:`negscale.data.text`).
 """
 
 from __future__ import annotations
 
-import os
+import json
 import re
-from collections import Counter
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pandas as pd
-import torch
 
-from negscale.data.base import Modality, PairedData, Split
+from negscale.data.assemble import one_source, spec_of
+from negscale.data.base import PairedData
+from negscale.data.images import FileImages
 from negscale.errors import NegscaleError
 from negscale.recipe import DataConfig
 
-PAD, UNK = 0, 1
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
-_WORD = re.compile(r"[^\W_]+")  # letters and digits (any script); everything else splits
-_SHOW = 3  # how many offending rows or files an error names
+_SHOW = 3  # how many offending rows an error names
 
 
 # ---------------------------------------------------------------- table
 
 
-def read_table(cfg: DataConfig) -> tuple[pd.DataFrame, Path]:
+def read_table(cfg: DataConfig, field: str = "data.path") -> tuple[pd.DataFrame, Path]:
     """The table as strings (CSV) or as stored (Parquet), and the folder images are relative to."""
-    if not cfg.path:
-        raise NegscaleError("data.path: the 'pairs' dataset needs a CSV or Parquet table")
-    path = Path(cfg.path).expanduser()
+    source = cfg.path if field == "data.path" else cfg.eval_path
+    if not source:
+        raise NegscaleError(f"{field}: the 'pairs' dataset needs a CSV or Parquet table")
+    path = Path(source).expanduser()
     if not path.is_file():
-        raise NegscaleError(f"data.path: no table file at {path}")
+        raise NegscaleError(f"{field}: no table file at {path}")
+    if cfg.format == "coco":
+        return read_coco(path, field), path.parent
     suffix = path.suffix.lower()
     try:
         if suffix == ".csv":
@@ -76,15 +70,28 @@ def read_table(cfg: DataConfig) -> tuple[pd.DataFrame, Path]:
         elif suffix in (".parquet", ".pq"):
             table = pd.read_parquet(path)
         else:
-            raise NegscaleError(f"data.path: expected a .csv or .parquet table, got {path.name}")
+            raise NegscaleError(f"{field}: expected a .csv or .parquet table, got {path.name}")
     except NegscaleError:
         raise
     except Exception as exc:  # any parser failure is the user's file
         reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise NegscaleError(f"data.path: cannot read table {path}: {reason}") from None
+        raise NegscaleError(f"{field}: cannot read table {path}: {reason}") from None
     if len(table) == 0:
-        raise NegscaleError(f"data.path: table {path} has no rows")
+        raise NegscaleError(f"{field}: table {path} has no rows")
     return table.reset_index(drop=True), path.parent
+
+
+def read_coco(path: Path, field: str) -> pd.DataFrame:
+    """A COCO captions JSON as a table: one row per caption, ``image`` = the file name."""
+    try:
+        doc = json.loads(path.read_text())
+        names = {int(im["id"]): str(im["file_name"]) for im in doc["images"]}
+        rows = [(names[int(a["image_id"])], str(a["caption"])) for a in doc["annotations"]]
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise NegscaleError(f"{field}: not a COCO captions JSON: {path} ({exc!r})") from None
+    if not rows:
+        raise NegscaleError(f"{field}: COCO file {path} has no annotations")
+    return pd.DataFrame(rows, columns=["image", "caption"])
 
 
 def _column(table: pd.DataFrame, field: str, name: str) -> pd.Series:
@@ -157,172 +164,72 @@ def split_rows(table: pd.DataFrame, cfg: DataConfig) -> tuple[np.ndarray, np.nda
     return train, held
 
 
-# ---------------------------------------------------------------- captions
-
-
-def words(text: str) -> list[str]:
-    return _WORD.findall(text.lower())
-
-
-def build_vocab(captions: list[str], size: int) -> dict[str, int]:
-    """Training words by frequency, ties alphabetically; ids from 2 (0 = pad, 1 = unknown)."""
-    counts = Counter(w for c in captions for w in words(c))
-    ranked = sorted(counts, key=lambda w: (-counts[w], w))[: max(size - 2, 0)]
-    return {w: i + 2 for i, w in enumerate(ranked)}
-
-
-def encode_words(captions: list[str], vocab: dict[str, int], length: int) -> torch.Tensor:
-    out = torch.full((len(captions), length), PAD, dtype=torch.long)
-    for i, caption in enumerate(captions):
-        ids = [vocab.get(w, UNK) for w in words(caption)][:length]
-        out[i, : len(ids)] = torch.tensor(ids, dtype=torch.long)
-    return out
-
-
-class _HFTokens:
-    """A local transformers tokenizer: fixed-length ids, padded with its own pad token."""
-
-    def __init__(self, folder: str) -> None:
-        if not Path(folder).expanduser().is_dir():
-            raise NegscaleError(f"data.tokenizer: no tokenizer folder at {folder}")
-        from transformers import AutoTokenizer
-
-        try:
-            self.tok = AutoTokenizer.from_pretrained(
-                str(Path(folder).expanduser()), local_files_only=True
-            )
-        except Exception as exc:  # transformers raises many kinds
-            reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-            raise NegscaleError(f"data.tokenizer: cannot load from {folder}: {reason}") from None
-        if self.tok.pad_token is None:
-            if self.tok.eos_token is None:
-                raise NegscaleError(f"data.tokenizer: {folder} defines no pad (or eos) token")
-            self.tok.pad_token = self.tok.eos_token
-        self.vocab = len(self.tok)
-
-    def __call__(self, captions: list[str], length: int) -> torch.Tensor:
-        enc = self.tok(
-            captions,
-            padding="max_length",
-            truncation=True,
-            max_length=length,
-            return_tensors="pt",
-        )
-        return enc["input_ids"].long()
-
-
-# ---------------------------------------------------------------- images
-
-
 def _resolve(root: Path, name: str) -> Path:
     p = Path(name).expanduser()
     return p if p.is_absolute() else root / p
 
 
-def load_image(path: Path, size: int) -> np.ndarray:
-    """RGB, shorter side to ``size`` (bicubic), centre crop: (3, size, size) float32 in [0, 1]."""
-    from PIL import Image
-
-    with Image.open(path) as im:
-        im = im.convert("RGB")
-        w, h = im.size
-        scale = size / min(w, h)
-        nw, nh = max(size, round(w * scale)), max(size, round(h * scale))
-        im = im.resize((nw, nh), Image.Resampling.BICUBIC)
-        left, top = (nw - size) // 2, (nh - size) // 2
-        im = im.crop((left, top, left + size, top + size))
-        arr = np.asarray(im, dtype=np.float32) / 255.0
-    return arr.transpose(2, 0, 1)
-
-
-def load_images(paths: list[Path], size: int, workers: int | None = None) -> torch.Tensor:
-    """Decode in a small thread pool into one normalised tensor; name the first bad files."""
-    out = np.empty((len(paths), 3, size, size), dtype=np.float32)
-    failed: list[tuple[Path, str]] = []
-
-    def one(i: int) -> None:
-        try:
-            out[i] = load_image(paths[i], size)
-        except FileNotFoundError:
-            failed.append((paths[i], "missing"))
-        except Exception as exc:  # PIL raises many kinds for bad files
-            failed.append((paths[i], type(exc).__name__))
-
-    workers = workers or min(4, os.cpu_count() or 1)
-    with ThreadPoolExecutor(max_workers=workers) as pool:
-        list(pool.map(one, range(len(paths))))
-    if failed:
-        failed.sort(key=lambda f: str(f[0]))
-        shown = ", ".join(f"{p} ({why})" for p, why in failed[:_SHOW])
-        more = f" and {len(failed) - _SHOW} more" if len(failed) > _SHOW else ""
-        raise NegscaleError(
-            f"data.path: {len(failed)} image file(s) missing or undecodable: {shown}{more}"
-        )
-    mean = np.array(IMAGENET_MEAN, dtype=np.float32)[:, None, None]
-    std = np.array(IMAGENET_STD, dtype=np.float32)[:, None, None]
-    out -= mean
-    out /= std
-    return torch.from_numpy(out)
-
-
 # ---------------------------------------------------------------- loader
 
 
-def build_pairs(cfg: DataConfig) -> PairedData:
+def full_table(cfg: DataConfig) -> tuple[pd.DataFrame, Path, Path]:
+    """The table, with the eval table appended as ``split = eval`` when data.eval_path is set."""
     table, root = read_table(cfg)
-    images = _column(table, "image_column", cfg.image_column)
-    captions = _texts(
-        _column(table, "caption_column", cfg.caption_column), "caption_column", "caption"
-    )
-    image_names = _texts(images, "image_column", "image path")
-    label_col = _optional(table, "label_column", cfg.label_column, "label")
-
-    train_rows, eval_rows = split_rows(table, cfg)
-    if cfg.n > len(train_rows):
-        raise NegscaleError(
-            f"data.n: {cfg.n} training pairs requested, the table has {len(train_rows)}"
+    eval_root = root
+    if cfg.eval_path:
+        held, eval_root = read_table(cfg, "data.eval_path")
+        name = cfg.split_column or "split"
+        table = pd.concat(
+            [table.assign(**{name: "train"}), held.assign(**{name: "eval"})], ignore_index=True
         )
-    used = train_rows[: cfg.n]
+        table = table.astype({name: str})
+    if cfg.image_root:
+        root = eval_root = Path(cfg.image_root).expanduser()
+    return table, root, eval_root
 
-    if cfg.tokenizer:
-        hf = _HFTokens(cfg.tokenizer)
-        vocab_size, tokenizer_name, pad_id = hf.vocab, cfg.tokenizer, hf.tok.pad_token_id
 
-        def encode(rows: np.ndarray) -> torch.Tensor:
-            return hf([captions[i] for i in rows], cfg.caption_len)
+def group_images(table: pd.DataFrame, keys: list[str]) -> tuple[pd.DataFrame, list[list[str]]]:
+    """One row per image (first appearance order) and each image's captions, in table order."""
+    codes = table.groupby(keys, sort=False).ngroup().to_numpy()
+    first = np.unique(codes, return_index=True)[1]
+    grouped = table.iloc[np.sort(first)].reset_index(drop=True)
+    order = np.argsort(codes[np.sort(first)])
+    captions: list[list[str]] = [[] for _ in range(len(first))]
+    for code, caption in zip(codes, table["__caption"], strict=True):
+        captions[order[code]].append(caption)
+    return grouped, captions
 
-    else:
-        vocab = build_vocab([captions[i] for i in train_rows], cfg.vocab_size)
-        vocab_size, tokenizer_name, pad_id = len(vocab) + 2, "words", PAD
 
-        def encode(rows: np.ndarray) -> torch.Tensor:
-            return encode_words([captions[i] for i in rows], vocab, cfg.caption_len)
-
-    labels: np.ndarray | None = None
-    classes: list[str] = []
+def build_pairs(cfg: DataConfig, model=None) -> PairedData:
+    table, root, eval_root = full_table(cfg)
+    images = _column(table, "image_column", cfg.image_column)
+    table = table.assign(
+        __caption=_texts(
+            _column(table, "caption_column", cfg.caption_column), "caption_column", "caption"
+        ),
+        __image=_texts(images, "image_column", "image path"),
+    )
+    split_col = cfg.split_column or ("split" if "split" in table.columns else None)
+    grouped, captions = group_images(table, ["__image"] + ([split_col] if split_col else []))
+    label_col = _optional(grouped, "label_column", cfg.label_column, "label")
+    train_rows, eval_rows = split_rows(grouped, cfg)
+    kind = np.full(len(grouped), "train", dtype=object)
+    kind[eval_rows] = "eval"
+    paths = [
+        _resolve(eval_root if k == "eval" else root, name)
+        for k, name in zip(kind, grouped["__image"], strict=True)
+    ]
+    labels, classes = None, None
     if label_col is not None:
         name = cfg.label_column or "label"
         labels, classes = label_ids(_texts(label_col, "label_column", f"'{name}' label"))
-
-    def split(rows: np.ndarray) -> Split:
-        x = load_images([_resolve(root, image_names[i]) for i in rows], cfg.image_size)
-        y = encode(rows)
-        lab = None if labels is None else torch.as_tensor(labels[rows])
-        return Split(x, y, lab)
-
-    info: dict[str, Any] = {
+    source = FileImages(paths)
+    info = {
         "path": str(cfg.path),
         "rows": len(table),
+        "images": len(grouped),
         "train_rows": len(train_rows),
         "eval_rows": len(eval_rows),
-        "tokenizer": tokenizer_name,
-        "classes": classes,
     }
-    return PairedData(
-        split(used),
-        split(eval_rows),
-        Modality("image", shape=(3, cfg.image_size, cfg.image_size)),
-        Modality("tokens", vocab=vocab_size, length=cfg.caption_len, pad_id=pad_id),
-        num_classes=len(classes) if labels is not None else None,
-        info=info,
-    )
+    spec = spec_of(cfg, model, augment=False, info=info)
+    return one_source(source, captions, labels, (train_rows, eval_rows), spec, classes)

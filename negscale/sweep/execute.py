@@ -91,10 +91,11 @@ class _DataCache:
     def get(self, recipe: Recipe) -> Any:
         from negscale import data as datasets
 
-        key = recipe.data.model_dump_json()
+        # the towers pick the tokenizer and image statistics, so they are part of the key
+        key = recipe.data.model_dump_json() + recipe.model.model_dump_json()
         if key != self.key:
             self.key, self.data = None, None  # free the old one before building the next
-            self.data, self.key = datasets.build(recipe.data), key
+            self.data, self.key = datasets.build(recipe.data, recipe.model), key
         return self.data
 
 
