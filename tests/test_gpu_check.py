@@ -26,7 +26,7 @@ def test_gpu_check_runs_cpu_rows_and_names_the_skipped_cuda_rows() -> None:
     lines = done.stdout.splitlines()
     assert lines[0].startswith("negscale GPU check") and "no CUDA device" in lines[0]
     rows = {line.split()[0]: line for line in lines[3:] if line and not line.startswith("skipped")}
-    for ran in ("train-compile-off", "loss-B512-dense", "model-tiny-vit+bert-B8"):
+    for ran in ("train-compile-off", "loss-B512-tiled", "model-tiny-vit+bert-B8"):
         assert " cpu " in rows[ran]
     assert "status=ok" in rows["train-compile-off"] and "status=ok" in rows["torchrun-1proc-gloo"]
     skipped = lines[-1]
