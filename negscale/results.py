@@ -76,6 +76,14 @@ class RunRecord:
     zeroshot_top1: float | None = None
     val_loss: float | None = None
     train_loss: float | None = None
+    # studies: ground truth on data with an oracle (negscale/oracle.py), else null
+    val_loss_paper: float | None = None
+    auc_oracle: float | None = None
+    recall_at_1_oracle: float | None = None
+    loss_oracle: float | None = None
+    loss_oracle_finite: float | None = None
+    excess_auc: float | None = None
+    calibration_bound: float | None = None
     # cost
     wall_s: float = 0.0
     train_s: float = 0.0
@@ -203,9 +211,10 @@ def record_design(recipe_json: str) -> str | None:
     """The design of a record from its recipe JSON (records that predate the column)."""
     import json
 
+    from negscale.recipe import Recipe
     from negscale.run_id import design_id, flatten
 
-    try:
-        return design_id(flatten(json.loads(recipe_json)), {})
+    try:  # fields newer than the record, at their schema default, are not hashed
+        return design_id(flatten(json.loads(recipe_json)), Recipe().field_defaults())
     except (TypeError, ValueError):
         return None
