@@ -57,9 +57,9 @@ class BudgetCheck:
         )
 
 
-def largest_point(recipes: list[Recipe]) -> list[Recipe]:
-    """The plan's runs at the largest n and, there, the largest m (one per seed)."""
-    n = max(r.data.n for r in recipes)
+def largest_point(recipes: list[Recipe], n: int | None = None) -> list[Recipe]:
+    """The plan's runs at ``n`` (default: the largest) and its largest m there, one per seed."""
+    n = max(r.data.n for r in recipes) if n is None else n
     m = max(r.m for r in recipes if r.data.n == n)
     return sorted((r for r in recipes if r.data.n == n and r.m == m), key=lambda r: r.train.seed)
 
@@ -128,13 +128,22 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--tolerance", type=float, default=None)
     parser.add_argument("--set", dest="set_", action="append", default=[])
     parser.add_argument("--json", action="store_true")
+    parser.add_argument(
+        "--all-n", action="store_true", help="check the largest m at every n, not only the largest"
+    )
     args = parser.parse_args(argv)
     plan = sw.make_plan(args.recipe, args.set_, sw.GridSpec(seeds=args.seeds))
-    points = largest_point(plan.recipes)
+    ns = sorted({r.data.n for r in plan.recipes}) if args.all_n else [None]
     with tempfile.TemporaryDirectory(prefix="negscale-budget-") as tmp:
-        result = check(plan.name, points, args.metric, trainer(args.metric, tmp), args.tolerance)
-    print(json.dumps({**asdict(result), "capped": result.capped}) if args.json else result.line())
-    return 1 if result.capped else 0
+        train = trainer(args.metric, tmp)
+        results = [
+            check(plan.name, largest_point(plan.recipes, n), args.metric, train, args.tolerance)
+            for n in ns
+        ]
+    for result in results:
+        doc = {**asdict(result), "capped": result.capped}
+        print(json.dumps(doc) if args.json else result.line())
+    return 1 if any(r.capped for r in results) else 0
 
 
 if __name__ == "__main__":

@@ -30,6 +30,8 @@ def test_largest_point_is_the_largest_m_at_the_largest_n_one_per_seed() -> None:
     points = _points(100)
     assert [(r.m, r.data.n, r.train.seed) for r in points] == [(8, 4096, 0), (8, 4096, 1)]
     assert bench.with_steps(points[0], 200).train.steps == 200
+    plan = sw.make_plan("quickstart", None, sw.GridSpec(negatives="1,8", samples="1024,4096"))
+    assert {(r.m, r.data.n) for r in bench.largest_point(plan.recipes, 1024)} == {(8, 1024)}
 
 
 @pytest.mark.parametrize(
@@ -59,7 +61,10 @@ def test_cli_on_a_tiny_config_prints_the_verdict(capsys) -> None:
     tiny = ["data.n_eval=128", "train.batch_size=32", "train.steps=4", "model.hidden=16",
             "model.embed_dim=8", "eval.prototypes=64", "sweep.negatives=[1,3]",
             "sweep.samples=[64,128]", "sweep.seeds=[0]"]  # fmt: skip
-    code = bench.main(["quickstart", "--tolerance", "1.0", *(f"--set={s}" for s in tiny)])
-    out = capsys.readouterr().out
-    assert code == 0 and "m=3 n=128" in out and "4 steps" in out and "8 steps" in out
-    assert "not step-capped" in out
+    args = ["quickstart", "--all-n", *(f"--set={s}" for s in tiny)]
+    code = bench.main([*args, "--tolerance", "1.0"])
+    lines = capsys.readouterr().out.splitlines()
+    assert code == 0 and len(lines) == 2 and "m=3 n=64" in lines[0] and "m=3 n=128" in lines[1]
+    assert all("4 steps" in x and "8 steps" in x and "not step-capped" in x for x in lines)
+    assert bench.main([*args[:1], *args[2:], "--tolerance", "1e-9"]) == 1  # any move is too much
+    assert "STEP-CAPPED" in capsys.readouterr().out
