@@ -106,11 +106,16 @@ def check(
 
 
 def trainer(metric: str, results: str) -> Callable[[Recipe], float]:
+    """Train and record a run, or read its record when ``results`` already holds it."""
+    from negscale.results import read_record, record_path
     from negscale.train import run
 
     def train(recipe: Recipe) -> float:
-        rec = run(recipe, results, progress=False)
-        value = getattr(rec, metric)
+        done = record_path(results, recipe.run_id())
+        if done.is_file():
+            value = read_record(done).iloc[0][metric]
+        else:
+            value = getattr(run(recipe, results, progress=False), metric)
         print(f"  seed {recipe.train.seed} steps {recipe.train.steps}: {metric} {value:.4f}",
               file=sys.stderr)  # fmt: skip
         return float(value)
@@ -129,13 +134,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--set", dest="set_", action="append", default=[])
     parser.add_argument("--json", action="store_true")
     parser.add_argument(
+        "--results",
+        help="a study folder: reuse its records (e.g. the sweep's) and add the new runs",
+    )
+    parser.add_argument(
         "--all-n", action="store_true", help="check the largest m at every n, not only the largest"
     )
     args = parser.parse_args(argv)
     plan = sw.make_plan(args.recipe, args.set_, sw.GridSpec(seeds=args.seeds))
     ns = sorted({r.data.n for r in plan.recipes}) if args.all_n else [None]
     with tempfile.TemporaryDirectory(prefix="negscale-budget-") as tmp:
-        train = trainer(args.metric, tmp)
+        train = trainer(args.metric, args.results or tmp)
         results = [
             check(plan.name, largest_point(plan.recipes, n), args.metric, train, args.tolerance)
             for n in ns

@@ -57,7 +57,7 @@ def test_given_tolerance_and_single_seed_fallback() -> None:
     assert bench.tolerance([0.9, 0.91], 0.05) == (0.05, "given")
 
 
-def test_cli_on_a_tiny_config_prints_the_verdict(capsys) -> None:
+def test_cli_on_a_tiny_config_prints_the_verdict(capsys, tmp_path) -> None:
     tiny = ["data.n_eval=128", "train.batch_size=32", "train.steps=4", "model.hidden=16",
             "model.embed_dim=8", "eval.prototypes=64", "sweep.negatives=[1,3]",
             "sweep.samples=[64,128]", "sweep.seeds=[0]"]  # fmt: skip
@@ -66,5 +66,11 @@ def test_cli_on_a_tiny_config_prints_the_verdict(capsys) -> None:
     lines = capsys.readouterr().out.splitlines()
     assert code == 0 and len(lines) == 2 and "m=3 n=64" in lines[0] and "m=3 n=128" in lines[1]
     assert all("4 steps" in x and "8 steps" in x and "not step-capped" in x for x in lines)
-    assert bench.main([*args[:1], *args[2:], "--tolerance", "1e-9"]) == 1  # any move is too much
-    assert "STEP-CAPPED" in capsys.readouterr().out
+    # with --results the second check reuses the first one's records: the same numbers
+    assert (
+        bench.main([*args[:1], *args[2:], "--tolerance", "1e-9", "--results", str(tmp_path)]) == 1
+    )
+    first = capsys.readouterr().out
+    assert "STEP-CAPPED" in first and len(list((tmp_path / "runs").glob("*.parquet"))) == 2
+    bench.main([*args[:1], *args[2:], "--tolerance", "1e-9", "--results", str(tmp_path)])
+    assert capsys.readouterr().out == first
