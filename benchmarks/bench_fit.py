@@ -2,7 +2,7 @@
 
 The study: 10 values of m (doubling) x 5 values of n x 2 seeds, drawn from a
 law whose saturation point grows with n, so every part of the fitter runs:
-all four candidate forms with held-out refits, five per-group model choices,
+all five candidate forms with held-out refits, five per-group model choices,
 the bootstrap of the chosen forms and of every form within 2 AICc, gamma and
 the budget table. Prints one line the README quotes.
 
@@ -40,7 +40,7 @@ def main() -> None:
     threads = os.environ.get("OMP_NUM_THREADS", "unset")
     print(
         f"negscale fit: {len(df)} runs, {report.bootstrap} bootstrap replicates, "
-        f"{len(report.groups)} n groups, 4 candidate forms: {dt:.1f} s "
+        f"{len(report.groups)} n groups, {len(report.candidates)} candidate forms: {dt:.1f} s "
         f"({os.cpu_count()} CPUs, OMP_NUM_THREADS={threads})"
     )
 

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import typer
+from rich import box
 from rich.console import Console
 from rich.markup import escape
 from rich.progress import (
@@ -34,7 +35,42 @@ from rich.text import Text
 
 from negscale.errors import NegscaleError
 
+# Typer vendors click (typer._click) in recent versions: find its exception base by name.
+_ClickException = next(c for c in typer.BadParameter.__mro__ if c.__name__ == "ClickException")
+
+
+class _OneLineErrors(typer.core.TyperGroup):
+    """Click's own usage errors (``--seed abc``, a missing argument) as one ``error:`` line.
+
+    Typer draws them in a multi-line box; scripts and users get the same one-line
+    format as every other bad input, with exit code 2.
+    """
+
+    def main(self, *args: Any, standalone_mode: bool = True, **kwargs: Any) -> Any:
+        if not standalone_mode:
+            return super().main(*args, standalone_mode=False, **kwargs)
+        try:
+            code = super().main(*args, standalone_mode=False, **kwargs)
+        except _ClickException as exc:
+            if type(exc).__name__ == "NoArgsIsHelpError":
+                text = exc.ctx.get_help()  # typer's rich help prints itself and returns ""
+                if text:
+                    typer.echo(text)
+                sys.exit(exc.exit_code)
+            where = f" (see: {exc.ctx.command_path} --help)" if getattr(exc, "ctx", None) else ""
+            message = " ".join(exc.format_message().split())
+            err.print(
+                f"[red]error:[/red] {escape(message)}{where}", highlight=False, soft_wrap=True
+            )
+            sys.exit(exc.exit_code)
+        except typer.Abort:
+            err.print("[red]error:[/red] aborted", highlight=False)
+            sys.exit(1)
+        sys.exit(code if isinstance(code, int) else 0)
+
+
 app = typer.Typer(
+    cls=_OneLineErrors,
     add_completion=False,
     no_args_is_help=True,
     rich_markup_mode="rich",
@@ -99,6 +135,14 @@ def results_dir(results: Path | None, study: str) -> Path:
     return results if results is not None else Path("results") / study
 
 
+ReportOpt = typer.Option(
+    None, "--report-to", help="Also log each run to: tensorboard (<results>/tensorboard)."
+)
+DeviceOpt = typer.Option(
+    None, "--device", help="auto | cpu | cuda \\[default: the recipe's train.device]."
+)
+
+
 @app.command()
 @user_errors
 def train(
@@ -110,23 +154,40 @@ def train(
     seed: int | None = typer.Option(None, "--seed", help="Training seed."),
     set_: list[str] | None = SetOpt,
     results: Path | None = ResultsOpt,
-    device: str = typer.Option("auto", "--device", help="auto | cpu | cuda."),
+    device: str | None = DeviceOpt,
+    force: bool = typer.Option(False, "--force", help="Retrain a run that is already recorded."),
+    report_to: str | None = ReportOpt,
     as_json: bool = JsonOpt,
 ) -> None:
     """Train one contrastive model with m negatives, evaluate retrieval, record the run.
 
-    Under torchrun (several processes) the recipe's batch is the global batch,
-    split over the processes; rank 0 evaluates, records and prints.
+    A run already recorded is shown, not retrained (``--force`` retrains it
+    from step 0). Under torchrun (several processes) the recipe's batch is the
+    global batch, split over the processes; rank 0 evaluates, records and prints.
     """
-    from negscale import data as datasets
-    from negscale import distributed
     from negscale.recipe import load_recipe
-    from negscale.train import run
+    from negscale.report_to import check_report_to
+    from negscale.results import check_results_dir, record_path, record_row
 
     check_device(device)
-    r = load_recipe(recipe, set_, m=negatives, n=samples, seed=seed)
+    check_report_to(report_to)
+    r = load_recipe(recipe, set_, m=negatives, n=samples, seed=seed)  # before torch is imported
+    folder = check_results_dir(results_dir(results, r.name))
+    recorded = None if force else record_row(folder, r.run_id())
+    if recorded is not None:
+        err.print(
+            f"already recorded: {record_path(folder, r.run_id())} (--force retrains it)",
+            highlight=False,
+            soft_wrap=True,
+        )
+        _show_run(recorded, as_json)
+        return
+
+    from negscale import data as datasets
+    from negscale import distributed
+    from negscale.train import checkpoint_path, run
+
     data = datasets.build(r.data)  # bad data is an error before anything is printed
-    folder = results_dir(results, r.name)
     main = distributed.env_info().is_main
     if main:
         err.print(
@@ -136,62 +197,85 @@ def train(
             soft_wrap=True,
         )
     try:
-        record = run(r, folder, device=device, console=err, progress=True, data=data)
+        record = run(
+            r, folder, device=device, console=err, progress=True, data=data,
+            notice=_notice if main else _quiet, resume=not force, report_to=report_to,
+        )  # fmt: skip
+    except KeyboardInterrupt:
+        ckpt = checkpoint_path(folder, r.run_id())
+        how = (
+            f"re-run the same command to resume from its checkpoint {ckpt}"
+            if ckpt.is_file()
+            else "re-run the same command to start it again (set train.checkpoint_every "
+            "to keep checkpoints during training)"
+        )
+        err.print(f"[red]interrupted:[/red] {how}", highlight=False, soft_wrap=True)
+        raise typer.Exit(130) from None
     finally:
         distributed.shutdown()
-    if not main:
-        return
-    row = record.to_row()
+    if main:
+        _show_run(record.to_row(), as_json)
+
+
+def _notice(message: str) -> None:
+    err.print(escape(message), highlight=False, soft_wrap=True)
+
+
+def _quiet(message: str) -> None:
+    """Processes other than rank 0 under torchrun stay silent."""
+
+
+def _show_run(row: dict, as_json: bool) -> None:
+    """Print a run record (table or JSON); a run that did not finish ok exits 1 after it."""
     if as_json:
         print_json(row)
     else:
         out.print(run_table(row))
-    if record.status != "ok":
+    if row["status"] != "ok":
         err.print(
-            f"[red]error:[/red] run diverged ({record.message}); recorded with status=diverged",
+            f"[red]error:[/red] run {row['status']} ({escape(str(row['message']))}); "
+            f"recorded with status={row['status']}",
             highlight=False,
+            soft_wrap=True,
         )
         raise typer.Exit(1)
 
 
-def chance_levels(row: dict) -> dict[str, float]:
-    """What a scorer that cannot tell pairs apart gets on this run's evaluation set."""
-    size = row["n_eval"]
-    out = {f"recall_at_{k}": min(k / size, 1.0) for k in (1, 5, 10)}
-    out.update(auc=0.5, mean_rank=(size + 1) / 2, val_loss=math.log(size))
-    if row.get("num_classes"):
-        out["zeroshot_top1"] = 1 / row["num_classes"]
-    return out
-
-
 def run_table(row: dict) -> Table:
+    """One run's metrics by direction, beside their chance levels and the step-0 model's."""
+    from negscale.chance import chance_levels, chance_train_loss
+
     table = Table(title=f"run {row['run_id']} ({row['status']})", title_justify="left")
-    for col in ("metric", "both", "image→text", "text→image", "chance"):
+    for col in ("metric", "both", "image→text", "text→image", "step 0", "chance"):
         table.add_column(col, justify="left" if col == "metric" else "right")
-    chance = chance_levels(row)
+    chance = chance_levels(row["n_eval"], row.get("num_classes"))
+    used = row.get("negatives_used") or row["m"]
+    chance["train_loss"] = chance_train_loss(row["loss_form"], used)
     for name in ("recall_at_1", "recall_at_5", "recall_at_10", "auc", "mean_rank"):
         table.add_row(
             name,
             _fmt(row.get(name)),
             _fmt(row.get(f"{name}_i2t")),
             _fmt(row.get(f"{name}_t2i")),
+            _fmt(row.get(f"{name}_init")) if f"{name}_init" in row else "",
             _fmt(chance.get(name)),
         )
     for name in ("zeroshot_top1", "val_loss", "train_loss"):
-        table.add_row(name, _fmt(row.get(name)), "", "", _fmt(chance.get(name)))
+        init = _fmt(row.get(f"{name}_init")) if f"{name}_init" in row else ""
+        table.add_row(name, _fmt(row.get(name)), "", "", init, _fmt(chance.get(name)))
     table.caption = (
-        f"m={row['m']} ({row['negatives']}, {row['setting']}), n={row['n']}, "
-        f"seed={row['seed']}, {row['steps']} steps on {row['device']} "
-        f"in {row['wall_s']:.1f}s"
+        f"m={row['m']} ({row['negatives']}), n={row['n']}, seed={row['seed']}:\n"
+        f"{row['steps']} steps on {row['device']} in {row['wall_s']:.1f}s"
     )
+    table.caption_justify = "left"
     return table
 
 
 # ------------------------------------------------------------------ sweep
 
 
-def check_device(device: str) -> None:
-    if device not in ("auto", "cpu", "cuda"):
+def check_device(device: str | None) -> None:
+    if device is not None and device not in ("auto", "cpu", "cuda"):
         raise NegscaleError(f"--device: expected auto, cpu or cuda, got {device!r}")
 
 
@@ -217,7 +301,11 @@ def sweep(
     dry_run: bool = typer.Option(False, "--dry-run", help="Print the plan and exit."),
     fit_: bool = typer.Option(False, "--fit", help="Fit the saturation point on the study."),
     metric: str = typer.Option("auc", "--metric", help="Metric of the summary (and of --fit)."),
-    device: str = typer.Option("auto", "--device", help="auto | cpu | cuda."),
+    plot: Path | None = typer.Option(
+        None, "--plot", help="Draw the study: metric against m, a line per n, seed bands (PNG)."
+    ),
+    device: str | None = DeviceOpt,
+    report_to: str | None = ReportOpt,
     as_json: bool = JsonOpt,
 ) -> None:
     """Train a grid over m, n and seeds; resumable, shardable; summarise (and fit) the study.
@@ -226,44 +314,46 @@ def sweep(
     skipped, so re-running the same command after a crash completes the study.
     """
     from negscale import sweep as sw
+    from negscale.report_to import check_report_to
+    from negscale.results import check_results_dir
 
     check_device(device)
+    check_report_to(report_to)
     sw.check_metric(metric)
     grid = sw.GridSpec(negatives=negatives, ratios=ratios, samples=samples, seeds=seeds)
     plan = sw.make_plan(recipe, set_, grid)
     part = sw.parse_shard(shard) if shard else None
     folder = results_dir(results, plan.name)
     if dry_run:
-        mine = plan.shard(part)
-        states = sw.plan_states(mine, folder)
-        rows = [
-            {"run_id": r.run_id(), "m": r.m, "n": r.data.n, "seed": r.train.seed,
-             "state": states[r.run_id()]}
-            for r in mine
-        ]  # fmt: skip
-        doc = {"study": plan.name, "results": str(folder), "planned": len(plan.recipes),
-               "shard": list(part) if part else None, "runs": rows}  # fmt: skip
+        doc = sw.plan_document(plan, folder, part)
         if as_json:
             print_json(doc)
         else:
             out.print(plan_table(doc))
         return
 
-    err.print(
-        f"[bold]negscale sweep[/bold] {plan.name}: {len(plan.recipes)} runs "
-        f"({plan.setting}, source={'/'.join(sorted({r.negatives.source for r in plan.recipes}))})"
-        + (f", shard {part[0]}/{part[1]}" if part else "")
-        + f" -> {folder}",
-        highlight=False,
-        soft_wrap=True,
-    )
+    if plot is not None:
+        check_plot_path(plot)
+    check_results_dir(folder)
     start = time.perf_counter()
-    with SweepProgress(err, metric) as progress, _sigterm_as_exit():
-        stats = sw.execute(plan, folder, shard=part, device=device, listener=progress)
+    stats = _execute(plan, folder, part, device, metric, report_to)
     metrics = list(dict.fromkeys([metric, "recall_at_1"]))
     summary = sw.summarise(plan, folder, metrics)
     summary.update(shard=list(part) if part else None, sweep=stats.to_dict())
     summary["wall_s"] = time.perf_counter() - start
+    _show_study(summary, plan, folder, metric, fit_, plot, as_json)
+    if stats.failed:
+        err.print(
+            f"[red]error:[/red] {len(stats.failed)} run(s) failed and stay pending; "
+            "re-run the same command to retry them",
+            highlight=False,
+        )
+        raise typer.Exit(1)
+
+
+def _show_study(summary: dict, plan: Any, folder: Path, metric: str, fit_: bool,
+                plot: Path | None, as_json: bool) -> None:  # fmt: skip
+    """Render the summary (and the fit, and the plot) of a finished sweep."""
     report, fit_warning = fit_study(plan, folder, metric) if fit_ else (None, None)
     if as_json:
         if fit_:
@@ -276,15 +366,49 @@ def sweep(
             from negscale.fit import render
 
             render(report, out)
+    if plot is not None:
+        from negscale.sweep import plot_study
+
+        err.print(f"plot: {plot_study(summary, metric, plot)}", highlight=False)
     if fit_warning:
         err.print(f"[yellow]warning:[/yellow] {fit_warning}", highlight=False, soft_wrap=True)
-    if stats.failed:
+
+
+def _execute(plan: Any, folder: Path, part: tuple[int, int] | None, device: str | None,
+             metric: str, report_to: str | None) -> Any:  # fmt: skip
+    """Run the sweep under a progress bar; SIGTERM and Ctrl-C leave no lock and say what next."""
+    from negscale import sweep as sw
+
+    sources = "/".join(sorted({r.negatives.source for r in plan.recipes}))
+    err.print(
+        f"[bold]negscale sweep[/bold] {plan.name}: {len(plan.recipes)} runs "
+        f"({plan.setting}, source={sources})"
+        + (f", shard {part[0]}/{part[1]}" if part else "")
+        + f" -> {folder}",
+        highlight=False,
+        soft_wrap=True,
+    )
+    try:
+        with SweepProgress(err, metric) as progress, _sigterm_as_exit():
+            return sw.execute(
+                plan, folder, shard=part, device=device, listener=progress, report_to=report_to
+            )
+    except KeyboardInterrupt:
         err.print(
-            f"[red]error:[/red] {len(stats.failed)} run(s) failed and stay pending; "
-            "re-run the same command to retry them",
+            "[red]interrupted:[/red] recorded runs are kept; re-run the same command to "
+            "train the rest (a run with a checkpoint resumes from it)",
             highlight=False,
+            soft_wrap=True,
         )
-        raise typer.Exit(1)
+        raise typer.Exit(130) from None
+
+
+def check_plot_path(path: Path) -> None:
+    """A plot path must name an image file in an existing folder (checked before training)."""
+    if path.suffix.lower() not in (".png", ".pdf", ".svg"):
+        raise NegscaleError(f"--plot: {path} should end in .png, .pdf or .svg")
+    if not path.parent.is_dir():
+        raise NegscaleError(f"--plot: folder {path.parent} does not exist")
 
 
 @contextlib.contextmanager
@@ -303,10 +427,7 @@ def _sigterm_as_exit() -> Iterator[None]:
 
 def fit_study(plan: Any, folder: Path, metric: str) -> tuple[Any, str | None]:
     """The fit report of the finished study, or a warning why there is none (never fatal)."""
-    try:
-        from negscale.fit import fit
-    except ImportError:
-        return None, "--fit: negscale.fit is not available in this installation"
+    from negscale.fit import fit
     from negscale.sweep import study_frame
 
     try:
@@ -410,7 +531,7 @@ def _mean_sd(cell: dict[str, Any]) -> str:
     mean, sd = cell.get("mean"), cell.get("sd")
     if mean is None:
         return "—"
-    return _fmt(mean) + ("" if sd is None else f" ± {_fmt(sd)}")
+    return _fmt(mean, 3) + ("" if sd is None else f" ± {_fmt(sd, 3)}")  # 80 columns
 
 
 def summary_table(summary: dict[str, Any]) -> Table:
@@ -418,21 +539,29 @@ def summary_table(summary: dict[str, Any]) -> Table:
     table = Table(
         title=f"{summary['study']}: {', '.join(metrics)} — mean ± sd over seeds",
         title_justify="left",
+        box=box.SIMPLE_HEAD,
+        pad_edge=False,
     )
-    for col in ("n", "m", "m/n", "seeds", *metrics):
-        table.add_column(col, justify="right")
-    diverged = any(c["diverged"] for c in summary["cells"])
-    if diverged:
-        table.add_column("diverged", justify="right")
+    for col in ("n", "m", "m/n", "ok", *metrics):
+        table.add_column(col, justify="right", no_wrap=True)
+    failed = [k for k in ("diverged", "collapsed") if any(c[k] for c in summary["cells"])]
+    for k in failed:
+        table.add_column(k[:4], justify="right", no_wrap=True)
     for c in summary["cells"]:
         cells = [str(c["n"]), str(c["m"]), f"{c['ratio']:.3g}", f"{c['ok']}/{c['planned']}"]
         cells += [_mean_sd(c[k]) for k in metrics]
-        table.add_row(*cells, *([str(c["diverged"])] if diverged else []))
+        table.add_row(*cells, *(str(c[k]) for k in failed))
+    chance = summary.get("chance") or {}
+    table.add_section()
+    blank = ["" for _ in failed]
+    table.add_row("chance", "", "", "", *(_fmt(chance.get(k), 3) for k in metrics), *blank)
     sweep_stats = summary["sweep"]
     table.caption = (
-        f"{summary['recorded']}/{summary['planned']} runs recorded in {summary['results']}; "
+        f"{summary['recorded']}/{summary['planned']} runs recorded in {summary['results']};\n"
         f"this invocation trained {len(sweep_stats['trained'])} in {_clock(summary['wall_s'])}"
+        + ("; dive/coll: runs diverged / collapsed" if failed else "")
     )
+    table.caption_justify = "left"
     return table
 
 
@@ -457,6 +586,53 @@ def plan_table(doc: dict[str, Any]) -> Table:
         )
     table.caption = f"results: {doc['results']}"
     return table
+
+
+# ------------------------------------------------------------------ results
+
+
+@app.command("results")
+@user_errors
+def results_cmd(
+    folders: list[Path] = typer.Argument(..., help="Results folders (with runs/*.parquet)."),
+    status: str | None = typer.Option(
+        None, "--status", help="Only these statuses: ok, diverged, collapsed (comma-separated)."
+    ),
+    design: str | None = typer.Option(
+        None, "--design", help="Only this study design (its id, or a prefix of it)."
+    ),
+    as_csv: bool = typer.Option(False, "--csv", help="Print every column as CSV on stdout."),
+    as_json: bool = JsonOpt,
+) -> None:
+    """List recorded runs as a table, filtered by status and design."""
+    from negscale.results import LIST_COLUMNS, load, select
+
+    rows = select(load(folders), status=status, design=design)
+    if as_csv:
+        sys.stdout.write(rows.to_csv(index=False))
+        return
+    records = [{k: _clean(v) for k, v in r.items()} for r in rows.to_dict("records")]
+    if as_json:
+        print_json(records)
+        return
+    designs = rows["design"].nunique() if len(rows) else 0
+    table = Table(
+        title=f"{len(rows)} runs, {designs} designs",
+        title_justify="left",
+        box=box.SIMPLE_HEAD,
+        pad_edge=False,
+    )
+    for col in LIST_COLUMNS:
+        left = col in ("run_id", "design", "status")
+        table.add_column(col, justify="left" if left else "right", no_wrap=True)
+    for r in records:
+        style = {"diverged": "red", "collapsed": "yellow"}.get(str(r["status"]), "")
+        cells = [_fmt(r.get(c)) for c in LIST_COLUMNS]
+        cells[1] = str(r.get("design") or "—")[:8]
+        table.add_row(*cells, style=style)
+    table.caption = "design: its first 8 characters (--design takes a prefix)"
+    table.caption_justify = "left"
+    out.print(table)
 
 
 # ------------------------------------------------------------------ fit
@@ -492,18 +668,38 @@ def fit_cmd(
         None, "--group-col", help="Fit each value of this column on its own (one report each)."
     ),
     scale: str = typer.Option("auto", "--scale", help="auto | percent | fraction."),
+    higher: bool | None = typer.Option(
+        None,
+        "--higher-is-better/--lower-is-better",
+        help="The metric's direction (default: from --metric's name; loss/rank/error/excess_ "
+        "fall).",
+    ),
     as_json: bool = JsonOpt,
 ) -> None:
     """Fit the saturation point m_sat and the optimal m/n ratio, with bootstrap intervals."""
     from negscale import fit as nf
 
+    if metric == "train_loss":
+        raise NegscaleError(
+            "--metric train_loss: the training loss is not fitted, its chance level ln(m+1) "
+            "grows with m, so more negatives look worse; fit val_loss (or a retrieval metric)"
+        )
+    if plot is not None:  # checked before any work: no report, then a failed plot
+        plot = plot if plot.suffix else plot.with_suffix(".png")
+        if not plot.parent.is_dir():
+            raise NegscaleError(f"--plot: no such directory {plot.parent}")
     col = metric_col or metric
     df = nf.load_sources(
         sources, m_col=m_col, n_col=n_col, metric_col=col, seed_col=seed_col, group_col=group_col
     )
+    if higher is None and metric_col is not None and group_col != "metric":
+        higher = not nf.lower_is_better(metric)  # --metric names what --metric-col holds
     kw: dict[str, Any] = dict(
-        metric=col, setting=setting, tolerance=tolerance, bootstrap=bootstrap, scale=scale
-    )
+        metric=col, setting=setting, tolerance=tolerance, bootstrap=bootstrap, scale=scale,
+        higher_is_better=higher,
+    )  # fmt: skip
+    if metric_col is not None and group_col is None:
+        kw["label"] = metric
     reports = nf.fit_groups(df, group_col, **kw) if group_col else [(None, nf.fit(df, **kw))]
     for value, rep in reports:
         if not as_json:
@@ -591,6 +787,8 @@ def list_(
     as_json: bool = JsonOpt,
 ) -> None:
     """List what is available: datasets, encoders, bundled recipes, negative sources."""
+    from negscale.catalogue import catalogue
+
     rows = catalogue(what)
     if as_json:
         print_json(rows)
@@ -601,47 +799,6 @@ def list_(
     for row in rows:
         table.add_row(*(str(v) for v in row.values()))
     out.print(table)
-
-
-def catalogue(what: str) -> list[dict[str, str]]:
-    if what == "datasets":
-        from negscale.data import DATASETS
-
-        return [{"name": k, "summary": v.summary} for k, v in DATASETS.items()]
-    if what == "encoders":
-        from negscale.encoders import ENCODERS
-
-        return [
-            {"name": k, "inputs": "/".join(v.kinds), "summary": v.summary}
-            for k, v in ENCODERS.items()
-        ]
-    if what == "recipes":
-        import tomllib
-
-        from negscale.recipe import bundled_recipes
-
-        rows = []
-        for name, path in sorted(bundled_recipes().items()):
-            first = path.read_text().splitlines()[0] if path.stat().st_size else ""
-            rows.append(
-                {
-                    "name": name,
-                    "summary": first.lstrip("# ").strip(),
-                    "source": tomllib.loads(path.read_text())
-                    .get("negatives", {})
-                    .get("source", "batch"),
-                }
-            )
-        return rows
-    if what == "negatives":
-        from negscale.negatives import SOURCES
-        from negscale.recipe import SETTING_OF_SOURCE
-
-        return [
-            {"name": k, "setting": SETTING_OF_SOURCE[k], "summary": v.summary}
-            for k, v in SOURCES.items()
-        ]
-    raise NegscaleError(f"list: expected datasets, encoders, recipes or negatives, got {what!r}")
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -40,9 +40,14 @@ def env_info() -> DistInfo:
 
 
 def init(device_type: str) -> DistInfo:
-    """Join the process group torchrun prepared (idempotent); no-op for one process."""
+    """Join the process group torchrun prepared (idempotent); no-op outside torchrun.
+
+    A 1-process torchrun run joins too (NCCL on CUDA), so it exercises the
+    backend; the collectives themselves are skipped for a world of one.
+    """
     info = env_info()
-    if info.enabled and not dist.is_initialized():
+    launched = "TORCHELASTIC_RUN_ID" in os.environ  # torchrun, even with one process
+    if (info.enabled or launched) and not dist.is_initialized():
         backend = "nccl" if device_type == "cuda" else "gloo"
         if device_type == "cuda":
             torch.cuda.set_device(info.local_rank)
@@ -59,8 +64,12 @@ class _GatherWithGrad(torch.autograd.Function):
     """all_gather whose backward sums every rank's gradient for this rank's slice.
 
     Plain ``all_gather`` cuts the graph, so other ranks' losses would not reach
-    this rank's encoder. With the summed slice, and DDP averaging parameter
-    gradients, the gradient equals that of the mean loss over the global batch.
+    this rank's encoder. Under the local loss each rank's loss is the mean over
+    its own B/W anchors, and the global loss is the mean of those W losses:
+    the summed slice is W times the global loss's gradient for this rank's
+    rows, and averaging parameter gradients over the W ranks
+    (:func:`average_gradients`) divides the W back out, so the update equals
+    one process's on the global batch (open_clip's ``gather_with_grad``).
     """
 
     @staticmethod
@@ -82,6 +91,31 @@ def all_gather_with_grad(x: torch.Tensor) -> torch.Tensor:
     if not dist.is_initialized() or dist.get_world_size() == 1:
         return x
     return _GatherWithGrad.apply(x)
+
+
+def world_rank() -> tuple[int, int]:
+    """(world size, rank) of the joined process group; (1, 0) for one process."""
+    if not dist.is_initialized():
+        return 1, 0
+    return dist.get_world_size(), dist.get_rank()
+
+
+def all_gather(x: torch.Tensor) -> torch.Tensor:
+    """Concatenate ``x`` from every rank in rank order, without gradient (equal shapes)."""
+    if not dist.is_initialized() or dist.get_world_size() == 1:
+        return x
+    parts = [torch.empty_like(x) for _ in range(dist.get_world_size())]
+    dist.all_gather(parts, x.contiguous())
+    return torch.cat(parts)
+
+
+def mean_over_ranks(x: torch.Tensor) -> torch.Tensor:
+    """The mean of ``x`` over ranks (a rank's local loss -> the global batch's loss)."""
+    if not dist.is_initialized() or dist.get_world_size() == 1:
+        return x
+    x = x.clone()
+    dist.all_reduce(x)
+    return x / dist.get_world_size()
 
 
 def average_gradients(params: list[torch.nn.Parameter]) -> None:

@@ -16,18 +16,21 @@ from pathlib import Path
 from typing import Any, Literal
 
 import tomllib
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from negscale.errors import NegscaleError
+from negscale.negatives.catalog import NAMES, SPECS
 
-Source = Literal["batch", "subsample", "independent", "pool", "queue"]
-SETTING_OF_SOURCE: dict[str, str] = {
-    "batch": "self-supervised",
-    "subsample": "self-supervised",
-    "pool": "self-supervised",
-    "queue": "self-supervised",
-    "independent": "supervised",
-}
+# The sources and their settings, as the sources declare them (negatives/catalog.py).
+Source = Literal[NAMES]  # type: ignore[valid-type]
+SETTING_OF_SOURCE: dict[str, str] = {name: spec.setting for name, spec in SPECS.items()}
 
 
 class _Section(BaseModel):
@@ -76,7 +79,9 @@ class ModelConfig(_Section):
     embed_dim: int = Field(32, ge=1)
     hidden: int = Field(128, ge=1)
     layers: int = Field(2, ge=1)
-    tau: float = Field(0.1, gt=0)
+    # house: the model clamps 1/tau at 100 (CLIP's bound), so a smaller tau would train
+    # at 0.01 while run_id hashed the value asked for: refuse it instead.
+    tau: float = Field(0.1, ge=0.01, description="temperature, at least 0.01 (CLIP's clamp)")
     learn_tau: bool = False
     image_path: str | None = Field(None, description="local pretrained image tower (timm)")
     text_path: str | None = Field(None, description="local pretrained text tower (transformers)")
@@ -89,7 +94,8 @@ class NegativesConfig(_Section):
     m: int | None = Field(
         None,
         ge=1,
-        description="negatives per anchor (batch: B-1); pool: pool size; queue: queue length",
+        description="negatives per anchor (batch: B-1); pool: pool size; queue: queue length"
+        " (an anchor sees B-1 + the queue: record column negatives_used)",
     )
     loss_form: Literal["paper", "infonce"] = "infonce"
     pool_batch: int | None = Field(
@@ -115,6 +121,11 @@ class NegativesConfig(_Section):
     tile: int = Field(
         4096, ge=1, description="tiled LSE above this many columns: O(B * tile) loss memory"
     )
+    class_aware: bool = Field(
+        True,
+        description="independent: draw other-class items when labelled; false: the marginal"
+        " (any other training item, labels ignored)",
+    )
 
     @property
     def setting(self) -> str:
@@ -135,6 +146,18 @@ class TrainConfig(_Section):
     seed: int = 0
     device: Literal["auto", "cpu", "cuda"] = "auto"
     checkpoint_every: int = Field(0, ge=0, description="steps between checkpoints; 0: end only")
+    micro_batch: int | None = Field(
+        None,
+        ge=0,
+        description="gradient caching: embed the batch and extra negatives in chunks of this"
+        " size, same gradients (None/0: off)",
+    )
+
+    @field_validator("micro_batch")
+    @classmethod
+    def _off(cls, value: int | None) -> int | None:
+        """0 means off, as None does: one run, one run_id."""
+        return value or None
 
 
 class EvalConfig(_Section):
@@ -226,37 +249,21 @@ class Recipe(_Section):
 
 
 def resolved_m(recipe: Recipe) -> int:
-    neg, batch = recipe.negatives, recipe.train.batch_size
-    if neg.source == "batch":
-        return batch - 1
-    if neg.m is None:
+    neg = recipe.negatives
+    spec = SPECS[neg.source]
+    if neg.m is None and not spec.in_batch:
         raise NegscaleError(f"negatives.m: required for source '{neg.source}'")
-    return neg.m
+    return spec.resolve_m(neg.m, recipe.train.batch_size)
 
 
 def check_negatives(recipe: Recipe) -> None:
-    """Reject m that the chosen negative source cannot supply."""
+    """Reject m that the chosen negative source cannot supply (the source's own rule)."""
     neg, batch, n = recipe.negatives, recipe.train.batch_size, recipe.data.n
     if batch > n:
         raise NegscaleError(f"train.batch_size: {batch} exceeds data.n = {n} training pairs")
-    if neg.source == "batch" and neg.m is not None and neg.m != batch - 1:
-        raise NegscaleError(
-            f"negatives.m: source 'batch' gives m = batch_size - 1 = {batch - 1}, not {neg.m};"
-            " use source 'subsample' for fewer or 'independent'/'pool' for more"
-        )
-    m = resolved_m(recipe)
-    if neg.source == "subsample" and m > batch - 1:
-        raise NegscaleError(
-            f"negatives.m: subsample draws from the other {batch - 1} items of the batch, got {m}"
-        )
-    if neg.source == "pool" and m > n:
-        raise NegscaleError(f"negatives.m: a pool holds at most data.n = {n} items, got {m}")
-    if neg.source == "independent" and m > n - 1:
-        raise NegscaleError(f"negatives.m: at most data.n - 1 = {n - 1} other items, got {m}")
-    if neg.source == "queue" and m > n:
-        raise NegscaleError(
-            f"negatives.m: a queue keeps distinct items, at most data.n = {n}, got {m}"
-        )
+    problem = SPECS[neg.source].check(neg.m, batch, n)
+    if problem:
+        raise NegscaleError(f"negatives.m: {problem}")
 
 
 # ---------------------------------------------------------------- loading

@@ -1,31 +1,38 @@
 """Run records: one Parquet file per finished run, written atomically, read back as a table.
 
-Layout: ``<results>/runs/<run_id>.parquet``. A record is written to a hidden
-temporary name in the same folder and renamed into place, so a crash never
-leaves a partial record under a real name, and two processes writing the same
-run_id leave one whole file.
+Layout: ``<results>/runs/<run_id>.parquet`` and its training curve
+``<results>/runs/<run_id>.history.parquet``. Each is written to a hidden
+temporary name in the same folder (created with the process umask, so a shared
+results folder stays readable) and renamed into place, so a crash never leaves
+a partial file under a real name, and two processes writing the same run_id
+leave one whole file.
+
+pandas and pyarrow are imported when a table is written or read, not when the
+trainer imports this module (start-up time).
 """
 
 from __future__ import annotations
 
 import os
-import tempfile
-from collections.abc import Iterable
-from dataclasses import asdict, dataclass, field, fields
+import secrets
+import sys
+from collections.abc import Callable, Iterable
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
-
-import pandas as pd
-import pyarrow as pa
-import pyarrow.parquet as pq
+from typing import TYPE_CHECKING, Any
 
 from negscale.errors import NegscaleError
 
-OUTCOME_METRICS = ("recall_at_1", "recall_at_5", "recall_at_10", "auc", "mean_rank")
+if TYPE_CHECKING:
+    import pandas as pd
+    import pyarrow as pa
+
+HISTORY_SUFFIX = ".history.parquet"
 
 
 @dataclass
 class RunRecord:
-    """One finished (or diverged) run; the DESIGN.md results contract."""
+    """One finished, diverged or collapsed run; the results contract of docs/design.md."""
 
     # identity
     run_id: str
@@ -94,14 +101,18 @@ class RunRecord:
     negatives_used: float = 0.0
     negatives_store: int = 0
     negatives_ids_sha: str | None = None
+    # step (gradient caching, compute accounting)
+    micro_batch: int | None = None  # train.micro_batch: gradient-cache chunk size, None = off
+    encoder_gflops: float | None = None  # both towers, forward + backward, per step (measured)
+    model_tflops: float | None = None  # achieved (encoder + loss) TFLOP/s over the training time
     message: str | None = None
-    extra: dict = field(default_factory=dict)
+    # house: the same model evaluated at step 0 (the collapse check, negscale.collapse)
+    auc_init: float | None = None
+    recall_at_1_init: float | None = None
+    val_loss_init: float | None = None
 
     def to_row(self) -> dict:
-        row = asdict(self)
-        extra = row.pop("extra")
-        row.update({k: v for k, v in extra.items() if k not in row})
-        return row
+        return asdict(self)
 
 
 _FLOAT_FIELDS = {f.name for f in fields(RunRecord) if "float" in str(f.type)}
@@ -110,6 +121,8 @@ _INT_FIELDS = {f.name for f in fields(RunRecord) if str(f.type).startswith("int"
 
 def _schema_table(row: dict) -> pa.Table:
     """One-row table with stable column types (null floats stay float, not object)."""
+    import pyarrow as pa
+
     arrays, names = [], []
     for key, value in row.items():
         if key in _FLOAT_FIELDS:
@@ -131,26 +144,59 @@ def record_path(results: str | Path, run_id: str) -> Path:
     return runs_dir(results) / f"{run_id}.parquet"
 
 
-def write(record: RunRecord, results: str | Path) -> Path:
-    """Write atomically: temporary file in the same folder, fsync, rename."""
-    folder = runs_dir(results)
-    folder.mkdir(parents=True, exist_ok=True)
-    final = record_path(results, record.run_id)
-    fd, tmp = tempfile.mkstemp(prefix=f".{record.run_id}.", suffix=".tmp", dir=folder)
-    os.close(fd)
+def history_path(results: str | Path, run_id: str) -> Path:
+    return runs_dir(results) / f"{run_id}{HISTORY_SUFFIX}"
+
+
+def _write_atomic(table: pa.Table, final: Path) -> Path:
+    """Write a table to ``final`` via a hidden temporary file in the same folder, fsync, rename.
+
+    The temporary file is created by ``os.open`` with mode 0o666, so the
+    process umask decides the permissions (``mkstemp`` would force 0600).
+    """
+    import pyarrow.parquet as pq
+
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = final.parent / f".{final.name.split('.')[0]}.{secrets.token_hex(4)}.tmp"
+    os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
     try:
-        pq.write_table(_schema_table(record.to_row()), tmp)
+        pq.write_table(table, tmp)
         with open(tmp, "rb") as fh:
             os.fsync(fh.fileno())
         os.replace(tmp, final)
     except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        tmp.unlink(missing_ok=True)
         raise
     return final
 
 
+def write(record: RunRecord, results: str | Path) -> Path:
+    """Write one run record atomically (see :func:`_write_atomic`)."""
+    return _write_atomic(_schema_table(record.to_row()), record_path(results, record.run_id))
+
+
+def write_history(rows: list[dict[str, float]], results: str | Path, run_id: str) -> Path:
+    """Write a run's training curve (step, loss, lr, tau per row) atomically."""
+    import pyarrow as pa
+
+    names = ("step", "loss", "lr", "tau")
+    types = (pa.int64(), pa.float64(), pa.float64(), pa.float64())
+    arrays = [pa.array([r[k] for r in rows], type=t) for k, t in zip(names, types, strict=True)]
+    table = pa.Table.from_arrays(arrays, names=list(names))
+    return _write_atomic(table, history_path(results, run_id))
+
+
+def read_history(results: str | Path, run_id: str) -> pd.DataFrame:
+    """A run's training curve as a DataFrame (step, loss, lr, tau)."""
+    import pyarrow.parquet as pq
+
+    return pq.read_table(history_path(results, run_id)).to_pandas()
+
+
 def read_record(path: str | Path) -> pd.DataFrame:
     """Read one record file; raises if it is not a whole, valid record."""
+    import pyarrow.parquet as pq
+
     table = pq.read_table(path)
     if table.num_rows != 1 or "run_id" not in table.column_names:
         raise ValueError(f"{path}: not a run record")
@@ -174,20 +220,36 @@ def record_files(paths: str | Path | Iterable[str | Path]) -> list[Path]:
         if p.is_file():
             files.append(p)
         elif (p / "runs").is_dir():
-            files += sorted((p / "runs").glob("*.parquet"))
+            files += _records_in(p / "runs")
         elif p.is_dir():
-            files += sorted(p.glob("*.parquet"))
+            files += _records_in(p)
         else:
             raise NegscaleError(f"{p}: no such results directory or file")
     return files
 
 
-def load(paths: str | Path | Iterable[str | Path], *, strict: bool = False) -> pd.DataFrame:
+def _records_in(folder: Path) -> list[Path]:
+    """Record files of a folder: its Parquet files, less the training curves."""
+    return sorted(p for p in folder.glob("*.parquet") if not p.name.endswith(HISTORY_SUFFIX))
+
+
+def _notice(message: str) -> None:
+    print(f"notice: {message}", file=sys.stderr)
+
+
+def load(
+    paths: str | Path | Iterable[str | Path],
+    *,
+    strict: bool = False,
+    notice: Callable[[str], Any] | None = None,
+) -> pd.DataFrame:
     """All run records under the given study folders as one DataFrame (one row per run).
 
     A file that cannot be read as a record (corrupt, truncated) is skipped with
-    a warning, or raises with ``strict``.
+    a one-line notice (``notice``, default: stderr), or raises with ``strict``.
     """
+    import pandas as pd
+
     frames = []
     for f in record_files(paths):
         try:
@@ -195,11 +257,10 @@ def load(paths: str | Path | Iterable[str | Path], *, strict: bool = False) -> p
         except Exception as exc:
             if strict:
                 raise NegscaleError(f"{f}: unreadable run record ({exc})") from None
-            import warnings
-
-            warnings.warn(f"skipping unreadable run record {f}: {exc}", stacklevel=2)
+            reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            (notice or _notice)(f"skipping unreadable run record {f}: {reason}")
     if not frames:
-        return pd.DataFrame(columns=[f.name for f in fields(RunRecord) if f.name != "extra"])
+        return pd.DataFrame(columns=[f.name for f in fields(RunRecord)])
     df = pd.concat(frames, ignore_index=True)
     missing = df["design"].isna() if "design" in df.columns else pd.Series(True, index=df.index)
     if missing.any() and "recipe" in df.columns:  # records written before the design column
@@ -214,7 +275,67 @@ def record_design(recipe_json: str) -> str | None:
     from negscale.recipe import Recipe
     from negscale.run_id import design_id, flatten
 
-    try:  # fields newer than the record, at their schema default, are not hashed
+    try:  # today's defaults: fields added since the record was written are at theirs
         return design_id(flatten(json.loads(recipe_json)), Recipe().field_defaults())
     except (TypeError, ValueError):
         return None
+
+
+def check_results_dir(results: str | Path) -> Path:
+    """Fail before training when the results folder cannot hold records.
+
+    A file where the folder (or its ``runs/``, ``checkpoints/``) should be, or
+    a folder that cannot be created or written, is a one-line error now rather
+    than a traceback after the whole run.
+    """
+    root = Path(results)
+    for path in (root, root / "runs", root / "checkpoints"):
+        if path.exists() and not path.is_dir():
+            raise NegscaleError(f"--results: {path} is a file, not a folder")
+    existing = root
+    while not existing.exists():
+        if existing.parent == existing:
+            break
+        existing = existing.parent
+    if not existing.is_dir():
+        raise NegscaleError(f"--results: {existing} is a file, not a folder")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise NegscaleError(f"--results: {existing} is not writable")
+    return root
+
+
+def record_row(results: str | Path, run_id: str) -> dict | None:
+    """The recorded row of a run (numbers as plain Python, missing as None), or None."""
+    path = record_path(results, run_id)
+    if not path.is_file():
+        return None
+    try:
+        frame = read_record(path)
+    except Exception:
+        return None
+    row = frame.iloc[0].to_dict()
+    return {
+        k: (None if _is_missing(v) else getattr(v, "item", lambda v=v: v)()) for k, v in row.items()
+    }
+
+
+def _is_missing(value: Any) -> bool:
+    return value is None or (isinstance(value, float) and value != value)
+
+
+LIST_COLUMNS = ("run_id", "design", "status", "m", "n", "seed", "auc", "recall_at_1")
+
+
+def select(frame: pd.DataFrame, *, status: str | None = None, design: str | None = None):
+    """Records filtered by status (comma-separated) and design (an id or its prefix).
+
+    Sorted by design, n, m, seed, so the runs of one study design sit together.
+    """
+    rows = frame
+    if status:
+        wanted = {s.strip() for s in status.split(",") if s.strip()}
+        rows = rows[rows["status"].isin(wanted)]
+    if design:
+        rows = rows[rows["design"].fillna("").astype(str).str.startswith(design.strip())]
+    keys = [k for k in ("design", "n", "m", "seed", "run_id") if k in rows.columns]
+    return rows.sort_values(keys, kind="stable").reset_index(drop=True)

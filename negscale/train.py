@@ -13,6 +13,7 @@ import math
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -21,7 +22,7 @@ import torch
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-from negscale import __version__, distributed, encoders, memory, negatives, oracle
+from negscale import __version__, collapse, distributed, encoders, memory, negatives, oracle
 from negscale import data as datasets
 from negscale.data.base import PairedData, PairSet
 from negscale.encoders.dual import DualEncoder
@@ -29,8 +30,11 @@ from negscale.errors import NegscaleError
 from negscale.losses import contrastive_loss
 from negscale.metrics import evaluate
 from negscale.negatives import Batch, NegativeSource, step_generator
+from negscale.negatives.step import StagedStep
 from negscale.recipe import Recipe
-from negscale.results import RunRecord, write
+from negscale.results import RunRecord, write, write_history
+
+Notice = Callable[[str], None]
 
 _BATCH_STREAM = 1
 
@@ -103,6 +107,14 @@ def warmup_cosine(step: int, total: int, warmup_frac: float) -> float:
     return 0.5 * (1.0 + math.cos(math.pi * min(progress, 1.0)))
 
 
+HISTORY_POINTS = 100  # rows of a run's training curve (runs/<run_id>.history.parquet)
+
+
+def history_every(steps: int) -> int:
+    """Steps between training-curve rows: about HISTORY_POINTS rows whatever the run length."""
+    return max(1, math.ceil(steps / HISTORY_POINTS))
+
+
 def batch_indices(n: int, batch: int, seed: int, step: int) -> torch.Tensor:
     """Indices of step ``step``: epochs are seeded permutations, cut into full batches."""
     per_epoch = n // batch
@@ -122,6 +134,23 @@ def _optimizer(model: torch.nn.Module, recipe: Recipe, fused: bool) -> torch.opt
         {"params": no_decay, "weight_decay": 0.0},
     ]
     return torch.optim.AdamW(groups, lr=recipe.train.lr, fused=fused or None)
+
+
+def encoder_flops_per_item(model: DualEncoder, batch: Batch, autocast: torch.autocast) -> float:
+    """Forward FLOPs of both towers for one pair (FlopCounterMode on a no-graph pass).
+
+    Counted once per run on the first batch, outside torch.compile, with the
+    RNG state kept, so it changes nothing in the run. A step's encoder FLOPs
+    are this times the item-forwards the step ran (backward = two forwards).
+    """
+    from torch.utils.flop_counter import FlopCounterMode
+
+    rows = min(len(batch.x), 8)
+    devices = [batch.x.device] if batch.x.device.type == "cuda" else []
+    counter = FlopCounterMode(display=False)
+    with torch.random.fork_rng(devices=devices), torch.no_grad(), autocast, counter:
+        model(batch.x[:rows], batch.y[:rows])
+    return counter.get_total_flops() / rows
 
 
 def git_sha() -> str | None:
@@ -159,6 +188,14 @@ class Trainer:
         distributed.broadcast_parameters(self.model)
         self.step_model = torch.compile(self.model) if runtime.compile else self.model
         self.source: NegativeSource = negatives.build(recipe, self.data)
+        self.stepper = StagedStep(
+            self.source,
+            self.model,
+            self.step_model,
+            runtime.device,
+            runtime.autocast,
+            micro_batch=recipe.train.micro_batch,
+        )
         fused = runtime.device.type == "cuda"
         self.optimizer = _optimizer(self.model, recipe, fused)
         total, warm = recipe.train.steps, recipe.train.warmup
@@ -170,7 +207,12 @@ class Trainer:
         self._pending: list[torch.Tensor] = []  # step losses still on the device
         self.negatives_seen: list[float] = []
         self.scores_per_step = 0
+        self.flops_per_item: float | None = None  # encoder forward FLOPs of one pair
+        self.encoder_flops_per_step = 0.0
         self.train_s = 0.0
+        # house: step-0 metrics (the collapse check) and the training curve, both checkpointed
+        self.init_metrics: dict[str, float | None] | None = None
+        self.history: list[dict[str, float]] = []
 
     # ------------------------------------------------------------ checkpoints
     def state_dict(self) -> dict:
@@ -185,6 +227,8 @@ class Trainer:
             "negatives_seen": self.negatives_seen,
             "train_s": self.train_s,
             "run_id": self.recipe.run_id(),
+            "init_metrics": self.init_metrics,
+            "history": self.history,
         }
 
     def load_state_dict(self, state: dict) -> None:
@@ -195,6 +239,8 @@ class Trainer:
         self.step, self.losses = state["step"], list(state["losses"])
         self.negatives_seen = list(state["negatives_seen"])
         self.train_s = state["train_s"]
+        self.init_metrics = state.get("init_metrics")  # checkpoints before these keys lack them
+        self.history = list(state.get("history", []))
 
     def save(self, path: Path) -> None:
         """Write the checkpoint atomically; under torchrun only rank 0 writes."""
@@ -216,30 +262,33 @@ class Trainer:
         x, y = split.fetch(mine)
         return Batch(idx, x.to(dev), y.to(dev), labels)
 
-    def train_step(self) -> float:
+    def train_step(self) -> torch.Tensor:
+        """One optimiser step; returns the step's loss, still on the device (no host sync).
+
+        The source's stages run in :class:`negscale.negatives.step.StagedStep`
+        (plain, gradient-cached with ``train.micro_batch``, and per-rank local
+        loss under torchrun); gradients are then averaged over ranks, clipped
+        and applied.
+        """
         batch = self._batch(self.step)
         self.model.train()
-        with self.runtime.autocast:
-            img, txt = self.step_model(batch.x, batch.y)
-            # Under torchrun every process scores the whole global batch (gathered with
-            # gradient), so every source sees exactly what one process would.
-            img = distributed.all_gather_with_grad(img.float())
-            txt = distributed.all_gather_with_grad(txt.float())
-            out = self.source.step_loss(self.model, batch, img, txt, self.step)
-        loss = out.loss
+        if self.flops_per_item is None:
+            self.flops_per_item = encoder_flops_per_item(self.model, batch, self.runtime.autocast)
         self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        out = self.stepper(batch, self.step)
+        self.encoder_flops_per_step = self.flops_per_item * self.stepper.cost.forwards()
         distributed.average_gradients(list(self.model.parameters()))
         if self.recipe.train.grad_clip > 0:
             torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.recipe.train.grad_clip)
         self.optimizer.step()
         self.scheduler.step()
         self.step += 1
-        self._pending.append(loss.detach())
+        self._pending.append(out.loss)
         self.negatives_seen.append(out.negatives_per_anchor)
         self.scores_per_step = out.scores
         if len(self._pending) >= self.runtime.sync_every:
             self.flush()
+        return out.loss
 
     def flush(self) -> None:
         """Bring pending step losses to the host in one sync; stop at the first non-finite one.
@@ -256,6 +305,28 @@ class Trainer:
             if not math.isfinite(value):
                 raise Diverged(f"loss became {value} at step {first + i}")
             self.losses.append(value)
+            self._log_history(first + i + 1)
+
+    def _log_history(self, step: int) -> None:
+        """A training-curve row every :func:`history_every` steps and at the last one.
+
+        ``loss`` is the mean step loss since the previous row; ``lr`` the rate
+        the scheduler used for that step; ``tau`` the temperature now.
+        """
+        total = self.recipe.train.steps
+        if step % history_every(total) and step != total:
+            return
+        last = int(self.history[-1]["step"]) if self.history else 0
+        window = self.losses[last:step]
+        lr = self.recipe.train.lr * warmup_cosine(step - 1, total, self.recipe.train.warmup)
+        self.history.append(
+            {
+                "step": step,
+                "loss": sum(window) / len(window),
+                "lr": lr,
+                "tau": float(self.model.tau.detach()),
+            }
+        )
 
     def fit(self, checkpoint: Path | None = None) -> None:
         """Train to ``train.steps``; checkpoint every K steps (if set) and at the end."""
@@ -395,12 +466,65 @@ def _record(
         negatives_used=used,
         negatives_store=trainer.source.store_size,
         negatives_ids_sha=trainer.source.ids_sha,
+        micro_batch=r.train.micro_batch,
+        encoder_gflops=trainer.encoder_flops_per_step / 1e9,
+        model_tflops=(
+            (trainer.encoder_flops_per_step / 1e9 + gflops) * steps / trainer.train_s / 1e3
+            if trainer.train_s
+            else None
+        ),
         message=message,
+        auc_init=(trainer.init_metrics or {}).get("auc"),
+        recall_at_1_init=(trainer.init_metrics or {}).get("recall_at_1"),
+        val_loss_init=(trainer.init_metrics or {}).get("val_loss"),
     )
 
 
 def checkpoint_path(results: Path, run_id: str) -> Path:
     return Path(results) / "checkpoints" / f"{run_id}.pt"
+
+
+def _stderr(message: str) -> None:
+    print(message, file=sys.stderr)
+
+
+def _resume(trainer: Trainer, ckpt: Path, rebuild: Callable[[], Trainer], say: Notice) -> Trainer:
+    """The trainer at its checkpoint's step, or a fresh one when the checkpoint will not load.
+
+    ``load_state_dict`` can fail after copying part of the state (a tensor of
+    the wrong shape, a truncated file), so a failure never continues with the
+    trainer it was loading into: the run restarts from step 0 on a new one.
+    """
+    if not ckpt.is_file():
+        return trainer
+    try:
+        trainer.load_state_dict(
+            torch.load(ckpt, map_location=trainer.runtime.device, weights_only=False)
+        )
+    except Exception as exc:  # a broken checkpoint only costs the work it held
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        say(f"warning: ignoring unreadable checkpoint {ckpt} ({reason}); training from step 0")
+        return rebuild()
+    say(f"resuming run {trainer.recipe.run_id()} from its checkpoint at step "
+        f"{trainer.step}/{trainer.recipe.train.steps}")  # fmt: skip
+    return trainer
+
+
+def _learned(trainer: Trainer, metrics: dict) -> str | None:
+    """Why the finished run did not learn (collapse checks), or None."""
+    img, txt = trainer.embed(trainer.data.eval, collapse.SPREAD_SAMPLE)
+    used = trainer.negatives_seen
+    tail = trainer.losses[-max(1, len(trainer.losses) // 10) :]
+    init = trainer.init_metrics or {}
+    return collapse.diagnose(
+        spread=collapse.score_spread(img, txt),
+        train_loss=sum(tail) / len(tail) if tail else None,
+        loss_form=trainer.recipe.negatives.loss_form,
+        negatives_per_anchor=sum(used) / len(used) if used else float(trainer.recipe.m),
+        auc=metrics.get("auc"),
+        auc_init=init.get("auc"),
+        n_eval=len(trainer.data.eval),
+    )
 
 
 def run(
@@ -411,34 +535,54 @@ def run(
     console: Console | None = None,
     progress: bool = True,
     data: PairedData | None = None,
+    notice: Notice | None = None,
+    resume: bool = True,
+    report_to: str | None = None,
 ) -> RunRecord:
     """Train, evaluate and record one run; resumes from its checkpoint if one exists.
 
-    A diverged run is recorded with ``status="diverged"`` and no metrics.
+    The model is evaluated at step 0 too (kept in the checkpoint), so a run
+    that did not learn is recorded with ``status="collapsed"`` and the reason
+    (:mod:`negscale.collapse`), with its metrics. A diverged run is recorded
+    with ``status="diverged"`` and no metrics. ``notice`` receives one-line
+    messages (resuming, an unreadable checkpoint); default: stderr. With
+    ``resume=False`` an existing checkpoint is ignored and overwritten.
+    ``report_to="tensorboard"`` also writes the curve and metrics as scalars.
     """
     start = time.perf_counter()
+    say = notice or _stderr
     runtime = resolve_runtime(recipe, device)
     memory.reset_peak(runtime.device)  # this run's peak, not an earlier run's in a sweep
-    trainer = Trainer(recipe, runtime, data=data, console=console, progress=progress)
+
+    def build() -> Trainer:
+        return Trainer(recipe, runtime, data=data, console=console, progress=progress)
+
+    trainer = build()
+    data = trainer.data  # a rebuilt trainer reuses it
     ckpt = checkpoint_path(Path(results), recipe.run_id())
-    if ckpt.is_file():
-        try:
-            trainer.load_state_dict(
-                torch.load(ckpt, map_location=runtime.device, weights_only=False)
-            )
-        except Exception as exc:  # a broken checkpoint only costs the work it held
-            print(f"warning: ignoring unreadable checkpoint {ckpt}: {exc}", file=sys.stderr)
+    if resume:
+        trainer = _resume(trainer, ckpt, build, say)
+    main = runtime.dist.is_main
     status, message, metrics = "ok", None, {}
     try:
+        if main and trainer.step == 0 and trainer.init_metrics is None:
+            trainer.init_metrics = trainer.evaluate()
         trainer.fit(ckpt)
-        if runtime.dist.is_main:
+        if main:
             metrics = trainer.evaluate()
+            message = _learned(trainer, metrics)
+            status = "collapsed" if message else "ok"
     except Diverged as exc:
         status, message = "diverged", str(exc)
     record = _record(
         recipe, trainer, runtime, status, metrics, time.perf_counter() - start, message
     )
-    if runtime.dist.is_main:  # one record per run, however many processes trained it
+    if main:  # one record per run, however many processes trained it
+        write_history(trainer.history, results, record.run_id)
+        if report_to == "tensorboard":
+            from negscale.report_to import write_tensorboard
+
+            write_tensorboard(results, record, trainer.history)
         write(record, results)
     distributed.barrier()
     return record

@@ -1,7 +1,8 @@
-"""Distributed pieces on CPU with gloo: gathered negatives keep their gradients."""
+"""Distributed on CPU with gloo: gathers keep their gradients; local loss = one process."""
 
 from __future__ import annotations
 
+import io
 import os
 import socket
 
@@ -21,6 +22,27 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+def _join(rank: int, world: int, port: int) -> None:
+    """A spawned worker joins the gloo group on one thread."""
+    torch.set_num_threads(1)
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    dist.init_process_group("gloo", rank=rank, world_size=world)
+
+
+def _spawn(target, world: int, timeout: float = 240) -> dict:
+    """Run ``target(rank, world, port, queue)`` in ``world`` processes; rank -> what it put."""
+    ctx = mp.get_context("spawn")
+    queue = ctx.Queue()
+    port = _free_port()
+    procs = [ctx.Process(target=target, args=(r, world, port, queue)) for r in range(world)]
+    for p in procs:
+        p.start()
+    got = dict(queue.get(timeout=timeout) for _ in procs)
+    for p in procs:
+        p.join(timeout=60)
+    return got
+
+
 def _data(batch: int, dim: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     g = torch.Generator().manual_seed(0)
     return (
@@ -31,9 +53,7 @@ def _data(batch: int, dim: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tenso
 
 
 def _worker(rank: int, world: int, port: int, queue) -> None:
-    torch.set_num_threads(1)
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
-    dist.init_process_group("gloo", rank=rank, world_size=world)
+    _join(rank, world, port)
     x, y, w = _data(8, 4)
     w = w.clone().requires_grad_()
     rows = slice(rank * 4, (rank + 1) * 4)
@@ -43,7 +63,7 @@ def _worker(rank: int, world: int, port: int, queue) -> None:
     loss.backward()
     grad = w.grad.clone()
     dist.all_reduce(grad)  # what DDP does: average parameter gradients over ranks
-    queue.put((rank, float(loss), (grad / world).tolist()))
+    queue.put((rank, (float(loss), (grad / world).tolist())))
     dist.destroy_process_group()
 
 
@@ -54,16 +74,8 @@ def test_gathered_loss_and_gradient_equal_the_single_process_ones() -> None:
         F.normalize(x @ w, dim=-1), F.normalize(y @ w, dim=-1), tau=0.1, form="infonce"
     )
     ref.backward()
-    ctx = mp.get_context("spawn")
-    queue = ctx.Queue()
-    port = _free_port()
-    procs = [ctx.Process(target=_worker, args=(r, 2, port, queue)) for r in range(2)]
-    for p in procs:
-        p.start()
-    results = [queue.get(timeout=120) for _ in procs]
-    for p in procs:
-        p.join(timeout=60)
-    for _, loss, grad in results:
+    results = _spawn(_worker, 2).values()
+    for loss, grad in results:
         assert loss == pytest.approx(ref.item(), abs=1e-6)
         torch.testing.assert_close(torch.tensor(grad), w.grad, atol=1e-6, rtol=1e-5)
 
@@ -79,10 +91,11 @@ def test_single_process_is_a_no_op(monkeypatch) -> None:
 
 @pytest.mark.parametrize(
     "extra,m",
-    [([], 9), (["negatives.source='pool'", "negatives.m=100", "negatives.pool_exact_max=0"], None)],
+    [(["negatives.source='pool'", "negatives.m=100", "negatives.pool_exact_max=0"], None)],
 )
 def test_torchrun_two_processes_equal_one_process(tmp_path, tiny_overrides, extra, m) -> None:
-    """Two gloo processes on one global batch train exactly what one process trains."""
+    """Two gloo processes launched by torchrun train what one process trains (the CLI path;
+    every source is compared in-process by the local-loss test below)."""
     import json
     import subprocess
     import sys
@@ -124,7 +137,9 @@ def test_torchrun_two_processes_equal_one_process(tmp_path, tiny_overrides, extr
     assert two["train_loss"] == pytest.approx(one.train_loss, rel=1e-5)
     for key in ("auc", "recall_at_1", "val_loss"):
         assert two[key] == pytest.approx(getattr(one, key), abs=1e-4)
-    assert [p.name for p in (tmp_path / "two" / "runs").iterdir()] == [f"{one.run_id}.parquet"]
+    # rank 0 alone writes: one record and its training curve, nothing per rank
+    written = sorted(p.name for p in (tmp_path / "two" / "runs").iterdir())
+    assert written == [f"{one.run_id}.history.parquet", f"{one.run_id}.parquet"]
 
 
 def test_global_batch_must_split_evenly_over_processes(monkeypatch) -> None:
@@ -138,3 +153,101 @@ def test_global_batch_must_split_evenly_over_processes(monkeypatch) -> None:
         train.resolve_runtime(load_recipe("quickstart"), "cpu")  # batch 320 over 3
     monkeypatch.setattr(train.distributed, "init", lambda kind: DistInfo(1, 4, 1))
     assert train.resolve_runtime(load_recipe("quickstart"), "cpu").dist.rank == 1
+
+
+# ------------------------------------------------------------------ local loss, every source
+
+SMALL = [
+    "data.n=40",
+    "data.n_eval=64",
+    "train.batch_size=8",
+    "train.steps=3",
+    "model.hidden=16",
+    "model.embed_dim=8",
+    "eval.prototypes=64",
+    "negatives.chunk=4",
+    "model.learn_tau=true",
+]
+CASES = {
+    "batch": ([], None),
+    "subsample": ([], 5),
+    "independent": (["negatives.source='independent'"], 12),
+    "independent-cached": (["negatives.source='independent'", "train.micro_batch=3"], 12),
+    "pool-exact": (["negatives.source='pool'", "negatives.loss_form='paper'"], 20),
+    "pool-estimator": (
+        ["negatives.source='pool'", "negatives.pool_exact_max=0", "negatives.pool_batch=6"],
+        30,
+    ),
+    "pool-at-n": (["negatives.source='pool'", "negatives.pool_exact_max=0"], 40),
+    "queue": (["negatives.source='queue'"], 20),
+    "queue-momentum": (["negatives.source='queue'", "negatives.momentum=0.5"], 20),
+    "queue-momentum-cached": (
+        ["negatives.source='queue'", "negatives.momentum=0.5", "train.micro_batch=3"],
+        20,
+    ),
+}
+
+
+def _train_cases(info) -> dict:
+    """Per case: step losses, final parameters, source state after 3 steps."""
+    from negscale.recipe import load_recipe
+    from negscale.train import Runtime, Trainer
+
+    out = {}
+    for name, (extra, m) in CASES.items():
+        r = load_recipe("quickstart", [*SMALL, *extra], m=m)
+        trainer = Trainer(r, Runtime(torch.device("cpu"), "fp32", False, info), progress=False)
+        rows = trainer.stepper.rows(8)  # local loss: this rank's 8 / world anchors
+        assert (rows.start, rows.stop) == (
+            info.rank * 8 // info.world_size,
+            (info.rank + 1) * 8 // info.world_size,
+        )
+        for _ in range(r.train.steps):
+            trainer.train_step()
+        trainer.flush()
+        params = torch.cat([p.detach().flatten() for p in trainer.model.parameters()])
+        out[name] = (trainer.losses, params, trainer.source.state_dict())
+    return out
+
+
+def _local_worker(rank: int, world: int, port: int, queue) -> None:
+    from negscale.distributed import DistInfo
+
+    _join(rank, world, port)
+    try:
+        blob = io.BytesIO()  # plain bytes: shared-memory tensors die with the process
+        torch.save(_train_cases(DistInfo(rank, world, rank)), blob)
+        queue.put((rank, blob.getvalue()))
+    except Exception as exc:  # fail the test at once, not at the queue's timeout
+        queue.put((rank, repr(exc)))
+        raise
+    finally:
+        dist.destroy_process_group()
+
+
+def _same(a, b, what: str) -> None:
+    if isinstance(a, dict):
+        assert a.keys() == b.keys(), what
+        for k in a:
+            _same(a[k], b[k], f"{what}.{k}")
+    elif isinstance(a, torch.Tensor):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5, equal_nan=True, msg=what)
+    else:
+        assert a == b, what
+
+
+def test_two_gloo_processes_with_local_loss_equal_one_process_for_every_source() -> None:
+    """Each rank scores its own anchors against the gathered set; one process's run results."""
+    from negscale.distributed import DistInfo
+
+    got = _spawn(_local_worker, 2)
+    errors = [v for v in got.values() if isinstance(v, str)]
+    assert not errors, errors
+    results = {rank: torch.load(io.BytesIO(blob), weights_only=False) for rank, blob in got.items()}
+    one = _train_cases(DistInfo())
+    for name, (losses, params, state) in one.items():
+        for rank in (0, 1):
+            r_losses, r_params, r_state = results[rank][name]
+            assert r_losses == pytest.approx(losses, rel=1e-5), name
+            torch.testing.assert_close(r_params, params, rtol=1e-5, atol=1e-5, msg=name)
+            _same(r_state, state, name)

@@ -17,8 +17,8 @@ from negscale.data.base import Split
 from negscale.negatives import (
     SOURCES,
     Batch,
+    BatchSource,
     IndependentSource,
-    NegativeSource,
     PoolSource,
     QueueSource,
     SubsampleSource,
@@ -101,6 +101,38 @@ def test_every_recipe_source_is_registered_with_a_one_line_summary() -> None:
         assert cls.name == name and cls.summary and "\n" not in cls.summary
 
 
+def test_sources_declare_themselves_and_recipe_validation_asks_them() -> None:
+    from negscale.errors import NegscaleError
+    from negscale.negatives.catalog import SPECS
+
+    for name, cls in SOURCES.items():
+        spec = SPECS[name]
+        assert cls.spec is spec and cls.setting == spec.setting == SETTING_OF_SOURCE[name]
+        assert cls.__module__ == f"negscale.negatives.{name}" and spec.m_means
+        assert set(spec.fields) <= set(type(load_recipe("quickstart").negatives).model_fields)
+    # each source's own rule, as one line naming the field
+    assert SPECS["pool"].check(41, 8, 40) == "a pool holds at most data.n = 40 items, got 41"
+    assert (
+        SPECS["subsample"].check(8, 8, 40) is not None
+        and SPECS["subsample"].check(7, 8, 40) is None
+    )
+    with pytest.raises(NegscaleError, match=r"^negatives\.m: a pool holds at most"):
+        _setup("negatives.source='pool'", m=41)
+
+
+def test_recipes_validate_without_importing_torch() -> None:
+    import subprocess
+    import sys
+
+    code = (
+        "import sys; from negscale.recipe import load_recipe;"
+        "r = load_recipe('quickstart', m=5); assert r.setting == 'self-supervised';"
+        "assert 'torch' not in sys.modules, 'torch imported'"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+
+
 def test_list_negatives_reads_the_summaries() -> None:
     res = CliRunner().invoke(app, ["list", "negatives", "--json"])
     assert res.exit_code == 0, res.output
@@ -117,7 +149,7 @@ def test_subsample_with_m_b_minus_1_equals_batch(form: str) -> None:
     r, data, model = _setup(f"negatives.loss_form='{form}'", m=7)
     batch = _batch(data, [3, 9, 1, 30, 22, 5, 17, 11])
     sub = _step(SubsampleSource(r, data), model, batch)
-    ref = _step(NegativeSource(r, data), model, batch)
+    ref = _step(BatchSource(r, data), model, batch)
     _close(sub.loss, ref.loss)
     _close(_grad(model, sub.loss), _grad(model, ref.loss))
     assert sub.negatives_per_anchor == ref.negatives_per_anchor == 7
@@ -129,7 +161,7 @@ def test_empty_queue_equals_batch_then_adds_stale_detached_entries(form: str) ->
     queue = QueueSource(r, data)
     first = _batch(data, list(range(8)))
     out = _step(queue, model, first)
-    ref = _step(NegativeSource(r, data), model, first)
+    ref = _step(BatchSource(r, data), model, first)
     _close(out.loss, ref.loss)
     _close(_grad(model, out.loss), _grad(model, ref.loss))
     assert out.negatives_per_anchor == 7 and queue.ids.tolist() == [2, 3, 4, 5, 6, 7]
@@ -154,6 +186,21 @@ def test_empty_queue_equals_batch_then_adds_stale_detached_entries(form: str) ->
     _close(_grad(model, out.loss), _grad(model, want))
     assert out.negatives_per_anchor == 7 + 2
     assert queue.ids.tolist() == [6, 7, 8, 9, 10, 11]  # FIFO, an item's newest copy kept
+
+
+def test_queue_records_the_negatives_each_anchor_saw(tmp_path, tiny_overrides) -> None:
+    """m is the queue length; an anchor sees B-1 batch items plus the queue (issue: fit on it).
+
+    n = 512, B = 64, m = 100: the queue holds min(100, 64 s) items before step s, none of
+    them in step s's batch within the first epoch (8 steps), so steps 0..4 see
+    63, 127, 163, 163, 163 negatives.
+    """
+    from negscale.train import run
+
+    sets = [*tiny_overrides, "train.steps=5", "negatives.source='queue'"]
+    rec = run(load_recipe("quickstart", sets, m=100), tmp_path, progress=False)
+    assert rec.m == 100 and rec.negatives_store == 100
+    assert rec.negatives_used == pytest.approx((63 + 127 + 3 * 163) / 5)
 
 
 def test_queue_momentum_encoder_is_an_exponential_average() -> None:
@@ -379,14 +426,32 @@ def test_independent_draws_avoid_the_own_pair_and_same_class_items() -> None:
     labels = data.train.labels[:512]
     index = torch.arange(512)
     for step in range(3):
-        draws = src.draw(index, step)
+        draws = src.draws(index, step)
         assert draws.shape == (512, 300)
         assert (labels[draws] != labels[:, None]).all()
     unlabelled = dataclasses.replace(data, train=Split(data.train.x, data.train.y, None))
     plain = IndependentSource(r, unlabelled)
-    draws = plain.draw(index, 0)
+    draws = plain.draws(index, 0)
     assert (draws != index[:, None]).all() and draws.min() >= 0 and draws.max() < 512
     assert (labels[draws] == labels[:, None]).any()  # same-class items allowed without labels
+
+
+def test_independent_without_class_awareness_draws_from_the_marginal() -> None:
+    """class_aware = false: any other training item, labels ignored (uniform over n - 1)."""
+    r, data, _ = _setup(
+        "negatives.source='independent'", "negatives.class_aware=false", n=128, m=127
+    )
+    src = IndependentSource(r, data)
+    assert src.order is None and data.train.labels is not None
+    draws = torch.cat([src.draws(torch.tensor([5]), s)[0] for s in range(120)])
+    counts = torch.bincount(draws, minlength=128)
+    assert counts[5] == 0 and chisquare(counts[torch.arange(128) != 5].numpy()).pvalue > 1e-3
+    labels = data.train.labels[:128]
+    assert (labels[draws] == labels[5]).any()  # same-class items are drawn too
+    one = dataclasses.replace(
+        data, train=Split(data.train.x, data.train.y, torch.zeros_like(data.train.labels))
+    )
+    assert IndependentSource(r, one).order is None  # a single class is fine for the marginal
 
 
 def test_independent_draws_are_uniform_over_the_allowed_items() -> None:
@@ -394,7 +459,7 @@ def test_independent_draws_are_uniform_over_the_allowed_items() -> None:
     labels = data.train.labels[:128]
     for d in (data, dataclasses.replace(data, train=Split(data.train.x, data.train.y, None))):
         src = IndependentSource(r, d)
-        draws = torch.cat([src.draw(torch.tensor([5]), s)[0] for s in range(120)])
+        draws = torch.cat([src.draws(torch.tensor([5]), s)[0] for s in range(120)])
         allowed = (
             [j for j in range(128) if j != 5]
             if d.train.labels is None
@@ -410,9 +475,9 @@ def test_identical_seeds_give_identical_draws() -> None:
     r1, _, _ = _setup("negatives.source='independent'", "train.seed=1", m=20)
     idx = torch.arange(8)
     a, b, c = IndependentSource(r, data), IndependentSource(r, data), IndependentSource(r1, data)
-    assert torch.equal(a.draw(idx, 3), b.draw(idx, 3))
-    assert not torch.equal(a.draw(idx, 3), a.draw(idx, 4))
-    assert not torch.equal(a.draw(idx, 3), c.draw(idx, 3))
+    assert torch.equal(a.draws(idx, 3), b.draws(idx, 3))
+    assert not torch.equal(a.draws(idx, 3), a.draws(idx, 4))
+    assert not torch.equal(a.draws(idx, 3), c.draws(idx, 3))
 
 
 @pytest.mark.parametrize("form,tile", [("paper", 4096), ("infonce", 4096), ("paper", 40)])
@@ -427,7 +492,7 @@ def test_independent_loss_equals_brute_force_over_each_anchors_draws(form: str, 
     )
     src = IndependentSource(r, data)
     batch = _batch(data, [0, 7, 13, 21, 40, 55, 63, 30])
-    draws = src.draw(batch.index, 2)
+    draws = src.draws(batch.index, 2)
     rows = {int(a): draws[k].tolist() for k, a in enumerate(batch.index)}
     out = _step(src, model, batch, step=2)
     want = _brute(model, data, 64, batch.index, lambda i: rows[i], form)

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from negscale import sweep as sw
+from negscale.results import record_files
 
 _PATH = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_budget.py"
 _SPEC = importlib.util.spec_from_file_location("bench_budget", _PATH)
@@ -71,6 +72,6 @@ def test_cli_on_a_tiny_config_prints_the_verdict(capsys, tmp_path) -> None:
         bench.main([*args[:1], *args[2:], "--tolerance", "1e-9", "--results", str(tmp_path)]) == 1
     )
     first = capsys.readouterr().out
-    assert "STEP-CAPPED" in first and len(list((tmp_path / "runs").glob("*.parquet"))) == 2
+    assert "STEP-CAPPED" in first and len(record_files(tmp_path)) == 2
     bench.main([*args[:1], *args[2:], "--tolerance", "1e-9", "--results", str(tmp_path)])
     assert capsys.readouterr().out == first

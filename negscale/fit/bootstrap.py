@@ -21,7 +21,7 @@ from __future__ import annotations
 import numpy as np
 
 from negscale.fit.objective import Data
-from negscale.fit.optimize import FitResult, batch_lm, multistart, row_bounds
+from negscale.fit.optimize import FitResult, batch_lm, multistart, row_bounds, unidentified_rows
 
 
 def resample_indices(strata: np.ndarray, R: int, rng: np.random.Generator) -> np.ndarray:
@@ -53,11 +53,6 @@ def strata_for(cells: np.ndarray, groups: np.ndarray) -> tuple[np.ndarray, str]:
     if np.median(counts[counts > 0]) >= 2:
         return cells, "stratified (seeds resampled within each (m, n) cell, spread √(k/(k−1)))"
     return groups, "case (one run per cell: runs resampled within each n group)"
-
-
-def _distinct_per_row(X: np.ndarray) -> np.ndarray:
-    S = np.sort(X, axis=1)
-    return 1 + (np.diff(S, axis=1) > 0).sum(axis=1)
 
 
 def refit(
@@ -98,10 +93,6 @@ def refit(
         better = Cm[:, 0] < cost[rows]
         P[rows[better]] = Pm[better, 0]
 
-    need_m = 3 if form.m_kind == "exp" or form.a is None else 2
-    bad = _distinct_per_row(M) < need_m
-    if form.has_n:
-        bad |= _distinct_per_row(Nn) < (3 if form.b is None else 2)
-    bad |= ~np.all(np.isfinite(P), axis=1)
+    bad = unidentified_rows(form, M, Nn) | ~np.all(np.isfinite(P), axis=1)
     P[bad] = np.nan
     return P, {"restarts": int(rows.size), "failed": int(bad.sum())}

@@ -15,9 +15,11 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 
 import numpy as np
+from scipy.special import expit
 
 LN2 = float(np.log(2.0))
-FORM_IDS = ("free", "theory-supervised", "theory-self-supervised", "exp")
+FORM_IDS = ("free", "theory-supervised", "theory-self-supervised", "exp", "hill")
+HILL_SLOPE_BOUNDS = (0.3, 12.0)  # the Hill curve's slope h in log m
 
 
 @dataclass(frozen=True)
@@ -25,7 +27,7 @@ class Form:
     """One candidate law ``y = E + m-term + n-term`` (the n-term optional)."""
 
     id: str
-    m_kind: str  # "power": A·m^(−a); "exp": A·exp(−m/s)
+    m_kind: str  # "power": A·m^(−a); "exp": A·exp(−m/s); "hill": A/(1 + (m/m0)^h)
     a: float | None  # fixed m exponent (power); None = free parameter
     has_n: bool
     b: float | None  # fixed n exponent; None = free parameter
@@ -37,6 +39,8 @@ class Form:
             names.append("a")
         if self.m_kind == "exp":
             names.append("s")
+        if self.m_kind == "hill":
+            names += ["m0", "h"]
         if self.has_n:
             names.append("B")
             if self.b is None:
@@ -50,11 +54,16 @@ class Form:
     @property
     def nonlinear(self) -> tuple[str, ...]:
         """Parameters that enter nonlinearly (searched on a grid for starts)."""
-        return tuple(p for p in self.names if p in ("a", "s", "b"))
+        return tuple(p for p in self.names if p in ("a", "s", "m0", "h", "b"))
 
     @property
-    def is_theory(self) -> bool:
-        return self.id.startswith("theory")
+    def min_m_levels(self) -> int:
+        """Distinct m values needed to identify the m term (E, A and its shape)."""
+        return {"hill": 4, "exp": 3}.get(self.m_kind, 3 if self.a is None else 2)
+
+    @property
+    def min_n_levels(self) -> int:
+        return (3 if self.b is None else 2) if self.has_n else 1
 
     def idx(self, name: str) -> int:
         return self.names.index(name)
@@ -66,6 +75,8 @@ class Form:
     def formula(self) -> str:
         if self.m_kind == "exp":
             mt = "A·exp(−m/s)"
+        elif self.m_kind == "hill":
+            mt = "A/(1 + (m/m0)^h)"
         elif self.a is None:
             mt = "A·m^(−a)"
         elif self.a == 1.0:
@@ -98,7 +109,13 @@ class Form:
         A = self._get(P, "A")
         if self.m_kind == "exp":
             return A * np.exp(-m / self._get(P, "s"))
+        if self.m_kind == "hill":
+            return A * expit(-self._hill_log(P, m))
         return A * m ** (-self.m_exponent(P))
+
+    def _hill_log(self, P: np.ndarray, m: np.ndarray) -> np.ndarray:
+        """h·ln(m/m0): the Hill term is A·expit(−this), written without overflow."""
+        return self._get(P, "h") * np.log(m / self._get(P, "m0"))
 
     def n_term(self, P: np.ndarray, n: np.ndarray) -> np.ndarray:
         P = np.atleast_2d(P)
@@ -124,6 +141,13 @@ class Form:
             e = np.exp(-m / s)
             J[:, :, 1] = e
             J[:, :, self.idx("s")] = A * e * m / s**2
+        elif self.m_kind == "hill":
+            lu = self._hill_log(P, m)
+            t = expit(-lu)  # 1/(1 + u), u = (m/m0)^h
+            tu = t * (1.0 - t)  # u/(1 + u)²
+            J[:, :, 1] = t
+            J[:, :, self.idx("m0")] = A * tu * self._get(P, "h") / self._get(P, "m0")
+            J[:, :, self.idx("h")] = -A * tu * np.log(m / self._get(P, "m0"))
         else:
             mt = m ** (-self.m_exponent(P))
             J[:, :, 1] = mt
@@ -149,9 +173,14 @@ class Form:
         exp: the gain A·u(1−u), u = exp(−m/s), rises then falls; the top-down
         solution is the larger root, u = (1 − √(1 − 4ε/A))/2, m_sat = −s·ln u;
         when the peak gain A/4 never exceeds ε the whole curve is flat: 0.
+        hill: no closed form; the top-down grid solver
+        (:func:`negscale.fit.saturation.m_sat_grid_rows`) in x = m/m0, where the
+        gain depends on A and h only; 0 when the gain never exceeds ε.
         """
         P = np.atleast_2d(P)
         A = P[:, 1]
+        if self.m_kind == "hill":
+            return self._hill_m_sat(P, eps)
         with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
             if self.m_kind == "exp":
                 s = P[:, self.idx("s")]
@@ -164,12 +193,31 @@ class Form:
                 out = (A * (1.0 - 2.0 ** (-a)) / eps) ** (1.0 / a)
         return np.where(A > 0, out, 0.0)
 
+    def _hill_m_sat(self, P: np.ndarray, eps: float) -> np.ndarray:
+        from negscale.fit.saturation import m_sat_grid_rows
+
+        A, m0, h = P[:, 1], P[:, self.idx("m0")], P[:, self.idx("h")]
+        with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+            # past the knee the gain is ≈ A(1 − 2^(−h))·x^(−h): the grid reaches beyond that root
+            tail = (np.maximum(A, 1e-300) * (1.0 - 2.0 ** (-h)) / eps) ** (1.0 / h)
+            hi = np.log(np.clip(4.0 * tail, 10.0, 1e300))
+
+            def gain(lx: np.ndarray) -> np.ndarray:
+                hc = h[:, None]
+                return A[:, None] * (expit(-hc * lx) - expit(-hc * (lx + LN2)))
+
+            x = m_sat_grid_rows(gain, eps, np.full(A.shape, np.log(1e-3)), hi)
+        out = np.where(np.isinf(x), np.inf, np.where(x > 0, x * m0, 0.0))
+        return np.where((A > 0) & np.isfinite(h), out, np.where(np.isnan(A), np.nan, 0.0))
+
     # ------------------------------------------------------------------ units
     def to_original(self, P: np.ndarray, m_ref: float, n_ref: float) -> np.ndarray:
         """Parameters in the user's units (m, n not rescaled)."""
         Q = np.array(np.atleast_2d(P), dtype=float, copy=True)
         if self.m_kind == "exp":
             Q[:, self.idx("s")] *= m_ref
+        elif self.m_kind == "hill":
+            Q[:, self.idx("m0")] *= m_ref
         else:
             Q[:, 1] *= m_ref ** self.m_exponent(Q)[:, 0]
         if self.has_n:
@@ -184,6 +232,7 @@ def make_form(form_id: str, has_n: bool) -> Form:
         "theory-supervised": Form("theory-supervised", "power", 1.0, True, 0.5),
         "theory-self-supervised": Form("theory-self-supervised", "power", 0.5, True, 0.5),
         "exp": Form("exp", "exp", None, True, None),
+        "hill": Form("hill", "hill", None, True, None),
     }
     f = table[form_id]
     return f if has_n else f.drop_n()
@@ -222,11 +271,11 @@ def budget_optimum(
     power m-term: along the budget line y is convex in log m, so the
     constrained optimum is the unconstrained one, G = (aA/(bB))^(1/(a+b)),
     m* = G·S^(b/(a+b)), clipped to the allowed range; n* = S/m*.
-    exp m-term: y can have two local minima (m at its lower bound, where the
-    exp term is still ≈ A, and an interior one past the knee), so it is
-    minimised on a log-m grid over the allowed range (64 points a decade),
-    then refined by bisection on the sign of dy/dm inside the cells either side
-    of the best grid point (vectorised over replicates).
+    exp and hill m-terms: y can have two local minima (m at its lower bound,
+    where the m term is still ≈ A, and an interior one past the knee), so it
+    is minimised on a log-m grid over the allowed range (64 points a decade),
+    then refined by golden-section search inside the cells either side of the
+    best grid point (:func:`_line_minimum`, vectorised over replicates).
     """
     P = np.atleast_2d(np.asarray(P, float))
     R = P.shape[0]
@@ -236,42 +285,48 @@ def budget_optimum(
         return nan, nan.copy()
     Q = form.to_original(P, m_ref, n_ref)
     bad = np.isnan(Q).any(axis=1)
-    A = Q[:, 1]
-    B = Q[:, form.idx("B")]
-    b = form.n_exponent(Q)[:, 0]
     with np.errstate(divide="ignore", invalid="ignore", over="ignore", under="ignore"):
         if form.m_kind == "power":
-            a = form.m_exponent(Q)[:, 0]
+            A, B = Q[:, 1], Q[:, form.idx("B")]
+            a, b = form.m_exponent(Q)[:, 0], form.n_exponent(Q)[:, 0]
             # A = 0 → G = 0 (m does not matter: all to n); B = 0 → G = ∞ (all to m)
             G = (a * A / (b * B)) ** (1.0 / (a + b))
             m = np.clip(G * S ** (b / (a + b)), lo_m, hi_m)
         else:
-            s = Q[:, form.idx("s")]
-            llo, lhi = np.log(lo_m), np.log(hi_m)
-            K = max(3, int(np.ceil((lhi - llo) / np.log(10.0) * 64)) + 1)
-            lg = np.linspace(llo, lhi, K)
-            grid = np.exp(lg)[None, :]
 
             def y(mm: np.ndarray) -> np.ndarray:  # y along the budget line, less E
-                return A[:, None] * np.exp(-mm / s[:, None]) + B[:, None] * (S / mm) ** (
-                    -b[:, None]
-                )
+                return form.m_term(Q, mm) + form.n_term(Q, S / mm)
 
-            Y = y(grid)
-            j = np.argmin(np.where(np.isnan(Y), np.inf, Y), axis=1)
-            lo = lg[np.maximum(j - 1, 0)]
-            hi = lg[np.minimum(j + 1, K - 1)]
-            for _ in range(60):
-                mid = 0.5 * (lo + hi)
-                em = np.exp(mid)
-                d = -A / s * np.exp(-em / s) + b * B * S ** (-b) * em ** (b - 1.0)
-                rising = d > 0
-                hi = np.where(rising, mid, hi)
-                lo = np.where(rising, lo, mid)
-            m_fine = np.exp(0.5 * (lo + hi))
-            m_grid = grid[0, j]
-            keep = y(m_fine[:, None])[:, 0] <= y(m_grid[:, None])[:, 0]
-            m = np.clip(np.where(keep, m_fine, m_grid), lo_m, hi_m)
+            m = np.clip(_line_minimum(y, lo_m, hi_m, R), lo_m, hi_m)
         m = np.where(bad, np.nan, m)
         n = S / m
     return m, n
+
+
+def _line_minimum(y, lo_m: float, hi_m: float, R: int) -> np.ndarray:
+    """argmin over m in [lo_m, hi_m] of y(m) (R, K) → (R,): best point of a log grid
+    (64 a decade), refined by golden-section search on the cells either side."""
+    llo, lhi = np.log(lo_m), np.log(hi_m)
+    K = max(3, int(np.ceil((lhi - llo) / np.log(10.0) * 64)) + 1)
+    lg = np.linspace(llo, lhi, K)
+    Y = np.broadcast_to(y(np.exp(lg)[None, :]), (R, K))
+    j = np.argmin(np.where(np.isnan(Y), np.inf, Y), axis=1)
+    a, b = lg[np.maximum(j - 1, 0)], lg[np.minimum(j + 1, K - 1)]
+    g = (np.sqrt(5.0) - 1.0) / 2.0
+    c, d = b - g * (b - a), a + g * (b - a)
+
+    def f(x: np.ndarray) -> np.ndarray:
+        return y(np.exp(x)[:, None])[:, 0]
+
+    fc, fd = f(c), f(d)
+    for _ in range(80):
+        left = fc <= fd  # the minimum lies in [a, d]
+        b = np.where(left, d, b)
+        a = np.where(left, a, c)
+        c_new = np.where(left, b - g * (b - a), d)
+        d_new = np.where(left, c, a + g * (b - a))
+        fc, fd = np.where(left, f(c_new), fd), np.where(left, fc, f(d_new))
+        c, d = c_new, d_new
+    m_fine, m_grid = np.exp(0.5 * (a + b)), np.exp(lg[j])
+    keep = f(np.log(m_fine)) <= f(np.log(m_grid))
+    return np.where(keep, m_fine, m_grid)

@@ -16,27 +16,22 @@ import numpy as np
 import pandas as pd
 
 from negscale.errors import NegscaleError
-from negscale.fit.report import fmt
+from negscale.fit.fmt import fmt
 
 DROPPED_ATTR = "negscale_dropped"
-_LOWER = re.compile(r"(loss|rank|error|(^|_)err($|_))", re.IGNORECASE)
+_LOWER = re.compile(r"(loss|rank|error|(^|_)err($|_)|^excess_)", re.IGNORECASE)
 
 
 def lower_is_better(name: str) -> bool:
-    """Losses, ranks and error rates fall as models improve; all else rises."""
+    """Losses, ranks, error rates and ``excess_*`` gaps (to an oracle) fall as
+    models improve; all else rises."""
     return bool(_LOWER.search(str(name)))
 
 
 def _read_results_dir(path: Path) -> pd.DataFrame:
-    try:
-        from negscale.results import load as results_load
-    except ImportError:  # the results module is optional for the fitter
-        results_load = None
-    if results_load is not None:
-        return results_load(path)
-    files = sorted(path.glob("runs/*.parquet")) or sorted(path.glob("*.parquet"))
-    frames = [pd.read_parquet(f) for f in files]
-    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+    from negscale.results import load as results_load
+
+    return results_load(path)
 
 
 def _read_one(path: Path) -> pd.DataFrame:
@@ -101,11 +96,8 @@ def load_sources(
             _need(df, seed_col, "seeds (--seed-col)", src)
         if group_col is not None:
             _need(df, group_col, "groups (--group-col)", src)
-        if "status" in df.columns:
-            bad = df["status"].astype(str) != "ok"
-            for status, k in df.loc[bad, "status"].astype(str).value_counts().items():
-                dropped.append(f"{k} run(s) with status={status} in {src}")
-            df = df.loc[~bad]
+        df, why = drop_not_ok(df, f" in {src}")
+        dropped += why
         if "run_id" in df.columns:
             dup = df["run_id"].duplicated()
             if dup.any():
@@ -125,6 +117,8 @@ def load_sources(
             out[group_col] = df[group_col].to_numpy()
         if setting_col in df.columns:
             out["setting"] = df[setting_col].to_numpy()
+        if "design" in df.columns and group_col != "design":
+            out["design"] = df["design"].to_numpy()
         if "run_id" in df.columns:
             out["run_id"] = df["run_id"].to_numpy()
         out["source"] = src
@@ -135,8 +129,48 @@ def load_sources(
         if dup.any():
             dropped.append(f"{int(dup.sum())} run(s) found in more than one source")
             res = res.loc[~dup].reset_index(drop=True)
+    if group_col != "design":
+        res, why = one_design(res)
+        dropped += why
     res.attrs[DROPPED_ATTR] = dropped
     return res
+
+
+def drop_not_ok(df: pd.DataFrame, where: str = "") -> tuple[pd.DataFrame, list[str]]:
+    """Runs whose ``status`` is not "ok" (collapsed, diverged, ...) are left out;
+    each status is named with a count and its first run ids."""
+    if "status" not in df.columns:
+        return df, []
+    bad = df["status"].astype(str) != "ok"
+    why = []
+    for status in sorted(df.loc[bad, "status"].astype(str).unique()):
+        sub = df.loc[bad & (df["status"].astype(str) == status)]
+        ids = sub["run_id"].astype(str).tolist() if "run_id" in sub.columns else []
+        named = f" ({', '.join(ids[:3])}{', …' if len(ids) > 3 else ''})" if ids else ""
+        why.append(f"{len(sub)} run(s) with status={status}{where}{named}")
+    return df.loc[~bad], why
+
+
+def one_design(df: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
+    """Keep the design (recipe minus m, n, seed) with the most runs; name the rest.
+
+    Runs of different designs (another learning rate, a single ``negscale
+    train`` run) are not extra seeds of one study. ``--group-col design``
+    fits each on its own instead.
+    """
+    if "design" not in df.columns:
+        return df, []
+    df = df.assign(design=df["design"].fillna("unknown").astype(str))
+    counts = df["design"].value_counts()
+    if counts.size <= 1:
+        return df, []
+    keep = str(counts.index[0])
+    rest = ", ".join(f"{d} ({k} run(s))" for d, k in counts.iloc[1:].items())
+    why = [
+        f"the runs hold {counts.size} designs: fitted design {keep} ({counts.iloc[0]} runs); "
+        f"left out {rest}; --group-col design fits each on its own"
+    ]
+    return df.loc[df["design"] == keep].reset_index(drop=True), why
 
 
 @dataclass
@@ -186,11 +220,8 @@ def prepare(
     dropped = list(df.attrs.get(DROPPED_ATTR, []))
     for col, what in ((m_col, "m"), (n_col, "n"), (metric, "the metric")):
         _need(df, col, what, "input table")
-    if "status" in df.columns:
-        bad = df["status"].astype(str) != "ok"
-        if bad.any():
-            dropped.append(f"{int(bad.sum())} run(s) whose status is not 'ok'")
-            df = df.loc[~bad]
+    df, why = drop_not_ok(df)
+    dropped += why
     m = pd.to_numeric(df[m_col], errors="coerce").to_numpy(float)
     n = pd.to_numeric(df[n_col], errors="coerce").to_numpy(float)
     v = pd.to_numeric(df[metric], errors="coerce").to_numpy(float)
@@ -217,35 +248,7 @@ def prepare(
     if (n <= 0).any():
         raise NegscaleError(f"n must be positive; {int((n <= 0).sum())} run(s) have n <= 0")
     hib = not lower_is_better(metric) if higher_is_better is None else bool(higher_is_better)
-    warnings: list[str] = []
-    if hib:
-        if scale == "auto":
-            scale = "percent" if v.max() > 1.0 + 1e-9 else "fraction"
-        elif scale not in ("percent", "fraction"):
-            raise NegscaleError(f"unknown scale {scale!r}: use auto, percent or fraction")
-        top = 100.0 if scale == "percent" else 1.0
-        if v.min() < 0 or v.max() > top + 1e-9:
-            raise NegscaleError(
-                f"{metric} values span [{v.min():g}, {v.max():g}], outside [0, {top:g}] "
-                f"for a {scale} scale (set --scale, or check --metric-col)"
-            )
-        y = top - v
-        at_top = y <= 0
-        if at_top.any():
-            floor = 0.5 * float(y[~at_top].min()) if (~at_top).any() else 1e-6 * top
-            warnings.append(
-                f"{int(at_top.sum())} run(s) at the metric's ceiling: their error "
-                f"is clipped to {floor:g} for the log fit"
-            )
-            y = np.where(at_top, floor, y)
-    else:
-        top, scale = 0.0, "raw"
-        if (v <= 0).any():
-            raise NegscaleError(
-                f"{metric} is lower-is-better and fitted on a log scale: all values must be "
-                f"> 0 ({int((v <= 0).sum())} are not)"
-            )
-        y = v.copy()
+    y, top, scale, warnings = _to_error(v, hib, scale, metric)
     return Prepared(
         m=m,
         n=n,
@@ -260,17 +263,54 @@ def prepare(
     )
 
 
+def _to_error(
+    v: np.ndarray, hib: bool, scale: str, metric: str
+) -> tuple[np.ndarray, float, str, list[str]]:
+    """The error y fitted on a log scale: top − metric (bounded, higher is better;
+    runs at the ceiling clipped) or the metric itself (lower is better, > 0)."""
+    warnings: list[str] = []
+    if not hib:
+        if (v <= 0).any():
+            raise NegscaleError(
+                f"{metric} is lower-is-better and fitted on a log scale: all values must be "
+                f"> 0 ({int((v <= 0).sum())} are not)"
+            )
+        return v.copy(), 0.0, "raw", warnings
+    if scale == "auto":
+        scale = "percent" if v.max() > 1.0 + 1e-9 else "fraction"
+    elif scale not in ("percent", "fraction"):
+        raise NegscaleError(f"unknown scale {scale!r}: use auto, percent or fraction")
+    top = 100.0 if scale == "percent" else 1.0
+    if v.min() < 0 or v.max() > top + 1e-9:
+        raise NegscaleError(
+            f"{metric} values span [{v.min():g}, {v.max():g}], outside [0, {top:g}] "
+            f"for a {scale} scale (set --scale, or check --metric-col)"
+        )
+    y = top - v
+    at_top = y <= 0
+    if at_top.any():
+        floor = 0.5 * float(y[~at_top].min()) if (~at_top).any() else 1e-6 * top
+        warnings.append(
+            f"{int(at_top.sum())} run(s) at the metric's ceiling: their error "
+            f"is clipped to {floor:g} for the log fit"
+        )
+        y = np.where(at_top, floor, y)
+    return y, top, scale, warnings
+
+
 def resolve_setting(df: pd.DataFrame, setting: str) -> tuple[str, list[str]]:
-    """The setting to fit under: given, or read from a ``setting`` column."""
-    valid = ("supervised", "self-supervised")
+    """The setting to fit under: given, read from a ``setting`` column, or
+    "none" (no theory preference) when neither says."""
+    valid = ("supervised", "self-supervised", "none")
     notes: list[str] = []
     col = df["setting"].dropna().astype(str).unique() if "setting" in df.columns else []
     if setting == "auto":
         if len(col) == 0:
-            raise NegscaleError(
-                "cannot tell the setting: the data has no 'setting' column; pass "
-                "--setting supervised or --setting self-supervised"
+            notes.append(
+                "no setting given or recorded: fitted without a theory preference (no theory "
+                "form wins ties, no theory γ); pass --setting supervised|self-supervised for one"
             )
+            return "none", notes
         if len(col) > 1:
             raise NegscaleError(
                 f"the runs mix settings ({', '.join(sorted(col))}); fit them separately "
@@ -278,7 +318,7 @@ def resolve_setting(df: pd.DataFrame, setting: str) -> tuple[str, list[str]]:
             )
         setting = str(col[0])
     if setting not in valid:
-        raise NegscaleError(f"unknown setting {setting!r}: use supervised or self-supervised")
+        raise NegscaleError(f"unknown setting {setting!r}: use supervised, self-supervised or none")
     if len(col) and any(c != setting for c in col):
         notes.append(f"--setting {setting} overrides the runs' own setting ({', '.join(col)})")
     return setting, notes
@@ -300,7 +340,7 @@ def seed_sd_at_max_m(p: Prepared) -> float | None:
 
 
 def thin_design_warnings(p: Prepared) -> list[str]:
-    """FITTING.md's 'meaningful sweep' checks, as warnings."""
+    """The 'meaningful sweep' checks of docs/fitting.md, as warnings."""
     out: list[str] = []
     for g in np.unique(p.n):
         sel = p.n == g

@@ -57,11 +57,6 @@ def huber_delta(logy: np.ndarray, cells: np.ndarray) -> float | None:
     return float(1.4826 * np.median(np.abs(r - np.median(r))))
 
 
-def robust_scale(r: np.ndarray) -> float:
-    """1.4826·MAD of residuals (a noise sd that ignores outliers)."""
-    return float(1.4826 * np.median(np.abs(r - np.median(r))))
-
-
 def information(r: np.ndarray, k: int) -> tuple[float, float]:
     """(AICc, BIC) from log residuals with a Gaussian likelihood, k parameters.
 

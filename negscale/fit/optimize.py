@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from scipy.optimize import least_squares
 
-from negscale.fit.forms import Form
+from negscale.fit.forms import HILL_SLOPE_BOUNDS, Form
 from negscale.fit.objective import Data, huber_rows
 
 GLOBAL_EXP_BOUNDS = (0.05, 3.0)
@@ -40,8 +40,6 @@ class FitResult:
     converged: bool
     on_bound: list[str] = field(default_factory=list)
     rivals: list[np.ndarray] = field(default_factory=list)
-    lb: np.ndarray | None = None
-    ub: np.ndarray | None = None
 
 
 def bounds(
@@ -152,7 +150,10 @@ def _linear_starts(
     X = form.jac(P, m, n)[:, :, lin] / y[:, :, None]
     XtX = np.einsum("snk,snl->skl", X, X) + 1e-12 * np.eye(len(lin))
     Xty = X.sum(axis=1)
-    coef = np.linalg.solve(XtX, Xty[:, :, None])[:, :, 0]
+    try:
+        coef = np.linalg.solve(XtX, Xty[:, :, None])[:, :, 0]
+    except np.linalg.LinAlgError:  # collinear columns (a Hill knee outside the data)
+        coef = np.matmul(np.linalg.pinv(XtX), Xty[:, :, None])[:, :, 0]
     small = 1e-3 * y.min(axis=1, keepdims=True)
     P[:, lin] = np.where(coef > 0, coef, small)
     return np.clip(P, lb, ub)
@@ -184,8 +185,10 @@ def row_bounds(
             ub[:, i] = y.min(axis=1) * np.exp(3.0 * delta) * (1 - 1e-9)
         elif p in ("a", "b"):
             lb[:, i], ub[:, i] = lo_e, hi_e
-        elif p == "s":
+        elif p in ("s", "m0"):
             lb[:, i], ub[:, i] = m.min(axis=1) / f, m.max(axis=1) * f
+        elif p == "h":
+            lb[:, i], ub[:, i] = HILL_SLOPE_BOUNDS
     return lb, ub
 
 
@@ -278,14 +281,24 @@ def scipy_polish(form: Form, data: Data, x0, lb, ub, delta: float):
 
 def infeasible(form: Form, data: Data) -> str | None:
     """Why ``form`` cannot be identified from ``data`` (None when it can)."""
-    need_m = 3 if form.m_kind == "exp" or form.a is None else 2
-    if np.unique(data.m).size < need_m:
-        return f"needs >= {need_m} distinct m values"
-    if form.has_n and np.unique(data.n).size < (3 if form.b is None else 2):
-        return f"needs >= {3 if form.b is None else 2} distinct n values"
+    if np.unique(data.m).size < form.min_m_levels:
+        return f"needs >= {form.min_m_levels} distinct m values"
+    if np.unique(data.n).size < form.min_n_levels:
+        return f"needs >= {form.min_n_levels} distinct n values"
     if len(data) < form.k + 1:
         return f"needs >= {form.k + 1} runs for {form.k} parameters"
     return None
+
+
+def unidentified_rows(form: Form, M: np.ndarray, N: np.ndarray) -> np.ndarray:
+    """:func:`infeasible`'s level rule for R resampled data sets (rows of M, N)."""
+    bad = _distinct_per_row(M) < form.min_m_levels
+    return bad | (_distinct_per_row(N) < form.min_n_levels)
+
+
+def _distinct_per_row(X: np.ndarray) -> np.ndarray:
+    S = np.sort(X, axis=1)
+    return 1 + (np.diff(S, axis=1) > 0).sum(axis=1)
 
 
 def fit_form(
@@ -331,6 +344,4 @@ def fit_form(
         converged=bool(conv),
         on_bound=_flags(form, best_x, lb, ub),
         rivals=rivals,
-        lb=lb,
-        ub=ub,
     )

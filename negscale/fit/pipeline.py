@@ -1,20 +1,24 @@
-"""From a table of runs to a :class:`FitReport`: the order of operations.
+"""From a table of runs to a :class:`FitReport`, as a pipeline of named stages.
 
-prepare (validate, error transform) → Huber δ → fit every candidate on all
-runs and choose → fit every n group on its own and choose → tolerance →
-bootstrap (all derived quantities per replicate) → warnings → report.
+setup (validate, error transform, tolerance) → noise and Huber δ → resample
+(bootstrap indices) → global form choice → per-group choice (model-free
+m_sat, rejections) → common per-group form → bootstrap refits → group results
+→ scaling (γ, balance point) → budget → report. Each stage hands the next a
+small dataclass; the method is documented in docs/fitting.md.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
 
 from negscale.errors import NegscaleError
 from negscale.fit import bootstrap as bs
-from negscale.fit.forms import FORM_IDS, Form, budget_bounds, make_form
+from negscale.fit.budget import budget_table
+from negscale.fit.fmt import fmt
+from negscale.fit.forms import FORM_IDS, Form, make_form
 from negscale.fit.inputs import (
     Prepared,
     check_sizes,
@@ -23,20 +27,89 @@ from negscale.fit.inputs import (
     seed_sd_at_max_m,
     thin_design_warnings,
 )
+from negscale.fit.modelfree import ModelFree, bracket, model_free
 from negscale.fit.objective import DELTA_FLOOR, Data, huber_delta
 from negscale.fit.optimize import fit_form, infeasible
-from negscale.fit.report import FitReport, GroupResult, fmt
+from negscale.fit.reject import rejection
+from negscale.fit.report import FitReport, GroupResult
 from negscale.fit.saturation import share_beyond, summarise
-from negscale.fit.scaling import THEORY_GAMMA, budget_optima, default_budgets, gamma
+from negscale.fit.scaling import THEORY_GAMMA, default_budgets, gamma
 from negscale.fit.select import Candidate, choose, evaluate
 
 FALLBACK_TOL_BOUNDED = 0.005  # as a fraction: 0.5 percentage points
 FALLBACK_TOL_REL = 0.01  # lower-is-better metrics: 1% of the value at the largest m
+THIN_LEVELS = 7  # fewer m levels than this (or no seeds): m_sat is read as a bracket
+
+
+# ------------------------------------------------------------------ stage data
+@dataclass
+class Setup:
+    """Validated runs in the fitter's units, the setting and the tolerance."""
+
+    prep: Prepared
+    data: Data
+    m_ref: float
+    n_ref: float
+    ns: np.ndarray
+    setting: str
+    form_ids: list[str]
+    eps: float
+    tol_src: str
+    metric: str
+    warnings: list[str]
+
+    @property
+    def multi_n(self) -> bool:
+        return self.ns.size > 1
+
+    @property
+    def runs_per_cell(self) -> float:
+        return len(self.data) / (self.prep.cells.max() + 1)
+
+
+@dataclass
+class Noise:
+    """σ of log y (run-to-run noise) and the Huber δ built on it."""
+
+    sigma: float
+    delta: float
+    source: str
+
+
+@dataclass
+class Resample:
+    """Bootstrap row indices (R, N) and, for the stratified kind, re-spread log y."""
+
+    B: int
+    kind: str
+    idx: np.ndarray | None = None
+    logy: np.ndarray | None = None
+
+    def take(self, data: Data, sel: np.ndarray) -> tuple[np.ndarray | None, np.ndarray | None]:
+        """Resampled (m, y) of the runs ``sel`` (scaled m), or (None, None)."""
+        if self.idx is None:
+            return None, None
+        ix = self.idx[:, sel]
+        Y = data.y[ix] if self.logy is None else np.exp(self.logy[:, sel])
+        return data.m[ix], Y
+
+
+@dataclass
+class GlobalChoice:
+    cands: list[Candidate]
+    chosen: Candidate
+    why: str
+
+    @property
+    def near(self) -> list[Candidate]:
+        """Candidates within 2 AICc of the best (their m_sat is bootstrapped too)."""
+        best = min(c.aicc for c in self.cands if c.fit is not None)
+        return [c for c in self.cands if c.fit is not None and c.aicc - best <= 2.0]
 
 
 @dataclass
 class GroupFit:
-    """One n group's own model choice (internal)."""
+    """One n group's own model choice, model-free m_sat and rejections."""
 
     n: float
     sel: np.ndarray
@@ -44,6 +117,21 @@ class GroupFit:
     chosen: Candidate | None
     why: str
     wide: bool
+    mf: ModelFree | None = None
+    rejected: dict[str, str] = field(default_factory=dict)
+
+    def cand(self, form_id: str) -> Candidate | None:
+        return next((c for c in self.cands if c.form.id == form_id and c.fit is not None), None)
+
+
+@dataclass
+class Refits:
+    """Bootstrap parameters (scaled units, NaN rows = failed replicates)."""
+
+    global_reps: np.ndarray | None = None
+    rivals: dict[str, np.ndarray] = field(default_factory=dict)
+    groups: dict[tuple[int, str], np.ndarray] = field(default_factory=dict)
+    failed: int = 0
 
 
 @dataclass
@@ -58,6 +146,19 @@ class PlotData:
     chosen: Candidate
     global_reps: np.ndarray | None
     tolerance: float
+
+
+# ------------------------------------------------------------------ helpers
+def m_sat_samples(form: Form, reps: np.ndarray | None, eps: float, m_ref: float) -> np.ndarray:
+    """m_sat of every replicate in user units; NaN where the replicate failed."""
+    if reps is None:
+        return np.array([])
+    s = form.m_sat(reps, eps) * m_ref
+    return np.where(np.isnan(reps[:, 0]), np.nan, s)
+
+
+def _m_sat(c: Candidate, eps: float, m_ref: float) -> float:
+    return float(c.form.m_sat(c.fit.params, eps)[0]) * m_ref
 
 
 def _tolerance(prep: Prepared, tolerance: float | None, metric: str) -> tuple[float, str]:
@@ -79,6 +180,64 @@ def _tolerance(prep: Prepared, tolerance: float | None, metric: str) -> tuple[fl
     return FALLBACK_TOL_REL * float(np.median(at_max)), (
         f"{unit}; default without seeds: 1% of the metric at the largest m"
     )
+
+
+# ------------------------------------------------------------------ stages
+def setup_stage(
+    df: pd.DataFrame,
+    *,
+    metric,
+    m_col,
+    n_col,
+    seed_col,
+    setting,
+    tolerance,
+    scale,
+    higher_is_better,
+    forms,
+) -> Setup:
+    """Validate the table, transform to the error y, resolve setting and ε."""
+    form_ids = list(forms) if forms else list(FORM_IDS)
+    unknown = [f for f in form_ids if f not in FORM_IDS]
+    if unknown:
+        raise NegscaleError(f"unknown form(s) {unknown}: choose from {', '.join(FORM_IDS)}")
+    if metric == "train_loss":
+        raise NegscaleError(
+            "--metric train_loss: the training loss is not fitted, its chance level ln(m+1) "
+            "grows with m, so more negatives look worse; fit val_loss (or a retrieval metric)"
+        )
+    prep = prepare(
+        df,
+        metric=metric,
+        m_col=m_col,
+        n_col=n_col,
+        seed_col=seed_col,
+        scale=scale,
+        higher_is_better=higher_is_better,
+    )
+    check_sizes(prep)
+    setting, notes = resolve_setting(df, setting)
+    warnings = list(prep.warnings) + notes + thin_design_warnings(prep)
+    ms, ns = np.unique(prep.m), np.unique(prep.n)
+    m_ref = float(np.sqrt(ms.min() * ms.max()))
+    n_ref = float(np.sqrt(ns.min() * ns.max()))
+    data = Data(prep.m / m_ref, prep.n / n_ref, prep.y)
+    eps, tol_src = _tolerance(prep, tolerance, metric)
+    return Setup(prep, data, m_ref, n_ref, ns, setting, form_ids, eps, tol_src, metric, warnings)
+
+
+def noise_stage(s: Setup) -> Noise:
+    """σ from within-cell residuals (seeds), else from per-group flexible fits."""
+    sigma = huber_delta(s.data.logy, s.prep.cells)
+    src = "1.4826·MAD of within-cell log residuals"
+    if sigma is None:
+        sigma = _noise_without_seeds(s.data, s.prep.groups)
+        src = "residual sd of per-n-group free/exp fits (no seeds)"
+    delta = sigma
+    if delta < DELTA_FLOOR:
+        src += f", floored at {DELTA_FLOOR}"
+        delta = DELTA_FLOOR
+    return Noise(sigma, delta, src)
 
 
 def _noise_without_seeds(data: Data, groups: np.ndarray) -> float:
@@ -106,21 +265,359 @@ def _noise_without_seeds(data: Data, groups: np.ndarray) -> float:
     return float(np.sqrt(rss / dof)) if dof > 0 else DELTA_FLOOR
 
 
-def _orig_params(form: Form, P: np.ndarray, m_ref: float, n_ref: float) -> np.ndarray:
-    return form.to_original(P, m_ref, n_ref)
+def resample_stage(s: Setup, bootstrap: int, random_state: int) -> Resample:
+    """Draw the bootstrap once; every later stage reads the same replicates."""
+    if bootstrap <= 0:
+        s.warnings.append("bootstrap off: no intervals")
+        return Resample(0, "off")
+    rng = np.random.default_rng(random_state)
+    cells = s.prep.cells
+    strata, kind = bs.strata_for(cells, s.prep.groups)
+    idx = bs.resample_indices(strata, int(bootstrap), rng)
+    ly = bs.inflate(s.data.logy, strata, idx) if strata is cells else None
+    return Resample(int(bootstrap), kind, idx, ly)
 
 
-def _params_summary(form: Form, point: np.ndarray, reps: np.ndarray | None, m_ref, n_ref):
-    po = _orig_params(form, point, m_ref, n_ref)[0]
-    params = {k: float(v) for k, v in zip(form.names, po, strict=True)}
-    ci: dict[str, list[float]] = {}
-    if reps is not None:
-        ro = _orig_params(form, reps, m_ref, n_ref)
-        for i, k in enumerate(form.names):
-            ci[k] = summarise(ro[:, i])[1]
+def global_stage(s: Setup, noise: Noise) -> GlobalChoice:
+    """Every candidate on all runs (with an n term when there are several n)."""
+    forms = [make_form(f, s.multi_n) for f in s.form_ids]
+    cands = evaluate(forms, s.data, noise.delta)
+    chosen, why = choose(cands, s.setting, noise.sigma, s.runs_per_cell)
+    return GlobalChoice(cands, chosen, why)
+
+
+def group_stage(
+    s: Setup, noise: Noise, res: Resample, gi: int, cands: list[Candidate] | None
+) -> GroupFit:
+    """One n group: its candidates (m-only forms), its model-free m_sat, the forms
+    its data contradict, and its choice among the rest."""
+    g = float(s.ns[gi])
+    sel = np.nonzero(s.prep.groups == gi)[0]
+    sub = s.data.subset(sel)
+    if cands is None:
+        cands = evaluate([make_form(f, False) for f in s.form_ids], sub, noise.delta, wide=True)
+    M, Y = res.take(s.data, sel)
+    M = None if M is None else M * s.m_ref
+    mf = model_free(s.prep.m[sel], s.prep.y[sel], s.eps, M, Y, noise.sigma)
+    rejected = {}
+    for c in cands:
+        if c.fit is None:
+            continue
+        why = rejection(
+            c,
+            _m_sat(c, s.eps, s.m_ref),
+            s.prep.m[sel],
+            s.prep.y[sel],
+            g / s.n_ref,
+            s.m_ref,
+            noise.sigma,
+            mf,
+            fmt,
+        )
+        if why:
+            rejected[c.form.id] = why
+    try:
+        chosen, why = choose(cands, s.setting, noise.sigma, s.runs_per_cell, rejected)
+    except NegscaleError as exc:
+        s.warnings.append(f"n={fmt(g)}: no form could be fitted on its own ({exc})")
+        return GroupFit(g, sel, cands, None, str(exc), True, mf, rejected)
+    return GroupFit(g, sel, cands, chosen, why, s.multi_n, mf, rejected)
+
+
+def common_form(groups: list[GroupFit]) -> tuple[str | None, list[str]]:
+    """One per-group form for every n (the γ must compare like with like).
+
+    Among forms fitted in every group, those no group rejects are eligible
+    (all fitted ones when none is); the pick has the lowest mean held-out
+    error over the groups (mean RMS log residual where a held-out error is
+    missing). Returns (the pick, every eligible form).
+    """
+    if any(g.chosen is None for g in groups):
+        return None, []
+    ids = [c.form.id for c in groups[0].cands]
+    fitted = [f for f in ids if all(g.cand(f) is not None for g in groups)]
+    elig = [f for f in fitted if not any(f in g.rejected for g in groups)] or fitted
+    if not elig:
+        return None, []
+
+    def score(f: str) -> tuple[float, float]:
+        loo = [g.cand(f).loo_error for g in groups]
+        rms = float(np.mean([g.cand(f).rms for g in groups]))
+        return (float(np.mean(loo)) if np.all(np.isfinite(loo)) else np.inf, rms)
+
+    return min(elig, key=score), elig
+
+
+def refit_stage(
+    s: Setup,
+    noise: Noise,
+    res: Resample,
+    glob: GlobalChoice,
+    groups: list[GroupFit],
+    common: str | None,
+) -> Refits:
+    """Refit, on every replicate, the global pick, its rivals within 2 AICc, the
+    free form (for the balance point), and each group's pick and common form."""
+    out = Refits()
+    if res.idx is None:
+        return out
+    idx, ly, d = res.idx, res.logy, noise.delta
+    out.global_reps, info = bs.refit(glob.chosen.fit, s.data, idx, d, logy=ly)
+    out.failed = info["failed"]
+    free = next((c for c in glob.cands if c.form.id == "free" and c.fit is not None), None)
+    extra = glob.near + ([free] if free is not None and s.multi_n else [])
+    for c in extra:
+        if c is not glob.chosen and c.form.id not in out.rivals:
+            out.rivals[c.form.id] = bs.refit(c.fit, s.data, idx, d, logy=ly)[0]
+    for gi, gf in enumerate(groups):
+        if gf.chosen is None:
+            continue
+        if not s.multi_n:
+            out.groups[(gi, gf.chosen.form.id)] = out.global_reps
+            continue
+        for fid in {gf.chosen.form.id, common} - {None}:
+            c = gf.cand(fid)
+            sub_ly = None if ly is None else ly[:, gf.sel]
+            reps, ginfo = bs.refit(c.fit, s.data, idx[:, gf.sel], d, wide=True, logy=sub_ly)
+            out.groups[(gi, fid)] = reps
+            out.failed = max(out.failed, ginfo["failed"])
+    if out.failed > 0.05 * res.B:
+        s.warnings.append(
+            f"{out.failed} of {res.B} bootstrap replicates could not be refitted "
+            "(a resample lost m levels): intervals rest on the rest"
+        )
+    return out
+
+
+def _trust(gf: GroupFit, med: float, m_max: float, thin: bool) -> tuple[str, str, bool]:
+    """Which m_sat estimate the report trusts for a group, why, and whether the
+    parametric and model-free answers agree."""
+    lo, hi = gf.mf.consistent()
+    agree = bool(lo <= med <= hi)
+    if gf.chosen.form.id in gf.rejected:
+        return "model-free", "every candidate form is contradicted by the data", agree
+    if not agree:
+        return "model-free", "the parametric m_sat lies outside the model-free range", agree
+    if thin:
+        return (
+            "model-free",
+            "thin design (few m levels or no seeds): read between two tested levels",
+            agree,
+        )
+    if med >= m_max:
+        return (
+            "parametric",
+            "inside the model-free range; beyond the data: a lower bound",
+            agree,
+        )
+    return "parametric", "inside the model-free range", agree
+
+
+def group_result_stage(
+    s: Setup, res: Resample, refits: Refits, gf: GroupFit, gi: int
+) -> GroupResult:
+    """The answers for one n group: parametric m_sat, model-free m_sat, bracket."""
+    sub_m = s.prep.m[gf.sel]
+    levels = np.unique(sub_m)
+    m_max = float(sub_m.max())
+    mf = gf.mf
+    base = dict(
+        n=gf.n,
+        points=int(gf.sel.size),
+        m_levels=int(levels.size),
+        m_max=m_max,
+        form_reason=gf.why,
+        m_sat_model_free=mf.point,
+        m_sat_model_free_ci=mf.ci,
+        model_free_status=mf.status,
+    )
+    cands = [_cand_dict(c, gf.chosen, s, refits.groups.get((gi, c.form.id))) for c in gf.cands]
+    for d in cands:
+        d["rejected"] = gf.rejected.get(d["form"])
+    if gf.chosen is None:
+        nan2 = [float("nan")] * 2
+        return GroupResult(
+            **base,
+            form="–",
+            m_sat=np.nan,
+            m_sat_ci=nan2,
+            m_sat_fit=np.nan,
+            beyond_m_max=np.nan,
+            ratio=np.nan,
+            ratio_ci=nan2,
+            candidates=cands,
+            bracket=bracket(levels, mf.point),
+            trusted="model-free",
+            trust_reason="no form could be fitted",
+        )
+    form = gf.chosen.form
+    point = _m_sat(gf.chosen, s.eps, s.m_ref)
+    reps = refits.groups.get((gi, form.id))
+    samples = m_sat_samples(form, reps, s.eps, s.m_ref)
+    med, ci = summarise(samples, point)
+    rmed, rci = summarise(samples / gf.n, point / gf.n)
+    beyond = share_beyond(samples, m_max) if samples.size else float(point >= m_max)
+    params, pci = _params_summary(form, gf.chosen.fit.params, reps, s.m_ref, s.n_ref)
+    thin = levels.size < THIN_LEVELS or s.runs_per_cell < 2
+    trusted, reason, agree = _trust(gf, med, m_max, thin)
+    value = med if trusted == "parametric" else mf.point
+    _group_warnings(s, gf, med, beyond, sub_m, trusted, agree)
+    return GroupResult(
+        **base,
+        form=form.id,
+        m_sat=med,
+        m_sat_ci=ci,
+        m_sat_fit=point,
+        beyond_m_max=beyond,
+        ratio=rmed,
+        ratio_ci=rci,
+        params=params,
+        params_ci=pci,
+        candidates=cands,
+        bracket=bracket(levels, value),
+        trusted=trusted,
+        trust_reason=reason,
+        agree=agree,
+    )
+
+
+def _group_warnings(s, gf, med, beyond, sub_m, trusted, agree) -> None:
+    where = f"n={fmt(gf.n)}" if s.multi_n else "m_sat"
+    m_max = float(sub_m.max())
+    if beyond >= 0.5:
+        s.warnings.append(
+            f"{where}: m_sat lies beyond the largest m tested ({fmt(m_max)}) in "
+            f"{beyond:.0%} of replicates: it is an extrapolation, only a lower bound "
+            f"(≥ {fmt(m_max)}); test larger m"
+        )
+    elif med < sub_m.min():
+        s.warnings.append(
+            f"{where}: m_sat ({fmt(med)}) lies below the smallest m tested "
+            f"({fmt(float(sub_m.min()))}): the metric is already flat across the sweep"
+        )
     else:
-        ci = {k: [float("nan"), float("nan")] for k in form.names}
-    return params, ci
+        above = int(np.sum(np.unique(sub_m) > med))
+        if above < 2:
+            s.warnings.append(
+                f"{where}: only {above} m level(s) beyond m_sat (want >= 2 to confirm the plateau)"
+            )
+    if not agree:
+        s.warnings.append(
+            f"{where}: the parametric m_sat ({gf.chosen.form.id}: {fmt(med)}) and the "
+            f"model-free one ({fmt(gf.mf.point)}; {gf.mf.status}) disagree: trusting {trusted}"
+        )
+    for fid, why in gf.rejected.items():
+        s.warnings.append(f"{where}: {fid} rejected: {why}")
+    if gf.chosen is not None:
+        s.warnings.extend(_bound_warnings(where, gf.chosen))
+
+
+def scaling_stage(
+    s: Setup,
+    groups: list[GroupFit],
+    refits: Refits,
+    common: str | None,
+    elig: list[str],
+    gresults: list[GroupResult],
+) -> dict | None:
+    """γ under one common per-group form (form choice carried into the interval),
+    and the model-free γ; withheld when it rests on extrapolated m_sat."""
+    if not s.multi_n:
+        return None
+    ns = s.ns
+    out: dict = {"theory": THEORY_GAMMA.get(s.setting), "groups": int(ns.size), "form": common}
+    if common is None:
+        out.update(
+            gamma=None,
+            gamma_ci=[None, None],
+            gamma_fit=None,
+            withheld="no form fitted in every n group",
+        )
+        return out
+    points = np.array([_m_sat(g.cand(common), s.eps, s.m_ref) for g in groups])
+    by_form = {
+        f: float(gamma(np.array([[_m_sat(g.cand(f), s.eps, s.m_ref) for g in groups]]), ns)[0])
+        for f in elig
+    }
+    gpoint = by_form[common]
+    reps = [
+        m_sat_samples(g.cand(common).form, refits.groups.get((i, common)), s.eps, s.m_ref)
+        for i, g in enumerate(groups)
+    ]
+    gam = gamma(np.stack(reps, axis=1), ns) if reps[0].size else np.array([])
+    gmed, gci = summarise(gam, gpoint)
+    fin = [v for v in by_form.values() if np.isfinite(v)]
+    hull = [min(gci[0], *fin), max(gci[1], *fin)] if np.all(np.isfinite(gci)) else gci
+    beyond = [fmt(g.n) for g, p in zip(gresults, points, strict=True) if p >= g.m_max]
+    withheld = (
+        f"rests on m_sat extrapolated beyond the data at n = {', '.join(beyond)}"
+        if beyond
+        else None
+    )
+    out.update(
+        gamma=gmed,
+        gamma_ci=hull,
+        gamma_ci_common_form=gci,
+        gamma_fit=gpoint,
+        gamma_by_form=by_form,
+        withheld=withheld,
+        m_sat_common_form=points.tolist(),
+    )
+    out.update(_model_free_gamma(groups, ns))
+    if withheld:
+        s.warnings.append(f"gamma withheld: it {withheld} (under {common})")
+    if ns.size == 2:
+        s.warnings.append("gamma from two values of n is a line through two points")
+    return out
+
+
+def _model_free_gamma(groups: list[GroupFit], ns: np.ndarray) -> dict:
+    """γ of the model-free m_sat, when every group reached it inside its data;
+    ``gamma_model_free_open`` marks it when some group's interval is open above
+    (its tail may still rise: the slope is then only indicative)."""
+    pts = np.array([g.mf.point for g in groups])
+    lo = np.array([g.mf.levels[0] for g in groups])
+    hi = np.array([g.mf.ci[1] for g in groups])  # NaN without a bootstrap
+    if not (np.all(np.isfinite(pts)) and np.all(pts > lo)):
+        return {"gamma_model_free": None, "gamma_model_free_ci": [None, None]}
+    point = float(gamma(pts[None, :], ns)[0])
+    S = [g.mf.samples for g in groups]
+    gam = gamma(np.stack(S, axis=1), ns) if S[0].size else np.array([])
+    med, ci = summarise(gam, point)
+    return {
+        "gamma_model_free": med,
+        "gamma_model_free_ci": ci,
+        "gamma_model_free_open": bool(np.any(np.isinf(hi))),
+    }
+
+
+def balance_stage(s: Setup, glob: GlobalChoice, refits: Refits) -> dict | None:
+    """The balance point m_bal(n) = (A·n^b/B)^(1/a) of the joint free law, where
+    its m term equals its n term: exponent b/a (theory ½ supervised, 1 self-sup.)."""
+    if not s.multi_n:
+        return None
+    theory = THEORY_GAMMA.get(s.setting)
+    free = next((c for c in glob.cands if c.form.id == "free" and c.fit is not None), None)
+    if free is None:
+        return {
+            "exponent": None,
+            "exponent_ci": [None, None],
+            "theory": theory,
+            "form": "free",
+            "note": "the free joint law could not be fitted (needs >= 3 values of n)",
+        }
+    f = free.form
+    point = float(free.fit.params[f.idx("b")] / free.fit.params[f.idx("a")])
+    reps = refits.global_reps if glob.chosen is free else refits.rivals.get("free")
+    ratio = reps[:, f.idx("b")] / reps[:, f.idx("a")] if reps is not None else np.array([])
+    med, ci = summarise(ratio, point)
+    return {
+        "exponent": med,
+        "exponent_ci": ci,
+        "theory": theory,
+        "form": "free",
+        "exponent_fit": point,
+    }
 
 
 def _bound_warnings(where: str, cand: Candidate) -> list[str]:
@@ -155,6 +652,36 @@ def _bound_warnings(where: str, cand: Candidate) -> list[str]:
     return out
 
 
+def _params_summary(form: Form, point: np.ndarray, reps: np.ndarray | None, m_ref, n_ref):
+    po = form.to_original(point, m_ref, n_ref)[0]
+    params = {k: float(v) for k, v in zip(form.names, po, strict=True)}
+    if reps is None:
+        return params, {k: [float("nan"), float("nan")] for k in form.names}
+    ro = form.to_original(reps, m_ref, n_ref)
+    return params, {k: summarise(ro[:, i])[1] for i, k in enumerate(form.names)}
+
+
+def _cand_dict(c: Candidate, chosen, s: Setup, reps) -> dict:
+    d = {
+        "form": c.form.id,
+        "k": c.form.k,
+        "formula": c.form.formula,
+        "aic": c.aicc,
+        "aicc": c.aicc,
+        "bic": c.bic,
+        "loo_error": c.loo_error,
+        "runs_p": c.runs_p,
+        "chosen": c is chosen,
+        "skipped": c.skipped,
+        "fit_ok": c.fit is not None,
+    }
+    if c.fit is not None:
+        d["m_sat"] = _m_sat(c, s.eps, s.m_ref)
+        if reps is not None:
+            d["m_sat_ci"] = summarise(m_sat_samples(c.form, reps, s.eps, s.m_ref))[1]
+    return d
+
+
 def fit(
     df: pd.DataFrame,
     *,
@@ -172,11 +699,11 @@ def fit(
     budgets: list[float] | None = None,
     label: str | None = None,
 ) -> FitReport:
-    """Fit a negative-count study (the method: the :mod:`negscale.fit` docstring).
+    """Fit a negative-count study (the method: docs/fitting.md).
 
     ``df`` holds one row per run (``load_sources`` builds it from results
     directories and tables). ``metric`` names the value column; its direction
-    comes from its name (loss/rank/error: lower is better) unless
+    comes from its name (loss/rank/error/excess_: lower is better) unless
     ``higher_is_better`` is given. ``tolerance`` is ε in metric units (None:
     the seed sd at the largest m, else the documented fallback). ``forms``
     restricts the candidates, ``budgets`` sets the S = m·n values of the
@@ -185,242 +712,82 @@ def fit(
     """
     if bootstrap < 0:
         raise NegscaleError(f"--bootstrap must be >= 0, got {bootstrap}")
-    form_ids = list(forms) if forms else list(FORM_IDS)
-    unknown = [f for f in form_ids if f not in FORM_IDS]
-    if unknown:
-        raise NegscaleError(f"unknown form(s) {unknown}: choose from {', '.join(FORM_IDS)}")
-    prep = prepare(
+    s = setup_stage(
         df,
         metric=metric,
         m_col=m_col,
         n_col=n_col,
         seed_col=seed_col,
+        setting=setting,
+        tolerance=tolerance,
         scale=scale,
         higher_is_better=higher_is_better,
+        forms=forms,
     )
-    check_sizes(prep)
-    setting, notes = resolve_setting(df, setting)
-    warnings = list(prep.warnings) + notes + thin_design_warnings(prep)
+    noise = noise_stage(s)
+    res = resample_stage(s, bootstrap, random_state)
+    glob = global_stage(s, noise)
+    if s.multi_n:
+        groups = [group_stage(s, noise, res, gi, None) for gi in range(s.ns.size)]
+    else:  # one n: the all-runs fit is the group's fit
+        groups = [group_stage(s, noise, res, 0, glob.cands)]
+        glob.chosen, glob.why = groups[0].chosen, groups[0].why
+    if s.multi_n:
+        s.warnings.extend(_bound_warnings("all runs", glob.chosen))
+    common, elig = common_form(groups) if s.multi_n else (None, [])
+    refits = refit_stage(s, noise, res, glob, groups, common)
+    gresults = [group_result_stage(s, res, refits, gf, gi) for gi, gf in enumerate(groups)]
+    scaling = scaling_stage(s, groups, refits, common, elig, gresults)
+    balance = balance_stage(s, glob, refits)
+    budgets = (
+        list(budgets) if budgets else (default_budgets(s.prep.m, s.prep.n) if s.multi_n else [])
+    )
+    budget, bwarn = budget_table(
+        glob.chosen, refits.global_reps, budgets, s.prep, s.setting, s.m_ref, s.n_ref
+    )
+    s.warnings.extend(bwarn)
+    return _report(s, noise, res, glob, groups, refits, gresults, scaling, balance, budget, label)
 
-    ms, ns = np.unique(prep.m), np.unique(prep.n)
-    m_ref = float(np.sqrt(ms.min() * ms.max()))
-    n_ref = float(np.sqrt(ns.min() * ns.max()))
-    data = Data(prep.m / m_ref, prep.n / n_ref, prep.y)
-    cells, groups = prep.cells, prep.groups
-    multi_n = ns.size > 1
 
-    # --- noise σ in log y, and the Huber δ built on it
-    noise = huber_delta(data.logy, cells)
-    delta_src = "1.4826·MAD of within-cell log residuals"
-    if noise is None:
-        noise = _noise_without_seeds(data, groups)
-        delta_src = "residual sd of per-n-group free/exp fits (no seeds)"
-    delta = noise
-    if delta < DELTA_FLOOR:
-        delta_src += f", floored at {DELTA_FLOOR}"
-        delta = DELTA_FLOOR
-
-    # --- candidates on all runs
-    global_forms = [make_form(f, multi_n) for f in form_ids]
-    cands = evaluate(global_forms, data, delta)
-    runs_per_cell = len(data) / (cells.max() + 1)
-    chosen, why = choose(cands, setting, noise, runs_per_cell)
-    warnings += _bound_warnings("all runs", chosen)
-
-    # --- each n group on its own
-    gfits: list[GroupFit] = []
-    for gi, g in enumerate(ns):
-        sel = np.nonzero(groups == gi)[0]
-        if not multi_n:
-            gfits.append(GroupFit(float(g), sel, cands, chosen, why, False))
-            continue
-        sub = data.subset(sel)
-        gc = evaluate([make_form(f, False) for f in form_ids], sub, delta, wide=True)
-        try:
-            gch, gwhy = choose(gc, setting, noise, runs_per_cell)
-        except NegscaleError as exc:
-            warnings.append(f"n={fmt(g)}: no form could be fitted on its own ({exc})")
-            gfits.append(GroupFit(float(g), sel, gc, None, str(exc), True))
-            continue
-        gfits.append(GroupFit(float(g), sel, gc, gch, gwhy, True))
-        warnings += _bound_warnings(f"n={fmt(g)}", gch)
-
-    tol, tol_src = _tolerance(prep, tolerance, metric)
-    eps = tol  # gains in error units equal gains in metric units
-    budgets = list(budgets) if budgets else (default_budgets(prep.m, prep.n) if multi_n else [])
-
-    # --- bootstrap: every derived quantity inside each replicate
-    B = int(bootstrap)
-    fails = 0
-    kind = "off"
-    global_reps = None
-    group_reps: list[np.ndarray | None] = [None] * len(gfits)
-    rival_reps: dict[str, np.ndarray] = {}
-    best_aicc = min(c.aicc for c in cands if c.fit is not None)
-    near = [c for c in cands if c.fit is not None and c.aicc - best_aicc <= 2.0]
-    if B > 0:
-        rng = np.random.default_rng(random_state)
-        strata, kind = bs.strata_for(cells, groups)
-        idx = bs.resample_indices(strata, B, rng)
-        ly = bs.inflate(data.logy, strata, idx) if strata is cells else None
-        global_reps, info = bs.refit(chosen.fit, data, idx, delta, logy=ly)
-        fails = info["failed"]
-        for c in near:
-            if c is not chosen:
-                rival_reps[c.form.id] = bs.refit(c.fit, data, idx, delta, logy=ly)[0]
-        for gi, gf in enumerate(gfits):
-            if gf.chosen is None:
-                continue
-            if not multi_n:
-                group_reps[gi] = global_reps
-                continue
-            group_reps[gi], ginfo = bs.refit(
-                gf.chosen.fit,
-                data,
-                idx[:, gf.sel],
-                delta,
-                wide=True,
-                logy=None if ly is None else ly[:, gf.sel],
-            )
-            fails = max(fails, ginfo["failed"])
-        if fails > 0.05 * B:
-            warnings.append(
-                f"{fails} of {B} bootstrap replicates could not be refitted "
-                "(a resample lost m levels): intervals rest on the rest"
-            )
-    else:
-        warnings.append("bootstrap off: no intervals")
-
-    # --- answers per group
-    gresults: list[GroupResult] = []
-    msat_reps = []
-    for gi, gf in enumerate(gfits):
-        sub_m = prep.m[gf.sel]
-        m_max = float(sub_m.max())
-        gcands = [_cand_dict(c, gf.chosen, eps, m_ref, n_ref, None) for c in gf.cands]
-        if gf.chosen is None:
-            gresults.append(
-                GroupResult(
-                    gf.n,
-                    int(gf.sel.size),
-                    int(np.unique(sub_m).size),
-                    m_max,
-                    "–",
-                    gf.why,
-                    float("nan"),
-                    [float("nan")] * 2,
-                    float("nan"),
-                    float("nan"),
-                    float("nan"),
-                    [float("nan")] * 2,
-                    candidates=gcands,
-                )
-            )
-            msat_reps.append(np.full(max(B, 1), np.nan))
-            continue
-        form = gf.chosen.form
-        point = float(form.m_sat(gf.chosen.fit.params, eps)[0]) * m_ref
-        reps = group_reps[gi]
-        samples = form.m_sat(reps, eps) * m_ref if reps is not None else np.array([])
-        samples = np.where(np.isnan(reps[:, 0]), np.nan, samples) if reps is not None else samples
-        med, ci = summarise(samples, point)
-        rmed, rci = summarise(samples / gf.n, point / gf.n)
-        beyond = share_beyond(samples, m_max) if samples.size else float(point >= m_max)
-        params, pci = _params_summary(form, gf.chosen.fit.params, reps, m_ref, n_ref)
-        gresults.append(
-            GroupResult(
-                gf.n,
-                int(gf.sel.size),
-                int(np.unique(sub_m).size),
-                m_max,
-                form.id,
-                gf.why,
-                med,
-                ci,
-                point,
-                beyond,
-                rmed,
-                rci,
-                params,
-                pci,
-                gcands,
-            )
-        )
-        msat_reps.append(samples if samples.size else np.array([point]))
-        where = f"n={fmt(gf.n)}" if multi_n else "m_sat"
-        if beyond >= 0.5:
-            warnings.append(
-                f"{where}: m_sat lies beyond the largest m tested ({fmt(m_max)}) in "
-                f"{beyond:.0%} of replicates: it is an extrapolation; test larger m"
-            )
-        elif med < sub_m.min():
-            warnings.append(
-                f"{where}: m_sat ({fmt(med)}) lies below the smallest m tested "
-                f"({fmt(float(sub_m.min()))}): the metric is already flat across the sweep"
-            )
-        else:
-            above = int(np.sum(np.unique(sub_m) > med))
-            if above < 2:
-                warnings.append(
-                    f"{where}: only {above} m level(s) beyond m_sat "
-                    "(want >= 2 to confirm the plateau)"
-                )
-
-    # --- scaling across n
-    scaling = None
-    if multi_n:
-        point_ms = np.array([g.m_sat_fit for g in gresults])
-        gam_point = float(gamma(point_ms[None, :], ns)[0])
-        gam = gamma(np.stack(msat_reps, axis=1), ns) if B > 0 else np.array([])
-        gmed, gci = summarise(gam, gam_point)
-        scaling = {
-            "gamma": gmed,
-            "gamma_ci": gci,
-            "theory": THEORY_GAMMA[setting],
-            "gamma_fit": gam_point,
-            "groups": int(ns.size),
-        }
-        if any(g.beyond_m_max >= 0.5 for g in gresults):
-            warnings.append("gamma rests on m_sat values extrapolated beyond the data")
-        if ns.size == 2:
-            warnings.append("gamma from two values of n is a line through two points")
-
-    # --- chosen global form: m_sat under it, parameters, budget
-    gform = chosen.form
-    gpoint = float(gform.m_sat(chosen.fit.params, eps)[0]) * m_ref
-    gsamples = gform.m_sat(global_reps, eps) * m_ref if global_reps is not None else np.array([])
-    if global_reps is not None:
-        gsamples = np.where(np.isnan(global_reps[:, 0]), np.nan, gsamples)
-    gmed, gci = summarise(gsamples, gpoint)
-    params, pci = _params_summary(gform, chosen.fit.params, global_reps, m_ref, n_ref)
-    budget, bwarn = _budget_table(gform, chosen, global_reps, budgets, prep, setting, m_ref, n_ref)
-    warnings += bwarn
-
+def _report(s, noise, res, glob, groups, refits, gresults, scaling, balance, budget, label):
+    """Assemble the :class:`FitReport` from the stages' outputs."""
+    gform = glob.chosen.form
+    gpoint = _m_sat(glob.chosen, s.eps, s.m_ref)
+    gmed, gci = summarise(m_sat_samples(gform, refits.global_reps, s.eps, s.m_ref), gpoint)
+    params, pci = _params_summary(
+        gform, glob.chosen.fit.params, refits.global_reps, s.m_ref, s.n_ref
+    )
+    near = glob.near
     cand_dicts = []
-    for c in cands:
-        reps = global_reps if c is chosen else rival_reps.get(c.form.id)
-        d = _cand_dict(c, chosen, eps, m_ref, n_ref, reps)
+    for c in glob.cands:
+        reps = refits.global_reps if c is glob.chosen else refits.rivals.get(c.form.id)
+        d = _cand_dict(c, glob.chosen, s, reps if c in near else None)
         d["within_2_aicc"] = c in near
         cand_dicts.append(d)
-
+    prep = s.prep
     if prep.dropped:
-        warnings.append("dropped before fitting: " + "; ".join(prep.dropped))
+        s.warnings.append("dropped before fitting: " + "; ".join(prep.dropped))
     err_def = (
-        f"y = {prep.top:g} − {metric}"
+        f"y = {prep.top:g} − {s.metric}"
         if prep.higher_is_better
-        else f"y = {metric} (lower is better)"
+        else f"y = {s.metric} (lower is better)"
     )
-    plot = PlotData(prep, m_ref, n_ref, gfits, group_reps, chosen, global_reps, eps)
+    group_reps = [
+        refits.groups.get((i, g.chosen.form.id)) if g.chosen else None for i, g in enumerate(groups)
+    ]
+    plot = PlotData(
+        prep, s.m_ref, s.n_ref, groups, group_reps, glob.chosen, refits.global_reps, s.eps
+    )
     return FitReport(
-        metric=label or metric,
+        metric=label or s.metric,
         higher_is_better=prep.higher_is_better,
-        setting=setting,
-        tolerance=tol,
-        tolerance_source=tol_src,
+        setting=s.setting,
+        tolerance=s.eps,
+        tolerance_source=s.tol_src,
         scale=prep.scale,
         form=gform.id,
         formula=gform.formula,
-        form_reason=why,
+        form_reason=glob.why,
         params=params,
         params_ci=pci,
         groups=gresults,
@@ -429,170 +796,28 @@ def fit(
         budget=budget,
         m_sat_form=gmed,
         m_sat_form_ci=gci,
-        warnings=warnings,
+        warnings=s.warnings,
         dropped=prep.dropped,
-        runs=len(data),
-        bootstrap=B,
-        bootstrap_kind=kind,
-        bootstrap_failed=fails,
-        huber_delta=delta,
-        huber_delta_source=delta_src,
+        runs=len(s.data),
+        bootstrap=res.B,
+        bootstrap_kind=res.kind,
+        bootstrap_failed=refits.failed,
+        huber_delta=noise.delta,
+        huber_delta_source=noise.source,
         error_definition=err_def,
+        balance=balance,
         plot_data=plot,
     )
 
 
-_PINNED = {
-    "m >=": "m* = 1, the law would put the whole budget into n",
-    "n >=": "n* = 1, the law would put the whole budget into m",
-    "m <=": "m* at the pool cap m = n, the law would put more into m",
-}
-
-
-def budget_max_ratio(setting: str, m: np.ndarray, n: np.ndarray) -> float | None:
-    """The cap on m/n for the budget optimum: self-supervised anchors share one
-    pool of m negatives drawn from the n training items, so m ≤ n (widened to
-    the largest m/n actually run, should the data exceed it); supervised
-    anchors draw their own negatives, so only n ≥ 1 (None)."""
-    if setting != "self-supervised":
-        return None
-    return max(1.0, float(np.max(np.asarray(m, float) / np.asarray(n, float))))
-
-
-def _budget_table(
-    form: Form,
-    chosen: Candidate,
-    reps: np.ndarray | None,
-    budgets: list[float],
-    prep: Prepared,
-    setting: str,
-    m_ref: float,
-    n_ref: float,
-) -> tuple[list[dict], list[str]]:
-    """Rows of the budget-optimal ratio table, and the warnings they need.
-
-    The optimum of the fitted law on m·n = S is constrained (m ≥ 1, n ≥ 1, and
-    m ≤ n under a shared pool: :func:`budget_max_ratio`); the point estimate
-    and every bootstrap replicate go through the same solver. A row is
-    ``extrapolated`` when its (point) m* or n* lies outside the tested m or n
-    range; ``constraint`` names the bound the point optimum sits on (None:
-    interior) and ``constraint_share`` is the share of replicates whose optimum
-    sits on a bound (it explains interval ends such as m*/n* = 1/S).
-    """
-    if not form.has_n or not budgets:
-        return [], []
-    max_ratio = budget_max_ratio(setting, prep.m, prep.n)
-    kw = {"m_min": 1.0, "max_ratio": max_ratio}
-    pm, pn = budget_optima(form, chosen.fit.params, budgets, m_ref, n_ref, **kw)
-    rm = rn = None
-    if reps is not None:
-        rm, rn = budget_optima(form, reps, budgets, m_ref, n_ref, **kw)
-    m_lo, m_hi = float(prep.m.min()), float(prep.m.max())
-    n_lo, n_hi = float(prep.n.min()), float(prep.n.max())
-    tol = 1e-9
-    rows, extra, pinned, unsolved = [], [], [], []
-    for j, S in enumerate(budgets):
-        mo, no = float(pm[0, j]), float(pn[0, j])
-        with np.errstate(divide="ignore", invalid="ignore"):
-            ratio = mo / no
-            rr = rm[:, j] / rn[:, j] if rm is not None else None
-        med, ci = summarise(rr, ratio) if rr is not None else (ratio, [np.nan] * 2)
-        finite = np.isfinite(mo) and np.isfinite(no)
-        outside = finite and not (
-            m_lo * (1 - tol) <= mo <= m_hi * (1 + tol)
-            and n_lo * (1 - tol) <= no <= n_hi * (1 + tol)
-        )
-        lo_b, hi_b = budget_bounds(S, 1.0, max_ratio)
-        constraint = None
-        if finite and mo <= lo_b * (1 + tol):
-            constraint = "m >= 1"
-        elif finite and mo >= hi_b * (1 - tol):
-            constraint = (
-                "n >= 1"
-                if hi_b >= S * (1 - tol)
-                else ("m <= n" if max_ratio == 1.0 else f"m <= {max_ratio:.3g}·n")
-            )
-        row = {
-            "S": S,
-            "ratio": med,
-            "ratio_ci": ci,
-            "m": mo,
-            "n": no,
-            "ratio_fit": ratio,
-            "extrapolated": bool(outside),
-            "constraint": constraint,
-        }
-        if rm is not None:
-            row["m_ci"] = summarise(rm[:, j])[1]
-            row["n_ci"] = summarise(rn[:, j])[1]
-            r = rm[:, j][np.isfinite(rm[:, j])]
-            on = (r <= lo_b * (1 + tol)) | (r >= hi_b * (1 - tol))
-            row["constraint_share"] = float(on.mean()) if r.size else float("nan")
-        rows.append(row)
-        if not finite:
-            unsolved.append(fmt(S))
-        if row["extrapolated"]:
-            extra.append(fmt(S))
-        if constraint is not None:
-            pinned.append(f"S={fmt(S)}: {_PINNED[constraint[:4]]}")
-    warnings = []
-    if unsolved:
-        warnings.append(
-            f"budget table: no optimal split at S = {', '.join(unsolved)} (no feasible m, or "
-            "a law that depends on neither m nor n): left blank"
-        )
-    if extra:
-        w = (
-            f"budget table: at S = {', '.join(extra)} the optimal m* or n* lies outside the "
-            f"tested range (m {fmt(m_lo)}–{fmt(m_hi)}, n {fmt(n_lo)}–{fmt(n_hi)}): those rows "
-            "extrapolate the fitted law and are marked"
-        )
-        if pinned:
-            w += (
-                "; the optimum sits on a constraint, not at a balance of the two terms ("
-                + "; ".join(pinned)
-                + ")"
-            )
-        warnings.append(w)
-    elif pinned:
-        warnings.append(
-            "budget table: the optimum sits on a constraint, not at a balance of the two "
-            "terms (" + "; ".join(pinned) + ")"
-        )
-    return rows, warnings
-
-
-def _cand_dict(c: Candidate, chosen, eps, m_ref, n_ref, reps) -> dict:
-    d = {
-        "form": c.form.id,
-        "k": c.form.k,
-        "formula": c.form.formula,
-        "aic": c.aicc,
-        "aicc": c.aicc,
-        "bic": c.bic,
-        "loo_error": c.loo_error,
-        "runs_p": c.runs_p,
-        "chosen": c is chosen,
-        "skipped": c.skipped,
-        "fit_ok": c.fit is not None,
-    }
-    if c.fit is not None:
-        d["m_sat"] = float(c.form.m_sat(c.fit.params, eps)[0]) * m_ref
-        if reps is not None:
-            s = c.form.m_sat(reps, eps) * m_ref
-            s = np.where(np.isnan(reps[:, 0]), np.nan, s)
-            d["m_sat_ci"] = summarise(s)[1]
-    return d
-
-
 def fit_groups(df: pd.DataFrame, group_col: str, **kwargs) -> list[tuple[object, FitReport]]:
     """One report per value of ``group_col`` (e.g. per metric of a published table)."""
+    from negscale.fit.inputs import DROPPED_ATTR, lower_is_better
+
     if group_col not in df.columns:
         raise NegscaleError(f"no column {group_col!r} to group by")
     out = []
     metric = kwargs.get("metric", "auc")
-    from negscale.fit.inputs import DROPPED_ATTR, lower_is_better
-
     for value, sub in df.groupby(group_col, sort=True, dropna=True):
         sub = sub.copy()
         sub.attrs[DROPPED_ATTR] = list(df.attrs.get(DROPPED_ATTR, []))
@@ -600,8 +825,8 @@ def fit_groups(df: pd.DataFrame, group_col: str, **kwargs) -> list[tuple[object,
         kw.setdefault(
             "label", str(value) if group_col == "metric" else f"{metric} [{group_col}={value}]"
         )
-        if kw.get("higher_is_better") is None and lower_is_better(str(value)):
-            kw["higher_is_better"] = False
+        if kw.get("higher_is_better") is None and group_col == "metric":
+            kw["higher_is_better"] = not lower_is_better(str(value))
         try:
             rep = fit(sub, **kw)
         except NegscaleError as exc:

@@ -68,3 +68,34 @@ def share_beyond(samples: np.ndarray, m_max: float) -> float:
     s = np.asarray(samples, float)
     s = s[~np.isnan(s)]
     return float(np.mean(s >= m_max)) if s.size else float("nan")
+
+
+def m_sat_grid_rows(
+    gain: Callable[[np.ndarray], np.ndarray],
+    eps: float,
+    lo: np.ndarray,
+    hi: np.ndarray,
+    points: int = 801,
+    steps: int = 50,
+) -> np.ndarray:
+    """:func:`m_sat_grid` for R curves at once, on per-row log grids.
+
+    ``gain`` maps log m (R, G) to the gain per doubling (R, G); ``lo``/``hi``
+    are per-row log m ends. Returns m_sat (R,): ``inf`` when the gain still
+    exceeds ε at ``hi``, 0 when it never does (flat: saturated everywhere).
+    """
+    lo, hi = np.asarray(lo, float), np.asarray(hi, float)
+    t = np.linspace(0.0, 1.0, points)[None, :]
+    lg = lo[:, None] + (hi - lo)[:, None] * t
+    above = np.asarray(gain(lg)) > eps
+    R = lo.size
+    j = points - 1 - np.argmax(above[:, ::-1], axis=1)  # last grid point above ε
+    any_above = above.any(axis=1)
+    jj = np.minimum(j, points - 2)
+    a, b = lg[np.arange(R), jj], lg[np.arange(R), jj + 1]
+    for _ in range(steps):
+        mid = 0.5 * (a + b)
+        up = np.asarray(gain(mid[:, None]))[:, 0] > eps
+        a, b = np.where(up, mid, a), np.where(up, b, mid)
+    out = np.where(any_above, np.exp(b), 0.0)
+    return np.where(above[:, -1], np.inf, out)

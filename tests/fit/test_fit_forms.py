@@ -21,7 +21,7 @@ def test_power_m_sat_closed_form_matches_brute_force(A, a, eps):
     closed = float(form.m_sat(P, eps)[0])
     brute = power_m_sat(A, a, eps)
     assert closed == pytest.approx(brute, rel=2e-4)
-    # and the FITTING.md formula written out by hand
+    # and the docs/fitting.md formula written out by hand
     assert closed == pytest.approx((A * (1 - 2 ** (-a)) / eps) ** (1 / a), rel=1e-12)
 
 
@@ -72,7 +72,7 @@ def test_jacobian_matches_finite_differences(form_id, has_n):
     rng = np.random.default_rng(1)
     m = np.geomspace(0.05, 20, 9)
     n = np.tile([0.5, 1.0, 2.0], 3)
-    base = {"E": 0.05, "A": 0.3, "a": 0.6, "s": 2.0, "B": 0.2, "b": 0.4}
+    base = {"E": 0.05, "A": 0.3, "a": 0.6, "s": 2.0, "m0": 1.5, "h": 2.5, "B": 0.2, "b": 0.4}
     P = np.array([[base[k] * (1 + 0.1 * rng.random()) for k in form.names]])
     J = form.jac(P, m[None], n[None])[0]
     for i in range(form.k):
@@ -91,16 +91,40 @@ def test_original_units_give_the_same_curve(form_id):
     P = np.array([[0.05, 0.3, 0.6, 0.2, 0.4][: form.k]])
     if form_id == "exp":
         P = np.array([[0.05, 0.3, 2.0, 0.2, 0.4]])
+    if form_id == "hill":
+        P = np.array([[0.05, 0.3, 2.0, 1.7, 0.2, 0.4]])
     m = np.geomspace(1, 1e4, 7)
     n = np.full(7, 2e4)
     scaled = form.predict(P, m / m_ref, n / n_ref)[0]
     Q = form.to_original(P, m_ref, n_ref)[0]
     p = dict(zip(form.names, Q, strict=True))
-    a = p.get("a", form.a)
     b = p.get("b", form.b)
-    mt = p["A"] * np.exp(-m / p["s"]) if form_id == "exp" else p["A"] * m ** (-a)
-    direct = p["E"] + mt + p["B"] * n ** (-b)
+    direct = p["E"] + _m_term(form_id, p, form.a, m) + p["B"] * n ** (-b)
     np.testing.assert_allclose(scaled, direct, rtol=1e-12)
+
+
+def _m_term(form_id: str, p: dict, a_fixed, m):
+    """The m term in the user's units, written out by hand."""
+    if form_id == "exp":
+        return p["A"] * np.exp(-m / p["s"])
+    if form_id == "hill":
+        return p["A"] / (1.0 + (m / p["m0"]) ** p["h"])
+    return p["A"] * m ** (-p.get("a", a_fixed))
+
+
+@pytest.mark.parametrize(
+    "A,m0,h,eps", [(30.0, 2e5, 2.0, 1.0), (0.3, 40.0, 1.2, 1e-3), (0.2, 5.0, 6.0, 0.01)]
+)
+def test_hill_m_sat_matches_brute_force_top_down(A, m0, h, eps):
+    form = make_form("hill", has_n=False)  # E, A, m0, h
+    P = np.array([[0.0, A, m0, h]])
+    grid = np.geomspace(m0 * 1e-6, m0 * 1e8, 400_001)
+    term = A / (1 + (grid / m0) ** h)
+    gain = term - A / (1 + (2 * grid / m0) ** h)
+    brute = brute_force_m_sat(grid, gain, eps)
+    assert float(form.m_sat(P, eps)[0]) == pytest.approx(brute, rel=1e-4)
+    # the peak gain never reaches ε: flat everywhere, m_sat = 0
+    assert float(form.m_sat(np.array([[0.0, eps, m0, h]]), eps)[0]) == 0.0
 
 
 def _brute_budget(f, S):
@@ -114,17 +138,16 @@ def _brute_budget(f, S):
     return np.exp(res.x)
 
 
-@pytest.mark.parametrize("form_id", ["free", "theory-supervised", "theory-self-supervised", "exp"])
+@pytest.mark.parametrize("form_id", FORM_IDS)
 def test_budget_optimum_matches_brute_force(form_id):
     form = make_form(form_id, True)
-    vals = {"E": 0.05, "A": 0.3, "a": 0.7, "s": 50.0, "B": 4.0, "b": 0.45}
+    vals = {"E": 0.05, "A": 0.3, "a": 0.7, "s": 50.0, "m0": 50.0, "h": 1.5, "B": 4.0, "b": 0.45}
     P = np.array([[vals[k] for k in form.names]])
     p = dict(zip(form.names, P[0], strict=True))
-    a, b = p.get("a", form.a), p.get("b", form.b)
+    b = p.get("b", form.b)
 
     def y(m, n):
-        mt = p["A"] * np.exp(-m / p["s"]) if form_id == "exp" else p["A"] * m ** (-a)
-        return mt + p["B"] * n ** (-b)
+        return _m_term(form_id, p, form.a, m) + p["B"] * n ** (-b)
 
     for S in (1e6, 1e8, 1e10):
         m_star, n_star = budget_optimum(form, P, S, 1.0, 1.0)

@@ -127,10 +127,12 @@ def test_nans_are_dropped_and_reported_and_all_nan_is_an_error():
         fit(df, bootstrap=0)
 
 
-def test_setting_auto_needs_a_setting():
+def test_a_table_without_a_setting_is_fitted_without_a_theory_preference():
     df = _small().drop(columns="setting")
-    with pytest.raises(NegscaleError, match="--setting"):
-        fit(df, bootstrap=0)
+    r0 = fit(df, bootstrap=0, tolerance=2e-3)
+    assert r0.setting == "none"
+    assert any("without a theory preference" in w for w in r0.warnings)
+    assert "the theory form" not in r0.form_reason  # no theory form is preferred in a tie
     r = fit(df, setting="supervised", bootstrap=0, tolerance=2e-3)
     assert r.setting == "supervised"
     mixed = _small()

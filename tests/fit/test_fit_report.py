@@ -63,6 +63,7 @@ def test_json_round_trip_has_every_contract_key(report):
         "theory-supervised",
         "theory-self-supervised",
         "exp",
+        "hill",
     }
     for c in d["candidates"]:
         assert {"form", "aic", "loo_error"} <= set(c)
@@ -125,3 +126,46 @@ def test_bundled_synthetic_example_recovers_its_documented_law():
     assert r.scaling["gamma"] == pytest.approx(1.0, abs=0.1)
     for g in r.groups:
         assert g.m_sat == pytest.approx(g.n / 8, rel=0.15)
+
+
+def test_panel_two_counts_the_points_at_or_below_the_floor(tmp_path):
+    from negscale.fit.plots import at_or_below_floor
+
+    # a flat tail with noise: some cell means fall below the fitted floor E
+    df = laws.study(
+        lambda m, n: 0.1 + 0.3 * np.exp(-m / 4.0),
+        ms=2.0 ** np.arange(0, 10),
+        ns=(1e4,),
+        seeds=2,
+        sigma=0.05,
+        rng=1,
+    )
+    r = fit(df, tolerance=2e-3, bootstrap=0)
+    g = r.plot_data.groups[0]
+    p = r.plot_data.prep
+    by_hand = sum(
+        p.y[p.m == m].mean() - g.chosen.fit.params[0] <= 0 for m in np.unique(p.m)
+    )  # the definition, cell by cell
+    assert at_or_below_floor(r) == by_hand and by_hand > 0
+    plot(r, tmp_path / "f.png")
+
+
+def test_header_reason_agrees_with_the_model_table():
+    """A lower held-out error on a form that is not eligible is named, never hidden
+    behind "lowest held-out error"."""
+    from negscale.fit.forms import make_form
+    from negscale.fit.optimize import FitResult
+    from negscale.fit.select import Candidate, choose
+
+    def cand(fid, res, aicc, loo):
+        form = make_form(fid, False)
+        fr = FitResult(form, np.ones(form.k), 0.0, np.full(20, res), True)
+        return Candidate(form, fr, aicc=aicc, bic=aicc, loo_error=loo, runs_p=0.5)
+
+    good = cand("free", 0.01, 0.0, 0.10)
+    far = cand("theory-supervised", 0.05, 50.0, 0.05)  # 50 AICc behind, 5x the RMS
+    pick, why = choose([good, far], "supervised", 0.01, 3.0)
+    assert pick is good
+    assert "among the eligible forms (10.0%)" in why and "theory-supervised 5.0%" in why
+    pick, why = choose([good], "supervised", 0.01, 3.0)
+    assert why.startswith("lowest held-out error (10.0%)")

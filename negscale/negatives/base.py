@@ -1,0 +1,235 @@
+"""The staged step every negative source follows: draw, encode, loss, update.
+
+A source turns one training batch into the step's loss in four stages, so
+that gradient caching and per-rank local loss compose with every source and a
+source's state changes exactly once per step:
+
+1. ``draw(batch, step)``: which items are the negatives (a :class:`Draw`);
+2. ``encode(draw)``: the training ids that must be embedded with the live
+   model, with graph, beyond the batch (independent draws, pool members);
+3. ``loss(emb, draw, tau)``: embeddings in (:class:`Embedded`: the global
+   batch, the extra items, and which anchors this process scores), loss out;
+   any state change is returned as ``StepLoss.pending``, never applied here;
+4. ``update(draw, out, keys)``: apply the pending state (pool averages,
+   queue). A source that needs the batch embedded again without graph (a
+   MoCo key encoder) asks ``keys`` for it.
+
+:mod:`negscale.negatives.step` runs the stages for the trainer (plain,
+gradient-cached, under torchrun); :meth:`NegativeSource.step_loss` runs them
+in one process on given embeddings (tests, benchmarks). All randomness comes
+from per-step generators (:func:`step_generator`), so a run is reproducible
+and resumable. Every source is symmetric, like CLIP: image anchors score
+texts and text anchors score images, and the loss averages both; an anchor's
+own pair is never its negative.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import numpy as np
+import torch
+
+from negscale.data.base import PairedData
+from negscale.encoders.dual import DualEncoder
+from negscale.losses import contrastive_loss
+from negscale.negatives.catalog import SourceSpec
+from negscale.recipe import Recipe
+
+# step_generator streams (the trainer's batches use 1)
+SUBSAMPLE_STREAM, INDEPENDENT_STREAM, POOL_STREAM, POOL_BATCH_STREAM = 11, 12, 13, 14
+
+
+def step_generator(
+    seed: int, step: int, stream: int, device: str | torch.device = "cpu"
+) -> torch.Generator:
+    """A generator determined by (seed, stream, step) alone: no state to carry or restore."""
+    state = np.random.SeedSequence([seed, stream, step]).generate_state(2, dtype=np.uint64)
+    gen = torch.Generator(device=device)
+    gen.manual_seed(int(state[0] >> np.uint64(1)))
+    return gen
+
+
+def positions(haystack: torch.Tensor, needles: torch.Tensor) -> torch.Tensor:
+    """Position of each needle in ``haystack`` (distinct values), -1 where absent."""
+    if len(haystack) == 0:
+        return torch.full_like(needles, -1)
+    order = torch.argsort(haystack)
+    ordered = haystack[order]
+    at = torch.searchsorted(ordered, needles).clamp(max=len(haystack) - 1)
+    return torch.where(ordered[at] == needles, order[at], torch.full_like(needles, -1))
+
+
+@dataclass
+class Batch:
+    index: torch.Tensor  # positions in the training split (the global batch)
+    x: torch.Tensor  # this process's slice of the inputs
+    y: torch.Tensor
+    labels: torch.Tensor | None
+
+
+@dataclass
+class Draw:
+    """Stage 1: the step's negatives, as the loss will index them."""
+
+    step: int
+    index: torch.Tensor  # training ids of the global batch (CPU)
+    extra: torch.Tensor | None = None  # training ids to embed beyond the batch (CPU)
+    info: dict[str, Any] = field(default_factory=dict)  # source-specific (masks, indices)
+
+
+@dataclass
+class Embedded:
+    """Stage 2's result: the global batch's embeddings and the extra items'.
+
+    ``rows`` are the anchors this process scores: the whole batch in one
+    process, this rank's slice under torchrun's local loss (each rank scores
+    its own anchors against the gathered global set).
+    """
+
+    img: torch.Tensor
+    txt: torch.Tensor
+    neg_img: torch.Tensor | None = None  # rows follow Draw.extra
+    neg_txt: torch.Tensor | None = None
+    rows: slice = field(default_factory=lambda: slice(None))
+
+    @property
+    def batch(self) -> int:
+        return int(self.img.shape[0])
+
+    @property
+    def local(self) -> bool:
+        """True when this process scores only a slice of the batch's anchors."""
+        start, stop, _ = self.rows.indices(self.batch)
+        return (start, stop) != (0, self.batch)
+
+    def anchors(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """Image and text embeddings of the anchors this process scores."""
+        return self.img[self.rows], self.txt[self.rows]
+
+    def own(self) -> torch.Tensor:
+        """Each scored anchor's row in the global batch."""
+        start, stop, _ = self.rows.indices(self.batch)
+        return torch.arange(start, stop, device=self.img.device)
+
+
+@dataclass
+class StepLoss:
+    loss: torch.Tensor  # mean over the anchors this process scores
+    negatives_per_anchor: float  # mean over the global batch's anchors (and directions)
+    scores: int  # negative scores of the global batch, both directions (for loss FLOPs)
+    pending: dict[str, Any] = field(default_factory=dict)  # state for the update stage
+
+
+# embeds the global batch through a module without graph: (img, txt)
+KeyEmbed = Callable[[torch.nn.Module], tuple[torch.Tensor, torch.Tensor]]
+
+
+@dataclass
+class Keys:
+    """What the update stage may use: the live model and a no-graph batch embedder."""
+
+    model: DualEncoder
+    embed: KeyEmbed
+
+
+def symmetric_loss(
+    img: torch.Tensor,
+    txt: torch.Tensor,
+    neg_img: torch.Tensor,
+    neg_txt: torch.Tensor,
+    *,
+    tau: torch.Tensor | float,
+    form: str,
+    tile: int,
+    index: torch.Tensor | None = None,
+    exclude: torch.Tensor | None = None,
+    mask: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """Mean of image->texts and text->images losses over shared negative tables."""
+    kw: dict[str, Any] = {
+        "tau": tau,
+        "form": form,
+        "tile": tile,
+        "negative_index": index,
+        "exclude": exclude,
+        "negative_mask": mask,
+        "reduction": "none",
+    }
+    fwd = contrastive_loss(img, txt, neg_txt, **kw)
+    back = contrastive_loss(txt, img, neg_img, **kw)
+    return (0.5 * (fwd + back)).mean()
+
+
+class NegativeSource:
+    """The staged base: subclasses declare a :class:`SourceSpec` and define the stages."""
+
+    spec: ClassVar[SourceSpec]
+    name: ClassVar[str]
+    summary: ClassVar[str]
+    setting: ClassVar[str]
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if "spec" in cls.__dict__:
+            cls.name, cls.summary, cls.setting = cls.spec.name, cls.spec.summary, cls.spec.setting
+
+    def __init__(self, recipe: Recipe, data: PairedData) -> None:
+        self.recipe = recipe
+        self.neg = recipe.negatives
+        self.form = recipe.negatives.loss_form
+        self.m = recipe.m
+        self.seed = recipe.train.seed
+        self.n = recipe.data.n
+        self.train = data.train.head(self.n)  # the trainer's first n items: a view, no copy
+
+    @property
+    def store_size(self) -> int:
+        """Size of the source's negative store (pool or queue); 0 for in-batch sources."""
+        return 0
+
+    @property
+    def ids_sha(self) -> str | None:
+        """Hash of the fixed negative ids (pool); None when negatives are drawn fresh."""
+        return None
+
+    # ------------------------------------------------------------ the stages
+    def draw(self, batch: Batch, step: int) -> Draw:
+        """Stage 1: which items are negatives (default: the batch itself)."""
+        return Draw(step, batch.index.cpu())
+
+    def encode(self, draw: Draw) -> torch.Tensor | None:
+        """Stage 2: training ids to embed with graph beyond the batch (None: none)."""
+        return draw.extra
+
+    def loss(self, emb: Embedded, draw: Draw, tau: torch.Tensor) -> StepLoss:
+        """Stage 3: embeddings in, loss out; state changes go to ``pending``."""
+        raise NotImplementedError
+
+    def update(self, draw: Draw, out: StepLoss, keys: Keys) -> None:
+        """Stage 4: apply ``out.pending`` (once per step, after the loss)."""
+        return None
+
+    def step_loss(
+        self, model: DualEncoder, batch: Batch, img: torch.Tensor, txt: torch.Tensor, step: int
+    ) -> StepLoss:
+        """All four stages in one process on the batch embeddings ``img``, ``txt``."""
+        from negscale.negatives.step import embed_extra
+
+        draw = self.draw(batch, step)
+        neg = embed_extra(
+            model, self.train, self.encode(draw), batch.index, img, txt, self.neg.chunk
+        )
+        out = self.loss(Embedded(img, txt, *neg), draw, model.tau)
+        with torch.no_grad():
+            self.update(draw, out, Keys(model, lambda module: module(batch.x, batch.y)))
+        return out
+
+    # ------------------------------------------------------------ checkpoints
+    def state_dict(self) -> dict[str, Any]:
+        return {}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        return None

@@ -1,0 +1,27 @@
+"""``batch``: the other B-1 items of the batch (CLIP/SimCLR)."""
+
+from __future__ import annotations
+
+import torch
+
+from negscale.losses import contrastive_loss
+from negscale.negatives.base import Draw, Embedded, NegativeSource, StepLoss, symmetric_loss
+from negscale.negatives.catalog import SPECS
+
+
+class BatchSource(NegativeSource):
+    """In-batch negatives: anchor i scores the other B-1 items of the global batch."""
+
+    spec = SPECS["batch"]
+
+    def loss(self, emb: Embedded, draw: Draw, tau: torch.Tensor) -> StepLoss:
+        b, tile = emb.batch, self.neg.tile
+        if emb.local:  # this rank's anchors against the gathered batch
+            img, txt = emb.anchors()
+            kw = {"tau": tau, "form": self.form, "tile": tile, "exclude": emb.own()}
+            loss = symmetric_loss(img, txt, emb.img, emb.txt, **kw)
+        else:
+            loss = contrastive_loss(
+                emb.img, emb.txt, tau=tau, form=self.form, symmetric=True, tile=tile
+            )
+        return StepLoss(loss, float(b - 1), 2 * b * (b - 1))

@@ -1,0 +1,72 @@
+"""``subsample``: a shared random m-subset of the other batch items, fresh each step."""
+
+from __future__ import annotations
+
+import torch
+
+from negscale.errors import NegscaleError
+from negscale.losses import contrastive_loss
+from negscale.negatives.base import (
+    SUBSAMPLE_STREAM,
+    Batch,
+    Draw,
+    Embedded,
+    NegativeSource,
+    StepLoss,
+    step_generator,
+    symmetric_loss,
+)
+from negscale.negatives.catalog import SPECS
+
+
+class SubsampleSource(NegativeSource):
+    """A shared random m-subset of the batch, re-drawn every step.
+
+    One random order of the batch is drawn per step; anchor i takes the first m
+    items of that order other than itself, so every anchor has exactly m
+    negatives, all anchors share them (up to their own item), and m = B-1 is
+    exactly ``batch``.
+    """
+
+    spec = SPECS["subsample"]
+
+    def order(self, batch: int, step: int) -> torch.Tensor:
+        """The step's random order of the batch (what the negatives are cut from)."""
+        return torch.randperm(batch, generator=step_generator(self.seed, step, SUBSAMPLE_STREAM))
+
+    def mask_of(self, order: torch.Tensor, device: torch.device) -> torch.Tensor:
+        """(B, B) keep-mask: row i keeps the first m items of ``order`` other than i."""
+        b = len(order)
+        rank = torch.empty(b, dtype=torch.long)
+        rank[order] = torch.arange(b)
+        limit = self.m + (rank < self.m).long()  # skip yourself if you are among the first m
+        keep = rank[None, :] < limit[:, None]
+        keep.fill_diagonal_(False)
+        return keep.to(device)
+
+    def mask(self, batch: int, step: int, device: torch.device) -> torch.Tensor:
+        return self.mask_of(self.order(batch, step), device)
+
+    def draw(self, batch: Batch, step: int) -> Draw:
+        b = len(batch.index)
+        if self.m > b - 1:
+            raise NegscaleError(f"negatives.m: subsample needs m <= B-1 = {b - 1}, got {self.m}")
+        return Draw(step, batch.index.cpu(), info={"order": self.order(b, step)})
+
+    def loss(self, emb: Embedded, draw: Draw, tau: torch.Tensor) -> StepLoss:
+        b, order = emb.batch, draw.info["order"]
+        if emb.local:
+            img, txt = emb.anchors()
+            mask = self.mask_of(order, emb.img.device)[emb.rows]
+            kw = {"tau": tau, "form": self.form, "tile": self.neg.tile}
+            loss = symmetric_loss(img, txt, emb.img, emb.txt, mask=mask, **kw)
+        else:  # one call: a dedicated subsample loss (img, txt, order, m) can replace it
+            loss = self.batch_loss(emb.img, emb.txt, order, tau)
+        return StepLoss(loss, float(self.m), 2 * b * (b - 1))
+
+    def batch_loss(
+        self, img: torch.Tensor, txt: torch.Tensor, order: torch.Tensor, tau: torch.Tensor
+    ) -> torch.Tensor:
+        """Symmetric loss of the whole batch, each anchor against its m of ``order``."""
+        mask = self.mask_of(order, img.device)
+        return contrastive_loss(img, txt, tau=tau, form=self.form, negative_mask=mask)
