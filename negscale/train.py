@@ -402,16 +402,9 @@ class Trainer:
         tau, tile = float(self.model.tau), self.recipe.negatives.tile
         for key, form in (("val_loss", "infonce"), ("val_loss_paper", "paper")):
             out[key] = float(contrastive_loss(img, txt, tau=tau, form=form, tile=tile))
-        reference = None if class_level else self._oracle_reference(tau)
+        reference = None if class_level else oracle.oracle_reference(self.data, tau)
         out.update(oracle.ground_truth(reference, out["auc"], out["val_loss_paper"], tau))
         return out
-
-    def _oracle_reference(self, tau: float) -> dict[str, float] | None:
-        """E*, L* and L*_N of the evaluation pairs: they depend on the data and tau only."""
-        cache = self.__dict__.setdefault("_oracle_refs", {})
-        if tau not in cache:
-            cache[tau] = oracle.oracle_reference(self.data, tau)
-        return cache[tau]
 
 
 def _record(

@@ -172,3 +172,17 @@ def test_plot_calibration_writes_a_png(tmp_path) -> None:
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     with pytest.raises(ValueError, match="oracle"):
         oracle.plot_calibration(df.assign(excess_auc=np.nan), tmp_path / "none.png")
+
+
+def test_reference_is_cached_by_the_eval_split_not_by_the_run(monkeypatch) -> None:
+    """Runs of a sweep (any n) share their held-out pairs: the oracle is scored once."""
+    calls: list[int] = []
+    original = oracle.oracle_scores
+    monkeypatch.setattr(oracle, "_REFERENCES", {})
+    monkeypatch.setattr(oracle, "oracle_scores", lambda d: calls.append(1) or original(d))
+    small, big = build(DataConfig(n=30, n_eval=64)), build(DataConfig(n=90, n_eval=64))
+    first = oracle.oracle_reference(small, 0.1)
+    assert oracle.oracle_reference(big, 0.1) == first and len(calls) == 1
+    oracle.oracle_reference(big, 0.2)  # another tau, another L*
+    oracle.oracle_reference(build(DataConfig(n=30, n_eval=64, noise=0.5)), 0.1)  # another task
+    assert len(calls) == 3

@@ -54,6 +54,15 @@ class GaussianMixtureOracle:
         self.cond_var = spread**2 * noise**2 / self.view_var + noise**2  # var of v | u, k
         self.latents = latents
 
+    def fingerprint(self, split: str) -> str:
+        """A hash of everything ``log_ratio`` on ``split`` depends on (for caching across runs)."""
+        import hashlib
+
+        h = hashlib.sha256(repr((self.view_var, self.shrink, self.cond_var)).encode())
+        for t in (self.centres, *self.latents[split]):
+            h.update(t.numpy().tobytes())
+        return h.hexdigest()
+
     @staticmethod
     def _log_normal(x: torch.Tensor, mean: torch.Tensor, var: float) -> torch.Tensor:
         d = x.shape[-1]
