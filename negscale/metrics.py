@@ -110,15 +110,19 @@ def evaluate(
     text_emb: torch.Tensor,
     labels: torch.Tensor | None = None,
     proto: tuple[torch.Tensor, torch.Tensor] | None = None,
+    *,
+    class_level: bool = False,
 ) -> dict[str, float | None]:
     """Both directions (suffixes _i2t, _t2i), their means, and zero-shot top-1.
 
-    Retrieval is instance-level (the paired item is the positive); ``labels``
-    are used for zero-shot classification with ``proto`` = (text embeddings,
-    labels) of prototype captions.
+    Retrieval is instance-level (the paired item is the positive), or with
+    ``class_level`` every item of the query's class; ``labels`` are also used
+    for zero-shot classification with ``proto`` = (text embeddings, labels) of
+    prototype captions.
     """
-    i2t = retrieval_metrics(image_emb, text_emb)
-    t2i = retrieval_metrics(text_emb, image_emb)
+    by = labels if class_level else None
+    i2t = retrieval_metrics(image_emb, text_emb, by)
+    t2i = retrieval_metrics(text_emb, image_emb, by)
     out: dict[str, float | None] = {}
     for name in i2t:
         out[name] = 0.5 * (i2t[name] + t2i[name])

@@ -281,6 +281,10 @@ class EvalConfig(_Section):
 
     batch_size: int = Field(1024, ge=1)
     prototypes: int = Field(4096, ge=1, description="train captions used for zero-shot classes")
+    retrieval: Literal["instance", "class"] = Field(
+        "instance",
+        description="positives of a query: its own pair (instance) or every item of its class",
+    )
 
 
 class SweepConfig(_Section):

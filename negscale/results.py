@@ -83,6 +83,14 @@ class RunRecord:
     zeroshot_top1: float | None = None
     val_loss: float | None = None
     train_loss: float | None = None
+    # studies: ground truth on data with an oracle (negscale/oracle.py), else null
+    val_loss_paper: float | None = None
+    auc_oracle: float | None = None
+    recall_at_1_oracle: float | None = None
+    loss_oracle: float | None = None
+    loss_oracle_finite: float | None = None
+    excess_auc: float | None = None
+    calibration_bound: float | None = None
     # cost
     wall_s: float = 0.0
     train_s: float = 0.0

@@ -22,7 +22,7 @@ import torch
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-from negscale import __version__, collapse, distributed, encoders, memory, negatives
+from negscale import __version__, collapse, distributed, encoders, memory, negatives, oracle
 from negscale import data as datasets
 from negscale.data import loader
 from negscale.data.base import PairedData, PairSet
@@ -417,21 +417,33 @@ class Trainer:
 
     @torch.no_grad()
     def evaluate(self) -> dict[str, float | None]:
-        """Held-out retrieval metrics, zero-shot top-1, and a fixed-protocol val loss.
+        """Held-out retrieval metrics, zero-shot top-1, fixed-protocol val losses, ground truth.
 
-        ``val_loss`` is the symmetric InfoNCE over the whole held-out set at the
-        model's tau: its chance level depends only on the evaluation size, never
-        on the m the run trained with (FITTING.md).
+        ``val_loss`` (symmetric InfoNCE) and ``val_loss_paper`` (the paper's
+        form) score every held-out pair against all other held-out items at the
+        model's tau: their chance level depends only on the evaluation size,
+        never on the m the run trained with (docs/fitting.md). Both use the
+        tiled LSE above ``negatives.tile`` columns, never a dense n_eval^2
+        matrix. Retrieval is instance-level unless ``eval.retrieval = "class"``.
+        With an oracle (synthetic vectors) and instance-level retrieval, the
+        oracle columns of :mod:`negscale.oracle` are filled in; else null.
         """
         img, txt = self.embed(self.data.eval)
         proto = None
+        labels = self.data.eval.labels
         if self.train_split.labels is not None:
             limit = self.recipe.eval.prototypes
             _, proto_txt = self.embed(self.train_split, limit)
             proto = (proto_txt, self.train_split.labels[: len(proto_txt)])
-        out = evaluate(img, txt, self.data.eval.labels, proto)
-        tau = float(self.model.tau)
-        out["val_loss"] = float(contrastive_loss(img, txt, tau=tau, form="infonce"))
+        class_level = self.recipe.eval.retrieval == "class"
+        if class_level and labels is None:
+            raise NegscaleError("eval.retrieval: 'class' needs labelled evaluation data")
+        out = evaluate(img, txt, labels, proto, class_level=class_level)
+        tau, tile = float(self.model.tau), self.recipe.negatives.tile
+        for key, form in (("val_loss", "infonce"), ("val_loss_paper", "paper")):
+            out[key] = float(contrastive_loss(img, txt, tau=tau, form=form, tile=tile))
+        reference = None if class_level else oracle.oracle_reference(self.data, tau)
+        out.update(oracle.ground_truth(reference, out["auc"], out["val_loss_paper"], tau))
         return out
 
 

@@ -135,7 +135,7 @@ def test_encoder_flops_are_counted_per_step_against_the_closed_form(tmp_path) ->
 
     h, e, b = 16, 8, 32
     sets = ["data.n=128", "data.n_eval=64", f"train.batch_size={b}", "train.steps=2"]
-    sets += [f"model.hidden={h}", f"model.embed_dim={e}", "eval.prototypes=64"]
+    sets += [f"model.hidden={h}", f"model.embed_dim={e}", "eval.prototypes=64", "model.layers=2"]
     per_pair = 2 * (2 * (32 * h + h * h) + 2 * h * e)
     plain = run(load_recipe("quickstart", sets), tmp_path, progress=False)
     cached = run(

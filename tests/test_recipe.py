@@ -41,10 +41,10 @@ def test_design_axes_override_the_recipe() -> None:
         (["model.tau=0.0099"], "model.tau"),  # the model clamps 1/tau at 100
         (["negatives.m=0", "negatives.source='subsample'"], "negatives.m"),
         (["negatives.source='subsample'", "negatives.m=400"], "negatives.m"),
-        (["negatives.source='pool'", "negatives.m=5000"], "negatives.m"),
+        (["negatives.source='pool'", "negatives.m=50000"], "negatives.m"),
         (["negatives.source='pool'"], "negatives.m"),
         (["negatives.source='magic'"], "negatives.source"),
-        (["train.batch_size=8192"], "train.batch_size"),
+        (["train.batch_size=50000"], "train.batch_size"),
         (["negatives.m=3"], "negatives.m"),  # batch source cannot give m != B-1
         (["negatives.momentum=1.0"], "negatives.momentum"),
     ],
@@ -146,7 +146,7 @@ def test_design_groups_runs_that_differ_only_in_m_n_seed() -> None:
     base = load_recipe("quickstart")
     assert load_recipe("quickstart", m=8, n=1024, seed=1).design_id() == base.design_id()
     assert load_recipe("quickstart", ["train.lr=0.001"]).design_id() != base.design_id()
-    assert load_recipe("quickstart", ["negatives.loss_form='paper'"]).design_id() != (
+    assert load_recipe("quickstart", ["negatives.loss_form='infonce'"]).design_id() != (
         base.design_id()
     )
     # a record without a design column gets the same id from its recipe JSON

@@ -60,7 +60,7 @@ def test_batch_negatives_beat_one_negative_on_held_out_auc(tmp_path) -> None:
     full = run(load_recipe("quickstart", small), tmp_path, progress=False)
     assert (one.m, full.m) == (1, 127)
     assert full.auc > one.auc + 0.003
-    assert full.recall_at_1 > one.recall_at_1 + 0.05
+    assert full.recall_at_1 > one.recall_at_1 + 0.03
     assert one.negatives_used == 1 and full.negatives_used == 127
 
 
@@ -135,7 +135,7 @@ def test_batches_cover_each_epoch_without_repeats() -> None:
 def test_images_and_captions_train_with_tiny_cnn_and_transformer(tmp_path, tiny_overrides) -> None:
     r = load_recipe(
         "quickstart",
-        [*tiny_overrides, "data.flavour='images'", "train.steps=10", "data.image_size=8"],
+        [*tiny_overrides, "data.flavour='images'", "train.steps=30", "data.image_size=8"],
     )
     rec = run(r, tmp_path, progress=False)
     assert rec.status == "ok"  # it learned: AUC well above the same model at step 0
@@ -251,7 +251,7 @@ def test_each_run_keeps_its_training_curve(tmp_path, tiny_overrides, monkeypatch
     want = [*range(every, 202, every), 202]
     assert list(curve["step"]) == want
     assert curve["lr"].tolist() == pytest.approx([lrs[s - 1] for s in want], rel=1e-12)
-    assert curve["tau"].tolist() == pytest.approx([0.1] * len(want))
+    assert curve["tau"].tolist() == pytest.approx([r.model.tau] * len(want))
     state = torch.load(checkpoint_path(tmp_path, rec.run_id), weights_only=False)
     losses = state["losses"]
     assert curve["loss"].iloc[0] == pytest.approx(sum(losses[:every]) / every)

@@ -15,7 +15,8 @@ mixture) and y a token caption quantising random projections of v.
 Because g and h are injective, p(y|x) / p(y) = p(v|u) / p(v), a ratio of
 Gaussian mixtures: the true score s*(x, y) = log p(v|u) - log p(v) is exact for
 the vectors flavour (the Jacobian of h cancels). It gives the optimal AUC E*
-and the optimal loss L* of PAPER.md's calibration inequality.
+and the optimal loss L* of the calibration inequality (docs/theory.md;
+negscale/oracle.py computes them on the evaluation pairs of every run).
 
 Difficulty knobs: ``noise`` (view noise: higher means a lower ceiling),
 ``classes`` and ``cluster_spread`` (how many look-alikes share a cluster: a
@@ -53,26 +54,51 @@ class GaussianMixtureOracle:
         self.cond_var = spread**2 * noise**2 / self.view_var + noise**2  # var of v | u, k
         self.latents = latents
 
+    def fingerprint(self, split: str) -> str:
+        """A hash of everything ``log_ratio`` on ``split`` depends on (for caching across runs)."""
+        import hashlib
+
+        h = hashlib.sha256(repr((self.view_var, self.shrink, self.cond_var)).encode())
+        for t in (self.centres, *self.latents[split]):
+            h.update(t.numpy().tobytes())
+        return h.hexdigest()
+
     @staticmethod
     def _log_normal(x: torch.Tensor, mean: torch.Tensor, var: float) -> torch.Tensor:
         d = x.shape[-1]
         sq = ((x - mean) ** 2).sum(-1)
         return -0.5 * sq / var - 0.5 * d * math.log(2 * math.pi * var)
 
-    def log_ratio(self, split: str, rows: torch.Tensor, cols: torch.Tensor) -> torch.Tensor:
+    def log_ratio(
+        self, split: str, rows: torch.Tensor, cols: torch.Tensor, *, chunk: int = 256
+    ) -> torch.Tensor:
+        """(len(rows), len(cols)) true log ratios, in row chunks of float64 (R, K, C) blocks.
+
+        Squared distances are expanded (|v|^2 - 2 v.m + |m|^2), so no (R, K, C, d)
+        tensor is built: the whole 1024-pair eval matrix costs a few matmuls.
+        """
         u_all, v_all = self.latents[split]
-        u, v = u_all[rows], v_all[cols]
+        v = v_all[cols]
         mu = self.centres  # (K, d)
-        log_pi = -math.log(mu.shape[0])
-        # posterior class weights given u: (R, K)
-        log_w = self._log_normal(u[:, None, :], mu[None], self.view_var) + log_pi
-        log_w = log_w - torch.logsumexp(log_w, dim=1, keepdim=True)
-        mean = mu[None] + self.shrink * (u[:, None, :] - mu[None])  # (R, K, d)
-        cond = self._log_normal(v[None, :, None, :], mean[:, None], self.cond_var)  # (R, C, K)
-        log_cond = torch.logsumexp(cond + log_w[:, None, :], dim=2)
+        d, log_pi = mu.shape[1], -math.log(mu.shape[0])
         marg = self._log_normal(v[:, None, :], mu[None], self.view_var) + log_pi  # (C, K)
         log_marg = torch.logsumexp(marg, dim=1)
-        return (log_cond - log_marg[None, :]).float()
+        v_sq = (v**2).sum(-1)
+        out = []
+        for start in range(0, len(rows), chunk):
+            u = u_all[rows[start : start + chunk]]
+            # posterior class weights given u: (R, K)
+            log_w = self._log_normal(u[:, None, :], mu[None], self.view_var) + log_pi
+            log_w = log_w - torch.logsumexp(log_w, dim=1, keepdim=True)
+            mean = mu[None] + self.shrink * (u[:, None, :] - mu[None])  # (R, K, d)
+            # log N(v; mean, c I) + log w = const - a |mean|^2 - a |v|^2 + 2a mean.v, a = 1/(2c)
+            a = 0.5 / self.cond_var
+            row = log_w - 0.5 * d * math.log(2 * math.pi * self.cond_var) - a * (mean**2).sum(-1)
+            logits = ((2 * a) * mean.reshape(-1, d) @ v.T).reshape(len(u), -1, len(v))
+            logits += row[:, :, None]
+            log_cond = torch.logsumexp(logits, dim=1) - a * v_sq[None, :]  # (R, C)
+            out.append(log_cond - log_marg[None, :])
+        return torch.cat(out).float() if out else torch.zeros(0, len(cols))
 
 
 def _monotone(t: np.ndarray) -> np.ndarray:

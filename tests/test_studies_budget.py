@@ -1,0 +1,77 @@
+"""benchmarks/bench_budget.py: the step-cap check's logic, on constructed curves and a tiny run."""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from pathlib import Path
+
+import pytest
+
+from negscale import sweep as sw
+from negscale.results import record_files
+
+_PATH = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_budget.py"
+_SPEC = importlib.util.spec_from_file_location("bench_budget", _PATH)
+bench = importlib.util.module_from_spec(_SPEC)
+sys.modules["bench_budget"] = bench  # dataclasses look their module up
+_SPEC.loader.exec_module(bench)
+
+
+def _points(steps: int, seeds: str = "0,1") -> list:
+    plan = sw.make_plan(
+        "quickstart",
+        [f"train.steps={steps}"],
+        sw.GridSpec(negatives="1,8", samples="1024,4096", seeds=seeds),
+    )
+    return bench.largest_point(plan.recipes)
+
+
+def test_largest_point_is_the_largest_m_at_the_largest_n_one_per_seed() -> None:
+    points = _points(100)
+    assert [(r.m, r.data.n, r.train.seed) for r in points] == [(8, 4096, 0), (8, 4096, 1)]
+    assert bench.with_steps(points[0], 200).train.steps == 200
+    plan = sw.make_plan("quickstart", None, sw.GridSpec(negatives="1,8", samples="1024,4096"))
+    assert {(r.m, r.data.n) for r in bench.largest_point(plan.recipes, 1024)} == {(8, 1024)}
+
+
+@pytest.mark.parametrize(
+    ("steps", "capped"),
+    [(10, True), (2000, False)],  # the curve 1 - 1/steps gains 0.05 at 10 and 2.5e-4 at 2000
+)
+def test_a_budget_is_capped_exactly_when_doubling_moves_the_metric_past_the_tolerance(
+    steps: int, capped: bool
+) -> None:
+    def train(recipe) -> float:  # a known saturating curve, plus seed noise of sd 0.001
+        return 1 - 1 / recipe.train.steps + 0.001 * (recipe.train.seed - 0.5) * 2**0.5
+
+    result = bench.check("quickstart", _points(steps), "auc", train)
+    assert result.tolerance == pytest.approx(0.001)  # the seed sd of the two base runs
+    assert result.tolerance_source == "seed sd at the largest m"
+    assert result.delta == pytest.approx(1 / steps - 1 / (2 * steps))
+    assert result.capped is capped
+    assert ("STEP-CAPPED" in result.line()) is capped
+
+
+def test_given_tolerance_and_single_seed_fallback() -> None:
+    assert bench.tolerance([0.9], None) == (bench.FALLBACK_TOL, "default without seeds")
+    assert bench.tolerance([0.9, 0.91], 0.05) == (0.05, "given")
+
+
+def test_cli_on_a_tiny_config_prints_the_verdict(capsys, tmp_path) -> None:
+    tiny = ["data.n_eval=128", "train.batch_size=32", "train.steps=4", "model.hidden=16",
+            "model.embed_dim=8", "eval.prototypes=64", "sweep.negatives=[1,3]",
+            "sweep.samples=[64,128]", "sweep.seeds=[0]"]  # fmt: skip
+    args = ["quickstart", "--all-n", *(f"--set={s}" for s in tiny)]
+    code = bench.main([*args, "--tolerance", "1.0"])
+    lines = capsys.readouterr().out.splitlines()
+    assert code == 0 and len(lines) == 2 and "m=3 n=64" in lines[0] and "m=3 n=128" in lines[1]
+    assert all("4 steps" in x and "8 steps" in x and "not step-capped" in x for x in lines)
+    # with --results the second check reuses the first one's records: the same numbers
+    assert (
+        bench.main([*args[:1], *args[2:], "--tolerance", "1e-9", "--results", str(tmp_path)]) == 1
+    )
+    first = capsys.readouterr().out
+    assert "STEP-CAPPED" in first and len(record_files(tmp_path)) == 2
+    bench.main([*args[:1], *args[2:], "--tolerance", "1e-9", "--results", str(tmp_path)])
+    assert capsys.readouterr().out == first
