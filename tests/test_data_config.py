@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 from typer.testing import CliRunner
+from v1_recipes import QUICKSTART_V1, SELF_SUPERVISED_V1, write
 
 from negscale.cli import app
 from negscale.data import DATASETS
@@ -37,13 +38,15 @@ def test_switching_dataset_on_the_command_line_drops_the_files_other_fields() ->
         load_recipe("quickstart", [*PAIRS, "data.flavour='vectors'"])  # asked for: an error
 
 
-def test_run_ids_of_existing_recipes_do_not_move() -> None:
-    # values computed by the single-class DataConfig of main before the union
-    assert load_recipe("quickstart", m=8).run_id() == "2853f5654adc32ee"
-    assert load_recipe("quickstart", PAIRS, m=8).run_id() == "9d0da6e8e9cb692b"
-    assert load_recipe("quickstart", PAIRS, m=8).design_id() == "8db89304cfc9"
+def test_run_ids_of_existing_recipes_do_not_move(tmp_path) -> None:
+    # values computed by the single-class DataConfig before the union, on 0.1.0's recipes
+    quick = write(tmp_path, QUICKSTART_V1, "quickstart")
+    pool = write(tmp_path, SELF_SUPERVISED_V1, "self-supervised")
+    assert load_recipe(quick, m=8).run_id() == "2853f5654adc32ee"
+    assert load_recipe(quick, PAIRS, m=8).run_id() == "9d0da6e8e9cb692b"
+    assert load_recipe(quick, PAIRS, m=8).design_id() == "8db89304cfc9"
     images = ["data.flavour='images'", "data.n=512"]
-    assert load_recipe("self-supervised", images, m=8).run_id() == "769a39ee9eaf9cf2"
+    assert load_recipe(pool, images, m=8).run_id() == "769a39ee9eaf9cf2"
 
 
 def test_every_registered_loader_has_a_config_and_is_listed() -> None:

@@ -113,21 +113,21 @@ def test_val_losses_use_the_tiled_path_and_match_a_dense_reference(
 ) -> None:
     import negscale.losses as losses
 
-    calls: list[int] = []
-    original = losses.tiled_logsumexp
+    calls: list[int | None] = []
+    original = losses.shared_tile_lse
 
     def spy(queries, keys, **kw):
-        calls.append(kw["tile"])
+        calls.append(kw.get("width"))
         return original(queries, keys, **kw)
 
-    monkeypatch.setattr(losses, "tiled_logsumexp", spy)
+    monkeypatch.setattr(losses, "shared_tile_lse", spy)
     r = load_recipe("quickstart", [*tiny_overrides, "train.steps=2", "negatives.tile=64"])
     trainer = Trainer(r, Runtime(torch.device("cpu"), "fp32", False), progress=False)
     trainer.train_step()
     trainer.train_step()
     calls.clear()
     out = trainer.evaluate()
-    assert calls and set(calls) == {64}  # every val-loss LSE was tiled
+    assert calls and set(calls) == {64}  # every val-loss LSE went through 64-column tiles
     img, txt = trainer.embed(trainer.data.eval)
     logits = (img @ txt.T).double() / trainer.model.tau
     target = torch.arange(len(img))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+from v1_recipes import QUICKSTART_V1, write
 
 from negscale.errors import NegscaleError
 from negscale.recipe import bundled_recipes, load_recipe, parse_override
@@ -92,30 +93,12 @@ def _v1_hash(recipe) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
-QUICKSTART_V1 = """
-name = "quickstart"
-[data]
-name = "synthetic"
-flavour = "vectors"
-n = 4096
-[negatives]
-source = "batch"
-loss_form = "infonce"
-[train]
-batch_size = 320
-steps = 300
-[sweep]
-negatives = [1, 3, 8, 20, 50, 130, 319]
-"""
-
-
 def test_run_id_v1_is_kept_for_existing_recipes(tmp_path) -> None:
     # negscale 0.1.0's README shows this recipe's run as 16764cf64e2419ce
-    path = tmp_path / "quickstart_v1.toml"
-    path.write_text(QUICKSTART_V1)
-    r = load_recipe(str(path))
+    path = write(tmp_path, QUICKSTART_V1, "quickstart_v1")
+    r = load_recipe(path)
     assert r.run_id() == "16764cf64e2419ce"
-    assert load_recipe(str(path), m=8).run_id() == "2853f5654adc32ee"
+    assert load_recipe(path, m=8).run_id() == "2853f5654adc32ee"
     # and the v1 algorithm written out agrees wherever the schema still is version 1
     from negscale.run_id import V1_DEFAULTS, flatten
 
