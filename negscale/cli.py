@@ -707,9 +707,26 @@ def fit_cmd(
         if plot is not None:
             path = nf.plot(rep, nf.plot_path(plot, value))
             err.print(f"plot: {path}", highlight=False)
+    if plot is not None:
+        _calibration_plot(sources, nf.plot_path(plot, "calibration"))
     if as_json:
         docs = [rep.to_dict() for _, rep in reports]
         print_json(docs if group_col else docs[0])
+
+
+def _calibration_plot(sources: list[Path], path: Path) -> None:
+    """Beside the fit's plot: excess AUC against the calibration bound, when runs carry them."""
+    folders = [s for s in sources if s.is_dir()]
+    if not folders:
+        return
+    from negscale.oracle import plot_calibration
+    from negscale.results import load
+
+    df = load(folders)
+    if {"excess_auc", "calibration_bound"} <= set(df.columns) and (
+        df[["excess_auc", "calibration_bound"]].notna().all(axis=1).any()
+    ):
+        err.print(f"plot: {plot_calibration(df, path)}", highlight=False)
 
 
 # ------------------------------------------------------------------ bench

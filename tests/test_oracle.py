@@ -186,3 +186,30 @@ def test_reference_is_cached_by_the_eval_split_not_by_the_run(monkeypatch) -> No
     oracle.oracle_reference(big, 0.2)  # another tau, another L*
     oracle.oracle_reference(build(DataConfig(n=30, n_eval=64, noise=0.5)), 0.1)  # another task
     assert len(calls) == 3
+
+
+def test_fit_plot_adds_the_calibration_panel_when_runs_carry_ground_truth(tmp_path) -> None:
+    """`negscale fit DIR --plot F` also writes F-calibration.png from the oracle columns."""
+    from test_results import make_record
+    from typer.testing import CliRunner
+
+    from negscale.cli import app
+    from negscale.results import write
+
+    for i, m in enumerate((1, 2, 4, 8, 16, 32)):
+        for seed in (0, 1):
+            auc = 0.97 - 0.1 / m + 0.001 * seed
+            write(
+                make_record(
+                    f"r{i}{seed}", m=m, n=64, seed=seed, design="d", auc=auc,
+                    excess_auc=0.975 - auc, calibration_bound=1.5 - 0.01 * m,
+                ),
+                tmp_path / "study",
+            )  # fmt: skip
+    out = tmp_path / "fit.png"
+    res = CliRunner().invoke(
+        app, ["fit", str(tmp_path / "study"), "--plot", str(out), "--bootstrap", "0"]
+    )
+    assert res.exit_code == 0, res.output
+    assert out.is_file() and (tmp_path / "fit-calibration.png").is_file()
+    assert (tmp_path / "fit-calibration.png").read_bytes()[:4] == b"\x89PNG"
