@@ -96,21 +96,10 @@ def user_errors(fn: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
-def _clean(value: Any) -> Any:
-    """JSON-safe: NaN/inf become null, numpy scalars become Python numbers."""
-    if hasattr(value, "item") and not isinstance(value, (list, dict, str)):
-        value = value.item()
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, dict):
-        return {k: _clean(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_clean(v) for v in value]
-    return value
-
-
 def print_json(document: Any) -> None:
-    sys.stdout.write(json.dumps(_clean(document), indent=2, default=str) + "\n")
+    from negscale.jsonsafe import clean
+
+    sys.stdout.write(json.dumps(clean(document), indent=2, default=str) + "\n")
     sys.stdout.flush()
 
 
@@ -611,7 +600,9 @@ def results_cmd(
     if as_csv:
         sys.stdout.write(rows.to_csv(index=False))
         return
-    records = [{k: _clean(v) for k, v in r.items()} for r in rows.to_dict("records")]
+    from negscale.jsonsafe import clean
+
+    records = [clean(r) for r in rows.to_dict("records")]
     if as_json:
         print_json(records)
         return

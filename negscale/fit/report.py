@@ -9,9 +9,9 @@ from typing import Any
 
 import numpy as np
 
-from negscale.fit.fmt import clean as _clean
 from negscale.fit.fmt import fmt, fmt_ci
 from negscale.fit.modelfree import bracket_text
+from negscale.jsonsafe import clean as _clean
 
 M_SAT_DEFINITION = (
     "m_sat(ε) = the smallest m such that for every m' ≥ m the metric gains at most ε "
