@@ -16,7 +16,8 @@ query's ROC AUC. Recall@K and rank break ties *against* the positive: rank =
 Scores keep the inputs' precision (float64 stays float64; lower precisions
 are promoted to float32), so ties and orderings are the caller's. AUC is
 counted, not ranked: per positive, the negatives strictly below it plus half
-of those equal to it, from sorted rows and ``searchsorted``.
+of those equal to it (one positive per row: direct comparisons; several:
+sorted rows and ``searchsorted``).
 """
 
 from __future__ import annotations
@@ -48,6 +49,11 @@ def _count_below(rows: torch.Tensor, values: torch.Tensor) -> tuple[torch.Tensor
 def auc_by_counting(scores: torch.Tensor, pos: torch.Tensor) -> torch.Tensor:
     """Per-row ROC AUC (float64): P(positive > negative) + 1/2 P(tie), NaN without both kinds."""
     n_pos, n_neg = pos.sum(dim=1).double(), (~pos).sum(dim=1).double()
+    if bool((n_pos == 1).all()):  # one positive per row (instance retrieval): no sort needed
+        p = scores.masked_fill(~pos, 0).sum(dim=1, keepdim=True)
+        below = (scores < p).sum(dim=1).double()
+        ties = (scores == p).sum(dim=1).double() - 1.0  # the positive equals itself
+        return (below + 0.5 * ties) / n_neg
     below_all, tie_all = _count_below(scores, scores)
     # positives alone (negatives pushed to +inf, past every finite score)
     below_pos, tie_pos = _count_below(scores.masked_fill(~pos, float("inf")), scores)

@@ -26,3 +26,25 @@ TINY = [
 @pytest.fixture
 def tiny_overrides() -> list[str]:
     return list(TINY)
+
+
+@pytest.fixture
+def tiny_bert(tmp_path):
+    """Save a tiny random BERT to a local folder and return the folder (one config for all)."""
+
+    def make(vocab_size: int, folder: str = "bert", max_positions: int = 512):
+        from transformers import BertConfig, BertModel
+
+        config = BertConfig(
+            vocab_size=vocab_size,
+            hidden_size=16,
+            num_hidden_layers=1,
+            num_attention_heads=2,
+            intermediate_size=32,
+            max_position_embeddings=max_positions,
+        )
+        path = tmp_path / folder
+        BertModel(config).save_pretrained(path)
+        return path
+
+    return make

@@ -148,9 +148,9 @@ def test_word_tokenizer_matches_hand_computed_ids(tmp_path: Path, shapes: Path) 
     )
 
 
-def test_local_hf_tokenizer_and_hf_text_tower(tmp_path: Path, shapes: Path) -> None:
+def test_local_hf_tokenizer_and_hf_text_tower(tmp_path: Path, shapes: Path, tiny_bert) -> None:
     from tokenizers import Tokenizer, models, normalizers, pre_tokenizers
-    from transformers import BertConfig, BertModel, PreTrainedTokenizerFast
+    from transformers import PreTrainedTokenizerFast
 
     words = ["[PAD]", "[UNK]", "a", ".", *COLOURS, *SHAPES]
     core = Tokenizer(models.WordLevel({w: i for i, w in enumerate(words)}, unk_token="[UNK]"))
@@ -158,15 +158,7 @@ def test_local_hf_tokenizer_and_hf_text_tower(tmp_path: Path, shapes: Path) -> N
     core.pre_tokenizer = pre_tokenizers.Whitespace()
     tok = PreTrainedTokenizerFast(tokenizer_object=core, pad_token="[PAD]", unk_token="[UNK]")
     tok.save_pretrained(tmp_path / "tok")
-    config = BertConfig(
-        vocab_size=len(words),
-        hidden_size=16,
-        num_hidden_layers=1,
-        num_attention_heads=2,
-        intermediate_size=32,
-        max_position_embeddings=16,
-    )
-    BertModel(config).save_pretrained(tmp_path / "bert")
+    tiny_bert(len(words), "bert", max_positions=16)
 
     d = build(_cfg(shapes / "pairs.csv", caption_len=6, tokenizer=str(tmp_path / "tok")))
     assert d.text.vocab == len(words)

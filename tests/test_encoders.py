@@ -40,17 +40,9 @@ def test_timm_image_tower_loads_local_checkpoint(images, tmp_path) -> None:
     torch.testing.assert_close(model.image_tower(x), ref(x))
 
 
-def test_hf_text_tower_from_local_folder(images, tmp_path) -> None:
-    transformers = pytest.importorskip("transformers")
-    config = transformers.BertConfig(
-        vocab_size=64,
-        hidden_size=16,
-        num_hidden_layers=1,
-        num_attention_heads=2,
-        intermediate_size=32,
-    )
-    transformers.BertModel(config).save_pretrained(tmp_path)
-    model = build(ModelConfig(text_encoder="hf", text_path=str(tmp_path), hidden=16), images)
+def test_hf_text_tower_from_local_folder(images, tiny_bert) -> None:
+    folder = tiny_bert(64)
+    model = build(ModelConfig(text_encoder="hf", text_path=str(folder), hidden=16), images)
     _, txt = model(images.train.x[:3], images.train.y[:3])
     assert txt.shape == (3, 32)
 
@@ -71,7 +63,7 @@ def test_bad_encoder_choices_are_clear_errors(images, cfg, needle) -> None:
         build(ModelConfig(hidden=16, **cfg), images)
 
 
-def test_padding_does_not_change_a_caption_embedding(tmp_path) -> None:
+def test_padding_does_not_change_a_caption_embedding(tiny_bert) -> None:
     from negscale.encoders.pretrained import HFTextTower
     from negscale.encoders.tiny import TokenTransformerTower
 
@@ -83,16 +75,8 @@ def test_padding_does_not_change_a_caption_embedding(tmp_path) -> None:
     unpadded.load_state_dict(tiny.state_dict())
     assert not torch.allclose(unpadded(short), unpadded(long))  # without pad_id, 0 is a word
 
-    transformers = pytest.importorskip("transformers")
-    config = transformers.BertConfig(
-        vocab_size=10,
-        hidden_size=16,
-        num_hidden_layers=1,
-        num_attention_heads=2,
-        intermediate_size=32,
-    )
-    transformers.BertModel(config).save_pretrained(tmp_path)
     from negscale.data.base import Modality
 
-    hf = HFTextTower(Modality("tokens", vocab=10, length=6, pad_id=0), str(tmp_path)).eval()
+    folder = tiny_bert(10)
+    hf = HFTextTower(Modality("tokens", vocab=10, length=6, pad_id=0), str(folder)).eval()
     torch.testing.assert_close(hf(short), hf(long))

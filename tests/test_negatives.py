@@ -516,12 +516,14 @@ def test_independent_rejects_a_single_class() -> None:
 @pytest.mark.parametrize(
     "overrides,m",
     [
+        (["negatives.source='subsample'"], 5),
         (["negatives.source='queue'"], 100),
         (["negatives.source='pool'", "negatives.pool_exact_max=0", "negatives.gamma=0.5"], 300),
         (["negatives.source='independent'"], 70),
     ],
 )
 def test_resume_continues_exactly(tiny_overrides, overrides: list[str], m: int) -> None:
+    """A trainer restored from a mid-run state ends with the same losses and weights."""
     r = load_recipe("quickstart", [*tiny_overrides, "train.steps=10", *overrides], m=m)
     rt = Runtime(torch.device("cpu"), "fp32", False)
     straight = Trainer(r, rt, progress=False)
@@ -535,6 +537,8 @@ def test_resume_continues_exactly(tiny_overrides, overrides: list[str], m: int) 
     for _ in range(6):
         second.train_step()
     assert second.losses == straight.losses
+    for p, q in zip(second.model.parameters(), straight.model.parameters(), strict=True):
+        torch.testing.assert_close(p, q, rtol=0, atol=0)
 
 
 @pytest.mark.parametrize("m", [1, 512])
