@@ -96,6 +96,10 @@ def user_errors(fn: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
+def _count(k: int, noun: str) -> str:
+    return f"{k} {noun}" + ("" if k == 1 else "s")
+
+
 def print_json(document: Any) -> None:
     from negscale.jsonsafe import clean
 
@@ -608,7 +612,7 @@ def results_cmd(
         return
     designs = rows["design"].nunique() if len(rows) else 0
     table = Table(
-        title=f"{len(rows)} runs, {designs} designs",
+        title=f"{_count(len(rows), 'run')}, {_count(designs, 'design')}",
         title_justify="left",
         box=box.SIMPLE_HEAD,
         pad_edge=False,
