@@ -416,6 +416,17 @@ class Trainer:
         return torch.cat(imgs), torch.cat(txts)
 
     @torch.no_grad()
+    def embed_text(self, tokens: torch.Tensor) -> torch.Tensor:
+        """Text embeddings of ``tokens`` (e.g. the class prompts), in eval batches."""
+        self.model.eval()
+        dev, size = self.runtime.device, self.recipe.eval.batch_size
+        out = []
+        for part in tokens.split(size):
+            with self.runtime.autocast:
+                out.append(self.model.encode_text(part.to(dev)).float().cpu())
+        return torch.cat(out)
+
+    @torch.no_grad()
     def evaluate(self) -> dict[str, float | None]:
         """Held-out retrieval metrics, zero-shot top-1, fixed-protocol val losses, ground truth.
 
@@ -431,7 +442,9 @@ class Trainer:
         img, txt = self.embed(self.data.eval)
         proto = None
         labels = self.data.eval.labels
-        if self.train_split.labels is not None:
+        if self.data.prompts is not None:  # class prompts: the exact template ensemble
+            proto = (self.embed_text(self.data.prompts[0]), self.data.prompts[1])
+        elif self.train_split.labels is not None:
             limit = self.recipe.eval.prototypes
             _, proto_txt = self.embed(self.train_split, limit)
             proto = (proto_txt, self.train_split.labels[: len(proto_txt)])

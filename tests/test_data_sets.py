@@ -45,6 +45,38 @@ def test_folder_classes_are_subfolders_and_captions_fill_the_templates(folder: P
         assert (rows == rows[0]).all()
 
 
+def test_zero_shot_uses_every_template_of_every_class(folder: Path, tiny_overrides) -> None:
+    """Prompt ensembling: a class prototype is the mean embedding of its templates' captions."""
+    from negscale.recipe import load_recipe
+    from negscale.train import Runtime, Trainer
+
+    templates = ["a photo of a {}.", "the {}", "a drawing of a {}"]
+    sets = [*tiny_overrides, "data.name='folder'", f"data.path='{folder}'", "data.n=24"]
+    sets += ["data.n_eval=12", f"data.templates={json.dumps(templates)}", "train.steps=3"]
+    sets += ["train.batch_size=8", "data.image_size=16"]
+    r = load_recipe("quickstart", sets)
+    trainer = Trainer(r, Runtime(torch.device("cpu"), "fp32", False), progress=False)
+    tokens, ids = trainer.data.prompts
+    names = sorted(SHAPES)
+    assert ids.tolist() == [k for k in range(3) for _ in templates]
+    # the prompts are the templates filled with each class name, tokenised like captions
+    table = trainer.data.train.encode  # the split's tokenizer
+    expected = [t.replace("{}", name) for name in names for t in templates]
+    assert torch.equal(tokens, table(expected))
+    for _ in range(3):
+        trainer.train_step()
+    out = trainer.evaluate()
+    img, _ = trainer.embed(trainer.data.eval)
+    with torch.no_grad():
+        txt = trainer.model.encode_text(tokens)
+    protos = torch.stack([txt[ids == k].mean(0) for k in range(3)])
+    protos = torch.nn.functional.normalize(protos, dim=-1)
+    pred = (img @ protos.T).argmax(dim=1)
+    assert out["zeroshot_top1"] == pytest.approx(
+        float((pred == trainer.data.eval.labels).double().mean())
+    )
+
+
 def test_folder_eval_path_and_class_mismatch(tmp_path: Path, folder: Path) -> None:
     val = class_folder(tmp_path / "val", 9)
     d = build(DataConfig(name="folder", path=str(folder), eval_path=str(val), n=30, n_eval=6))

@@ -104,8 +104,18 @@ def _split(
     return pairs, bad
 
 
-def assemble(train: Rows, held: Rows, spec: Spec, classes: list[str] | None) -> PairedData:
-    """Two lazy sets; the first ``spec.n`` training rows and all eval rows are checked."""
+def assemble(
+    train: Rows,
+    held: Rows,
+    spec: Spec,
+    classes: list[str] | None,
+    prompts: list[tuple[int, str]] | None = None,
+) -> PairedData:
+    """Two lazy sets; the first ``spec.n`` training rows and all eval rows are checked.
+
+    ``prompts`` ((class id, caption) for every class and template) become the
+    tokenised zero-shot prompt ensemble of :attr:`PairedData.prompts`.
+    """
     if len(train.order) < spec.n:
         raise NegscaleError(
             f"data.n: {spec.n} training pairs requested, the dataset has {len(train.order)}"
@@ -133,6 +143,10 @@ def assemble(train: Rows, held: Rows, spec: Spec, classes: list[str] | None) -> 
     spec.info["skipped"] = len(bad_tr) + len(bad_ev)
     spec.info["skipped_files"] = (bad_tr + bad_ev)[:20]
     spec.info["classes"] = classes or []
+    ensemble = None
+    if prompts and encode is not None:
+        ids = torch.tensor([k for k, _ in prompts], dtype=torch.long)
+        ensemble = (encode([caption for _, caption in prompts]), ids)
     return PairedData(
         tr,
         ev,
@@ -140,6 +154,7 @@ def assemble(train: Rows, held: Rows, spec: Spec, classes: list[str] | None) -> 
         text,
         num_classes=len(classes) if classes and train.labels is not None else None,
         info=spec.info,
+        prompts=ensemble,
     )
 
 
@@ -150,10 +165,11 @@ def one_source(
     rows: tuple[np.ndarray, np.ndarray],
     spec: Spec,
     classes: list[str] | None,
+    prompts: list[tuple[int, str]] | None = None,
 ) -> PairedData:
     """Both splits from one source: ``rows`` = (train rows in order, eval rows)."""
     train = Rows(images, captions, labels, rows[0])
-    return assemble(train, Rows(images, captions, labels, rows[1]), spec, classes)
+    return assemble(train, Rows(images, captions, labels, rows[1]), spec, classes, prompts)
 
 
 def spec_of(cfg: Any, model: Any | None, *, augment: bool, info: dict[str, Any]) -> Spec:

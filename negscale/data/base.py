@@ -82,3 +82,5 @@ class PairedData:
     num_classes: int | None = None
     oracle: Oracle | None = None
     info: dict[str, Any] = field(default_factory=dict)
+    # zero-shot prompt ensembling: (text inputs of every class x template caption, class ids)
+    prompts: tuple[torch.Tensor, torch.Tensor] | None = None

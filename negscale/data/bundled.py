@@ -24,7 +24,7 @@ import numpy as np
 
 from negscale.data.assemble import holdout, one_source, spec_of
 from negscale.data.base import PairedData
-from negscale.data.folder import class_captions
+from negscale.data.folder import class_captions, class_prompts
 from negscale.data.images import ArrayImages
 from negscale.errors import NegscaleError
 
@@ -71,7 +71,8 @@ def _class_set(cfg, model, pixels: np.ndarray, labels: np.ndarray, classes: list
     images = ArrayImages(pixels, label)
     spec = spec_of(cfg, model, augment=True, info={"images": len(pixels)})
     rows = holdout(len(pixels), cfg.n_eval, cfg.seed)
-    return one_source(images, captions, labels, rows, spec, classes)
+    prompts = class_prompts(classes, cfg.templates)
+    return one_source(images, captions, labels, rows, spec, classes, prompts)
 
 
 def build_digits(cfg, model=None) -> PairedData:

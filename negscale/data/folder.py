@@ -4,8 +4,8 @@
 name, classes sorted alphabetically), and every image file below it (any
 depth, sorted) is an item. Captions are ``data.templates`` filled with the
 class name; training draws one template per visit, evaluation uses the first,
-and zero-shot prototypes average over the drawn templates (prompt
-ensembling). ``data.eval_path`` is an optional second root of the same layout
+and a class's zero-shot prototype is the mean embedding of its name in every
+template (prompt ensembling, :func:`class_prompts`). ``data.eval_path`` is an optional second root of the same layout
 (ImageNet's ``val``); without it ``data.n_eval`` images are held out by the seed.
 """
 
@@ -48,6 +48,12 @@ def scan(root: Path, field: str, classes: list[str] | None = None):
     return paths, np.asarray(labels, dtype=np.int64), classes
 
 
+def class_prompts(classes: list[str], templates: list[str]) -> list[tuple[int, str]]:
+    """(class id, caption) for every class and template: the zero-shot prompt ensemble."""
+    return [(k, t.replace("{}", name.replace("_", " "))) for k, name in enumerate(classes)
+            for t in templates]  # fmt: skip
+
+
 def class_captions(labels: np.ndarray, classes: list[str], templates: list[str]):
     """Per row: every template filled with the row's class name."""
     if not templates:
@@ -78,4 +84,5 @@ def build_folder(cfg, model=None) -> PairedData:
         held = Rows(images, captions, labels, eval_rows)
     info = {"path": str(cfg.path), "images": len(paths), "classes_found": len(classes)}
     spec = spec_of(cfg, model, augment=True, info=info)
-    return assemble(Rows(images, captions, labels, train_rows), held, spec, classes)
+    prompts = class_prompts(classes, cfg.templates)
+    return assemble(Rows(images, captions, labels, train_rows), held, spec, classes, prompts)
