@@ -5,8 +5,9 @@ name, classes sorted alphabetically), and every image file below it (any
 depth, sorted) is an item. Captions are ``data.templates`` filled with the
 class name; training draws one template per visit, evaluation uses the first,
 and a class's zero-shot prototype is the mean embedding of its name in every
-template (prompt ensembling, :func:`class_prompts`). ``data.eval_path`` is an optional second root of the same layout
-(ImageNet's ``val``); without it ``data.n_eval`` images are held out by the seed.
+template (prompt ensembling, :func:`class_prompts`). ``data.eval_path`` is an
+optional second root of the same layout (ImageNet's ``val``); without it
+``data.n_eval`` images are held out by the seed.
 """
 
 from __future__ import annotations
