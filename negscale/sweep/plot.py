@@ -42,14 +42,15 @@ def plot_study(summary: dict[str, Any], metric: str, path: str | Path) -> Path:
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(6.4, 4.2))
-    for n, line in study_lines(summary, metric).items():
+    lines = study_lines(summary, metric)
+    for n, line in lines.items():
         (drawn,) = ax.plot(line["m"], line["mean"], marker="o", label=f"n = {n}")
         ax.fill_between(
             line["m"], line["lo"], line["hi"], color=drawn.get_color(), alpha=0.2, linewidth=0
         )
     chance = (summary.get("chance") or {}).get(metric)
     if chance is not None:
-        ax.axhline(chance, color="grey", linestyle="--", linewidth=1, label="chance")
+        _chance_line(ax, chance, lines)
     ax.set_xscale("log")
     ax.set_xlabel("negatives per anchor m")
     ax.set_ylabel(metric)
@@ -60,3 +61,16 @@ def plot_study(summary: dict[str, Any], metric: str, path: str | Path) -> Path:
     fig.savefig(out, dpi=120)
     plt.close(fig)
     return out
+
+
+def _chance_line(ax: Any, chance: float, lines: dict[int, dict[str, list[float]]]) -> None:
+    """The chance level as a dashed line when it is near the data; named in the legend
+    otherwise, so a study far above chance is not squashed into a flat band."""
+    values = [v for line in lines.values() for key in ("lo", "hi") for v in line[key]]
+    if not values:
+        return
+    lo, hi = min(values), max(values)
+    if lo - (hi - lo) <= chance <= hi + (hi - lo):
+        ax.axhline(chance, color="grey", linestyle="--", linewidth=1, label="chance")
+    else:
+        ax.plot([], [], " ", label=f"chance: {chance:.3g} (off the axis)")

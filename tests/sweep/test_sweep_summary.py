@@ -61,3 +61,23 @@ def test_sweep_plot_draws_the_study_and_bad_paths_fail_first(tmp_path, fast) -> 
     table = runner.invoke(app, ["results", str(tmp_path)])
     assert table.exit_code == 0 and all(rid in table.stdout for rid in disk)
     assert max(map(len, table.stdout.splitlines())) <= 80
+
+
+def test_chance_is_a_line_near_the_data_and_a_legend_entry_far_from_it() -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from negscale.sweep.plot import _chance_line
+
+    far = {2048: {"m": [1, 8], "mean": [0.90, 0.96], "lo": [0.89, 0.95], "hi": [0.91, 0.97]}}
+    near = {2048: {"m": [1, 8], "mean": [0.52, 0.60], "lo": [0.50, 0.58], "hi": [0.54, 0.62]}}
+    for lines, drawn in ((far, False), (near, True)):
+        fig, ax = plt.subplots()
+        _chance_line(ax, 0.5, lines)
+        flat = [ln for ln in ax.lines if list(ln.get_ydata()) == [0.5, 0.5]]
+        assert bool(flat) is drawn
+        labels = [ln.get_label() for ln in ax.lines]
+        assert any(lb.startswith("chance") for lb in labels)
+        plt.close(fig)
