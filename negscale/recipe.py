@@ -268,6 +268,13 @@ class TrainConfig(_Section):
         description="gradient caching: embed the batch and extra negatives in chunks of this"
         " size, same gradients (None/0: off)",
     )
+    epochs: float | None = Field(
+        None,
+        gt=0,
+        description="a budget per n: steps = round(epochs * data.n / batch_size), the same"
+        " epochs at every n of a study; overrides train.steps (None: train.steps, the same"
+        " samples seen at every n)",
+    )
 
     @field_validator("micro_batch")
     @classmethod
@@ -314,6 +321,7 @@ class Recipe(_Section):
         if neg.source == "subsample" and neg.m == self.train.batch_size - 1:
             # every other batch item: that is `batch` (same run, same run_id, its faster path)
             neg.source, neg.m = "batch", None
+        _steps_from_epochs(self)
         check_negatives(self)
         return self
 
@@ -362,6 +370,18 @@ class Recipe(_Section):
                     default = info.get_default(call_default_factory=True)
                     out[f"{name}.{key}"] = json.loads(json.dumps(default, default=str))
         return out
+
+
+def _steps_from_epochs(recipe: Recipe) -> None:
+    """With ``train.epochs``, steps follow n: the fixed-epochs budget a sweep over n needs.
+
+    It decides ``train.steps`` (a recipe's own steps, e.g. from ``--set
+    train.epochs=30`` on a bundled recipe, give way); a resolved recipe carries
+    both, consistently, so validating it again gives the same run.
+    """
+    train = recipe.train
+    if train.epochs is not None:
+        train.steps = max(1, round(train.epochs * recipe.data.n / train.batch_size))
 
 
 def resolved_m(recipe: Recipe) -> int:

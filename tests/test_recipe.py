@@ -139,3 +139,20 @@ def test_design_groups_runs_that_differ_only_in_m_n_seed() -> None:
 def test_worker_count_is_not_part_of_run_id() -> None:
     base = load_recipe("quickstart")
     assert load_recipe("quickstart", ["data.workers=3"]).run_id() == base.run_id()
+
+
+def test_epochs_set_the_steps_per_n() -> None:
+    """train.epochs: steps = round(epochs * n / B) (B = 320 in quickstart), at every n."""
+    import json
+
+    from negscale.recipe import validate
+    from negscale.sweep import GridSpec, make_plan
+
+    for n, steps in ((1024, 96), (4096, 384), (16384, 1536), (1000, 94)):
+        r = load_recipe("quickstart", ["train.epochs=30"], n=n)
+        assert r.train.steps == steps
+        again = validate(json.loads(r.model_dump_json()))  # a resolved recipe re-validates
+        assert again.train.steps == steps and again.run_id() == r.run_id()
+    plan = make_plan("quickstart", ["train.epochs=30"], GridSpec(samples="1024,4096"))
+    assert {(p.data.n, p.train.steps) for p in plan.recipes} == {(1024, 96), (4096, 384)}
+    assert load_recipe("quickstart").train.epochs is None  # off by default: steps as given
