@@ -87,16 +87,18 @@ def embed_extra(
     img: torch.Tensor,
     txt: torch.Tensor,
     chunk: int,
+    split: tuple[torch.Tensor, torch.Tensor] | None = None,
 ) -> tuple[torch.Tensor | None, torch.Tensor | None]:
     """Embeddings of training items ``ids``, with graph (the plain path).
 
     Items of the batch reuse its embeddings (same function of the weights, no
     second forward); the rest are encoded in chunks of ``chunk``, each rank
-    its share under torchrun, gathered with gradient.
+    its share under torchrun, gathered with gradient. ``split`` is
+    ``_split(ids, index)`` when the caller has it already.
     """
     if ids is None:
         return None, None
-    row, miss = _split(ids, index)
+    row, miss = split if split is not None else _split(ids, index)
     if not len(miss):
         return _assemble(row, img, txt, (img[:0], txt[:0]))
     dev, parts = img.device, []
@@ -214,16 +216,19 @@ class StagedStep:
             CachedEncoder(self.forward, self.device, self.autocast) if self.micro_batch else None
         )
         b = len(batch.index)
-        misses = 0 if ids is None else int((_split(ids, batch.index)[0] < 0).sum())
+        split = None if ids is None else _split(ids, batch.index)
+        misses = 0 if split is None else len(split[1])
         # items through the encoders this step (global): with graph, and forward-only
         self.cost = StepCost(graph=b + misses, forward_only=(b + misses) if cache else 0)
         with self.autocast:
             if cache is None:
                 img, txt = _gather(tuple(t.float() for t in self.forward(batch.x, batch.y)))
                 chunk = source.neg.chunk
-                neg = embed_extra(self.model, source.train, ids, batch.index, img, txt, chunk)
+                neg = embed_extra(
+                    self.model, source.train, ids, batch.index, img, txt, chunk, split
+                )
             else:
-                img, txt, neg = self._embed_cached(cache, batch, ids)
+                img, txt, neg = self._embed_cached(cache, batch, split)
             emb = Embedded(img, txt, *neg, rows=self.rows(b))
             out = source.loss(emb, draw, self.model.tau)
         out.loss.backward()
@@ -235,15 +240,18 @@ class StagedStep:
         return out
 
     def _embed_cached(
-        self, cache: CachedEncoder, batch: Batch, ids: torch.Tensor | None
+        self,
+        cache: CachedEncoder,
+        batch: Batch,
+        split: tuple[torch.Tensor, torch.Tensor] | None,
     ) -> tuple[torch.Tensor, torch.Tensor, tuple[torch.Tensor | None, torch.Tensor | None]]:
         """The batch and extra negatives as no-graph leaves in micro-batches, gathered."""
         mb = self.micro_batch
         assert mb is not None
         img, txt = _gather(cache.embed(_chunks(batch.x, batch.y, mb)))
-        if ids is None:
+        if split is None:
             return img, txt, (None, None)
-        row, miss = _split(ids, batch.index)
+        row, miss = split
         if not len(miss):
             return img, txt, _assemble(row, img, txt, (img[:0], txt[:0]))
         step = min(mb, self.source.neg.chunk)
