@@ -217,10 +217,14 @@ class NegativesConfig(_Section):
     pool_batch: int | None = Field(
         None,
         ge=1,
-        description="pool estimator: negative mini-batch per step (default B, capped at m)",
+        description="pool estimator: negative mini-batch per step: exactly min(k, m) items"
+        " (the batch's own pool members first); None: every pool member of the batch,"
+        " topped up to B // 2",
     )
-    pool_exact_max: int = Field(
-        1024, ge=0, description="pool: encode the whole pool, exact loss, up to this m"
+    pool_exact_max: int | None = Field(
+        None,
+        ge=0,
+        description="pool: encode the whole pool, exact loss, up to this m (None: B // 2)",
     )
     gamma: float = Field(
         0.9,

@@ -16,6 +16,13 @@ stays version 1 and grows compatibly:
 
 A change that must move ids (a bug fix that changes results) bumps
 ``RUN_ID_VERSION`` and says so in the README.
+
+Version 2 (negscale 0.2): ``negatives.pool_exact_max`` and
+``negatives.pool_batch`` default to rules that follow the batch size
+(``negscale.negatives.pool_rule``). A ``pool`` run whose computation that
+changes (left at the defaults, with B // 2 < m <= 1024, or an estimator with
+m < n) hashes the new meaning and so gets a new id; every other run, and
+every run that sets the two fields, keeps its version-1 id.
 """
 
 from __future__ import annotations
@@ -24,7 +31,9 @@ import hashlib
 import json
 from typing import Any
 
-RUN_ID_VERSION = 1
+from negscale.negatives import pool_rule
+
+RUN_ID_VERSION = 2
 # execution details that never change what a run computes, and the study's bookkeeping
 EXCLUDED = (
     "name",
@@ -108,6 +117,7 @@ def hashed_fields(flat: dict[str, Any], defaults: dict[str, Any]) -> dict[str, A
     """What version 1 hashes: the v1 fields (filled from V1_DEFAULTS when absent), plus
     each newer field that differs from ``defaults`` (the current schema's defaults)."""
     out = {k: flat.get(k, v) for k, v in V1_DEFAULTS.items()}
+    out.update(pool_rule.v1_hashed(flat))  # version 2: the pool defaults follow B
     for key, value in flat.items():
         if key in out:
             continue

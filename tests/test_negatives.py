@@ -225,7 +225,11 @@ def test_queue_momentum_encoder_is_an_exponential_average() -> None:
 )
 def test_pool_exact_equals_brute_force_global_loss(form: str, tile: int, m: int) -> None:
     r, data, model = _setup(
-        "negatives.source='pool'", f"negatives.loss_form='{form}'", f"negatives.tile={tile}", m=m
+        "negatives.source='pool'",
+        "negatives.pool_exact_max=1024",
+        f"negatives.loss_form='{form}'",
+        f"negatives.tile={tile}",
+        m=m,
     )
     pool = PoolSource(r, data)
     assert pool.exact and pool.store_size == m

@@ -24,6 +24,7 @@ from negscale.negatives.base import (
     step_generator,
     symmetric_loss,
 )
+from negscale.negatives import pool_rule
 from negscale.negatives.catalog import SPECS
 from negscale.recipe import Recipe
 
@@ -39,14 +40,17 @@ class PoolSource(NegativeSource):
     tau * log((1/m_i) sum_{j in pool, j != i} exp(s_ij / tau)) - s_ii, both
     directions averaged; ``infonce`` adds the positive to the denominator.
 
-    * exact (m <= ``pool_exact_max``): the whole pool is encoded every step.
+    * exact (m <= ``pool_exact_max``, default B // 2): the whole pool is
+      encoded every step.
     * estimator (larger m; SogCLR/FastCLIP compositional estimator): per
       training item and direction, a moving average u_i of the pool mean-exp
       (1/m_i) sum_j exp(s_ij / tau), kept in log space. Each step draws a
-      negative mini-batch S of k = min(``pool_batch`` or B, m) pool items
-      (uniform without replacement: the batch's own pool members first, as
-      they are already encoded, topped up uniformly from the rest of the pool,
-      which by symmetry is a uniform k-subset) and for each anchor forms
+      negative mini-batch S of pool items without replacement: the batch's own
+      pool members first, as they are already encoded, topped up uniformly
+      from the rest of the pool to k = min(``pool_batch``, m) items (default:
+      every member of the batch, topped up to B // 2; ``pool_rule``). Given
+      its size, S is a uniform subset of the pool by symmetry (a batch is a
+      uniform draw of the training items). For each anchor it forms
       g_i = mean_{j in S, j != i} exp(s_ij / tau), then
       u_i <- (1 - gamma_v) u_i + gamma_v g_i with gamma_v = max(gamma, 1/v) on
       the anchor's v-th visit: the first visit sets u_i = g_i (no zero-start
@@ -72,8 +76,10 @@ class PoolSource(NegativeSource):
         self.pool = torch.randperm(self.n, generator=gen)[: self.m].sort().values
         self.slot = torch.full((self.n,), -1, dtype=torch.long)
         self.slot[self.pool] = torch.arange(self.m)
-        self.exact = self.m <= self.neg.pool_exact_max
-        self.k = min(self.neg.pool_batch or recipe.train.batch_size, self.m)
+        batch = recipe.train.batch_size
+        self.exact = self.m <= pool_rule.exact_max(self.neg.pool_exact_max, batch)
+        self.k = pool_rule.minibatch_floor(self.neg.pool_batch, batch, self.m)
+        self.all_members = self.neg.pool_batch is None  # every member of the batch, then top up
         # per direction (0: image anchors vs pool texts, 1: text anchors vs pool images)
         self.log_u = torch.full((2, self.n), float("nan"))
         self.visits = torch.zeros((2, self.n), dtype=torch.long)
@@ -87,12 +93,17 @@ class PoolSource(NegativeSource):
         return hashlib.sha256(self.pool.numpy().astype("<i8").tobytes()).hexdigest()
 
     def sample(self, index: torch.Tensor, step: int) -> torch.Tensor:
-        """Training ids of the step's negative mini-batch (k distinct pool items)."""
+        """Training ids of the step's negative mini-batch: distinct pool items, the batch's first.
+
+        At least k items; with ``pool_batch`` unset, every pool member of the
+        batch even beyond k (they are encoded anyway), else exactly k.
+        """
         gen = step_generator(self.seed, step, POOL_BATCH_STREAM)
         index = index.cpu()
         mine = index[self.slot[index] >= 0]  # pool members already in the batch
         if len(mine) >= self.k:  # keep batch order: all of a batch inside the pool is the batch
-            return mine[torch.randperm(len(mine), generator=gen)[: self.k].sort().values]
+            keep = len(mine) if self.all_members else self.k
+            return mine[torch.randperm(len(mine), generator=gen)[:keep].sort().values]
         free = torch.ones(self.m, dtype=torch.bool)
         free[self.slot[mine]] = False
         order = torch.randperm(self.m, generator=gen)
