@@ -69,7 +69,9 @@ def _print_loss(kind: str, rows: list[dict]) -> None:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--steps", type=int, default=30, help="timed train steps per configuration")
-    ap.add_argument("--pool", default="16,160,161,1024,2048,4096", help="pool sizes (first: baseline)")
+    ap.add_argument(
+        "--pool", default="16,160,161,1024,2048,4096", help="pool sizes (first: baseline)"
+    )
     ap.add_argument("--independent", default="16,320", help="independent draws m per anchor")
     ap.add_argument("--batches", default="1024,4096", help="batch sizes for the in-batch loss")
     ap.add_argument("--dim", type=int, default=256)

@@ -11,6 +11,7 @@ from negscale import distributed
 from negscale.data.base import PairedData
 from negscale.errors import NegscaleError
 from negscale.losses import in_batch_lse, loss_from_lse, negative_lse
+from negscale.negatives import pool_rule
 from negscale.negatives.base import (
     POOL_BATCH_STREAM,
     POOL_STREAM,
@@ -24,7 +25,6 @@ from negscale.negatives.base import (
     step_generator,
     symmetric_loss,
 )
-from negscale.negatives import pool_rule
 from negscale.negatives.catalog import SPECS
 from negscale.recipe import Recipe
 

@@ -51,7 +51,8 @@ def v1_hashed(flat: dict[str, Any]) -> dict[str, Any]:
     the batch either way); elsewhere it hashes the new meaning, so the run gets
     a new id. A number given hashes as itself, as in version 1.
     """
-    exact_value, batch_value = flat.get("negatives.pool_exact_max"), flat.get("negatives.pool_batch")
+    exact_value = flat.get("negatives.pool_exact_max")
+    batch_value = flat.get("negatives.pool_batch")
     out = {"negatives.pool_exact_max": exact_value, "negatives.pool_batch": batch_value}
     if exact_value is None:
         out["negatives.pool_exact_max"] = V1_EXACT_MAX
