@@ -591,9 +591,19 @@ def _model_free_gamma(groups: list[GroupFit], ns: np.ndarray) -> dict:
     }
 
 
-def balance_stage(s: Setup, glob: GlobalChoice, refits: Refits) -> dict | None:
+MISFIT_FACTOR = 2.0  # joint-law log-residual rms over max(noise, per-n rms): misfit above
+
+
+def balance_stage(
+    s: Setup, glob: GlobalChoice, refits: Refits, groups: list[GroupFit], noise: Noise
+) -> dict | None:
     """The balance point m_bal(n) = (A·n^b/B)^(1/a) of the joint free law, where
-    its m term equals its n term: exponent b/a (theory ½ supervised, 1 self-sup.)."""
+    its m term equals its n term: exponent b/a (theory ½ supervised, 1 self-sup.).
+
+    The exponent means something only if the additive law describes the data:
+    when its log-residual rms exceeds twice the larger of the noise σ and the
+    per-n fits' pooled rms, the n and m effects interact and b/a is flagged
+    ``supported: False`` with a warning (it is still reported)."""
     if not s.multi_n:
         return None
     theory = THEORY_GAMMA.get(s.setting)
@@ -611,13 +621,30 @@ def balance_stage(s: Setup, glob: GlobalChoice, refits: Refits) -> dict | None:
     reps = refits.global_reps if glob.chosen is free else refits.rivals.get("free")
     ratio = reps[:, f.idx("b")] / reps[:, f.idx("a")] if reps is not None else np.array([])
     med, ci = summarise(ratio, point)
+    per_n = _pooled_rms(groups)
+    supported = bool(free.rms <= MISFIT_FACTOR * max(noise.sigma, per_n))
+    if not supported:
+        s.warnings.append(
+            f"balance point: the joint additive law misfits (log-residual rms {free.rms:.3g} "
+            f"against {per_n:.3g} for the per-n fits and noise {noise.sigma:.3g}); the m and n "
+            "effects interact, so the exponent b/a is not supported by these data"
+        )
     return {
         "exponent": med,
         "exponent_ci": ci,
         "theory": theory,
         "form": "free",
         "exponent_fit": point,
+        "supported": supported,
+        "joint_rms": free.rms,
+        "per_n_rms": per_n,
     }
+
+
+def _pooled_rms(groups: list[GroupFit]) -> float:
+    """Log-residual rms of every group's chosen fit, pooled over their runs."""
+    res = [g.chosen.fit.residuals for g in groups if g.chosen is not None and g.chosen.fit]
+    return float(np.sqrt(np.mean(np.concatenate(res) ** 2))) if res else float("nan")
 
 
 def _bound_warnings(where: str, cand: Candidate) -> list[str]:
@@ -738,7 +765,7 @@ def fit(
     refits = refit_stage(s, noise, res, glob, groups, common)
     gresults = [group_result_stage(s, res, refits, gf, gi) for gi, gf in enumerate(groups)]
     scaling = scaling_stage(s, groups, refits, common, elig, gresults)
-    balance = balance_stage(s, glob, refits)
+    balance = balance_stage(s, glob, refits, groups, noise)
     budgets = (
         list(budgets) if budgets else (default_budgets(s.prep.m, s.prep.n) if s.multi_n else [])
     )

@@ -314,6 +314,7 @@ def _scaling_lines(r: FitReport, con) -> None:
             f"balance point m_bal(n) = (A·n^b/B)^(1/a) under the free joint law: exponent b/a = "
             f"[bold]{fmt(b['exponent'])}[/bold] {fmt_ci(b['exponent_ci'])} (theory: {th}; "
             "½ supervised, 1 self-supervised)"
+            + ("" if b.get("supported", True) else " — not supported: the joint law misfits")
         )
     elif b:
         con.print(f"balance point: {b.get('note', 'not available')}", highlight=False)

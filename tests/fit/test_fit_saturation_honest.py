@@ -91,10 +91,30 @@ def test_balance_point_exponent_is_recovered():
     assert bal["theory"] == 1.0 and bal["form"] == "free"
     assert bal["exponent_ci"][0] <= b / a <= bal["exponent_ci"][1], bal
     assert bal["exponent"] == pytest.approx(b / a, rel=0.25)
+    assert bal["supported"] and not any("misfits" in w for w in r.warnings)
     d = json.loads(json.dumps(r.to_dict(), allow_nan=False))
-    assert set(d["balance"]) >= {"exponent", "exponent_ci", "theory"}
+    assert set(d["balance"]) >= {"exponent", "exponent_ci", "theory", "supported"}
     for g in d["groups"]:
         assert {"m_sat_model_free", "m_sat_model_free_ci", "bracket"} <= set(g)
+
+
+def test_balance_exponent_is_flagged_when_the_joint_additive_law_misfits():
+    # y = 0.02 + 2/√n + K·√(n/m): the m effect grows with n (an interaction), which
+    # no additive law E + A·m^-a + B·n^-b can follow; each n alone is a clean curve.
+    K = 0.0012
+    df = laws.study(
+        lambda m, n: 0.02 + 2 / np.sqrt(n) + K * np.sqrt(n / m),
+        ms=2.0 ** np.arange(2, 13),
+        ns=(4096, 16384, 65536),
+        seeds=3,
+        sigma=0.02,
+        rng=5,
+    )
+    r = fit(df, tolerance=1e-3, bootstrap=40, random_state=1)
+    bal = r.balance
+    assert not bal["supported"] and bal["joint_rms"] > 2 * bal["per_n_rms"]
+    assert any("joint additive law misfits" in w for w in r.warnings)
+    assert "not supported" in render_text(r, width=160)
 
 
 def test_gamma_under_one_common_form_and_withheld_when_extrapolated():
