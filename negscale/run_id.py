@@ -21,7 +21,7 @@ Version 2 (negscale 0.2): ``negatives.pool_exact_max`` and
 ``negatives.pool_batch`` default to rules that follow the batch size
 (``negscale.negatives.pool_rule``). A ``pool`` run whose computation that
 changes (left at the defaults, with B // 2 < m <= 1024, or an estimator with
-m < n) hashes the new meaning and so gets a new id; every other run, and
+B // 2 < m < n) hashes the new meaning and so gets a new id; every other run, and
 every run that sets the two fields, keeps its version-1 id.
 """
 

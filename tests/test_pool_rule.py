@@ -76,6 +76,15 @@ def test_only_runs_the_new_defaults_change_hash_them(source, m, n, batch, want) 
     assert (got["negatives.pool_exact_max"], got["negatives.pool_batch"]) == want
 
 
+@pytest.mark.parametrize("m,moved", [(100, False), (160, False), (161, True), (4095, True)])
+def test_an_estimator_moves_only_when_its_minibatch_changed(m: int, moved: bool) -> None:
+    # exact_max 0: the estimator at every m; up to B // 2 = 160 its mini-batch is the
+    # whole pool under both defaults, at m = n the batch under both
+    sets = [*SMALL, "data.n=4096", "train.batch_size=320", "negatives.source='pool'"]
+    got = v1_hashed(_flat(load_recipe("quickstart", [*sets, "negatives.pool_exact_max=0"], m=m)))
+    assert (got["negatives.pool_batch"] == AUTO_BATCH) is moved
+
+
 def test_given_pool_fields_hash_as_themselves_and_ids_move_only_where_computation_does() -> None:
     given = _pool(20, "negatives.pool_exact_max=1024", "negatives.pool_batch=8")
     assert v1_hashed(_flat(given))["negatives.pool_batch"] == 8

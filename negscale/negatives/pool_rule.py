@@ -46,10 +46,11 @@ def v1_hashed(flat: dict[str, Any]) -> dict[str, Any]:
     """The hashed values of the two pool fields, version-1 compatible.
 
     An unset field hashes as version 1's default wherever the new default
-    computes the same thing (every source but ``pool``; a pool that is exact,
-    or an estimator, under both; the estimator at m = n, whose mini-batch is
-    the batch either way); elsewhere it hashes the new meaning, so the run gets
-    a new id. A number given hashes as itself, as in version 1.
+    computes the same thing: every source but ``pool``; a pool that is exact,
+    or an estimator, under both limits; an estimator with m <= B // 2 (its
+    mini-batch is the whole pool either way) or m = n (the batch either way).
+    Elsewhere it hashes the new meaning, so the run gets a new id. A number
+    given hashes as itself, as in version 1.
     """
     exact_value = flat.get("negatives.pool_exact_max")
     batch_value = flat.get("negatives.pool_batch")
@@ -62,6 +63,6 @@ def v1_hashed(flat: dict[str, Any]) -> dict[str, Any]:
     exact_now = m <= exact_max(exact_value, batch)
     if exact_value is None and exact_now != (m <= V1_EXACT_MAX):
         out["negatives.pool_exact_max"] = exact_max(None, batch)
-    if batch_value is None and not exact_now and m < int(flat.get("data.n", 4096)):
+    if batch_value is None and not exact_now and half_batch(batch) < m < int(flat["data.n"]):
         out["negatives.pool_batch"] = AUTO_BATCH
     return out
