@@ -165,6 +165,7 @@ def train(
     check_device(device)
     check_report_to(report_to)
     r = load_recipe(recipe, set_, m=negatives, n=samples, seed=seed)  # before torch is imported
+    warn_ignored(r)
     folder = check_results_dir(results_dir(results, r.name))
     recorded = None if force else record_row(folder, r.run_id())
     if recorded is not None:
@@ -208,6 +209,21 @@ def train(
         distributed.shutdown()
     if main:
         _show_run(record.to_row(), as_json)
+
+
+def warn_ignored(recipe: Any) -> None:
+    """One warning line per ``negatives.*`` setting the recipe's source does not read."""
+    from negscale.recipe import ignored_negative_fields
+    from negscale.negatives.catalog import SPECS
+
+    reads = ", ".join(SPECS[recipe.negatives.source].fields) or "none of them"
+    for setting in ignored_negative_fields(recipe):
+        err.print(
+            f"[yellow]warning:[/yellow] {setting} is not read by source "
+            f"'{recipe.negatives.source}' (it reads: {reads}); the run ignores it",
+            highlight=False,
+            soft_wrap=True,
+        )
 
 
 def _notice(message: str) -> None:
@@ -315,6 +331,8 @@ def sweep(
     sw.check_metric(metric)
     grid = sw.GridSpec(negatives=negatives, ratios=ratios, samples=samples, seeds=seeds)
     plan = sw.make_plan(recipe, set_, grid)
+    if plan.recipes:
+        warn_ignored(plan.recipes[0])
     part = sw.parse_shard(shard) if shard else None
     folder = results_dir(results, plan.name)
     if dry_run:

@@ -406,6 +406,22 @@ def check_negatives(recipe: Recipe) -> None:
         raise NegscaleError(f"negatives.m: {problem}")
 
 
+def ignored_negative_fields(recipe: Recipe) -> list[str]:
+    """``negatives.*`` settings away from their default that the recipe's source never reads.
+
+    Such a setting is hashed into the run_id but changes nothing in the run
+    (``negatives.gamma`` with source ``batch``), so it is most likely a
+    leftover or a mistyped source: the CLI warns about each, once.
+    """
+    neg = recipe.negatives
+    reads = {"source", "m", "loss_form", *SPECS[neg.source].fields}
+    return [
+        f"negatives.{name} = {getattr(neg, name)!r}"
+        for name, info in type(neg).model_fields.items()
+        if name not in reads and getattr(neg, name) != info.default
+    ]
+
+
 # ---------------------------------------------------------------- loading
 
 
