@@ -213,8 +213,8 @@ def train(
 
 def warn_ignored(recipe: Any) -> None:
     """One warning line per ``negatives.*`` setting the recipe's source does not read."""
-    from negscale.recipe import ignored_negative_fields
     from negscale.negatives.catalog import SPECS
+    from negscale.recipe import ignored_negative_fields
 
     reads = ", ".join(SPECS[recipe.negatives.source].fields) or "none of them"
     for setting in ignored_negative_fields(recipe):

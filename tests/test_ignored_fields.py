@@ -1,4 +1,4 @@
-"""A negatives.* setting the chosen source never reads is named in a warning, not silently hashed."""
+"""A negatives.* setting the chosen source never reads is named in a warning, not ignored."""
 
 from __future__ import annotations
 
