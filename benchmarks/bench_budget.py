@@ -4,7 +4,7 @@ A study's plateau must be set by m and n, not by the optimisation budget: at
 the largest m of the grid, doubling the budget must move the metric by less
 than the tolerance the fit uses (ε: by default the seed sd at the largest m,
 as ``negscale fit``; 0.005 without seeds). The budget is ``train.epochs`` when
-the recipe has it (the bundled studies: the same epochs at every n, steps =
+the recipe has it (the quickstart studies: the same epochs at every n, steps =
 round(epochs·n/B)), and doubling it doubles the epochs and so the steps at
 every n (up to rounding); otherwise it is ``train.steps`` (the same samples
 seen at every n), and doubling doubles the steps. No n is known in advance to
