@@ -1,17 +1,22 @@
-"""Is a study step-capped? Train its largest point with the recipe's steps and with twice as many.
+"""Is a study budget-capped? Train its largest m with the recipe's budget and with twice as much.
 
 A study's plateau must be set by m and n, not by the optimisation budget: at
-the largest m of the grid (and the largest n, where the budget is tightest in
-epochs), doubling ``train.steps`` must move the metric by less than the
-tolerance the fit uses (ε: by default the seed sd at the largest m, as
-``negscale fit``; 0.005 without seeds). Samples seen (steps x batch) are the
-same at every n of a sweep, as in the paper, so the check at the largest n is
-the binding one.
+the largest m of the grid, doubling the budget must move the metric by less
+than the tolerance the fit uses (ε: by default the seed sd at the largest m,
+as ``negscale fit``; 0.005 without seeds). The budget is ``train.epochs`` when
+the recipe has it (the quickstart studies: the same epochs at every n, steps =
+round(epochs·n/B)), and doubling it doubles the epochs and so the steps at
+every n (up to rounding); otherwise it is ``train.steps`` (the same samples
+seen at every n), and doubling doubles the steps. No n is known in advance to
+be the binding one (fixed samples seen over-train the small n and under-train
+the large n; fixed epochs give each n its own steps), so check every n with
+``--all-n``; without it only the largest n is trained.
 
-    python benchmarks/bench_budget.py quickstart [--metric auc] [--seeds 0,1,2]
-        [--tolerance EPS] [--set key=value ...] [--json]
+    python benchmarks/bench_budget.py quickstart --all-n [--metric auc] [--seeds 0,1,2]
+        [--tolerance EPS] [--set key=value ...] [--results FOLDER] [--json]
 
-Prints one line per seed and a verdict; exits 1 when the study is step-capped.
+Prints one line per n and a verdict; exits 1 when the study is budget-capped
+at some n.
 """
 
 from __future__ import annotations
@@ -35,7 +40,9 @@ class BudgetCheck:
     metric: str
     m: int
     n: int
+    epochs: float | None  # the recipe's train.epochs (None: a fixed steps budget)
     steps: int
+    doubled_steps: int
     seeds: list[int]
     base: list[float]
     doubled: list[float]
@@ -50,11 +57,16 @@ class BudgetCheck:
     def line(self) -> str:
         verdict = "STEP-CAPPED" if self.capped else "not step-capped"
         return (
-            f"{self.recipe}: m={self.m} n={self.n} {self.metric}: {self.steps} steps "
-            f"{statistics.fmean(self.base):.4f}, {2 * self.steps} steps "
+            f"{self.recipe}: m={self.m} n={self.n} {self.metric}: "
+            f"{_budget(self.epochs, self.steps)} {statistics.fmean(self.base):.4f}, "
+            f"{_budget(self.epochs and 2 * self.epochs, self.doubled_steps)} "
             f"{statistics.fmean(self.doubled):.4f}, delta {self.delta:+.4f} vs tolerance "
             f"{self.tolerance:.4f} ({self.tolerance_source}): {verdict}"
         )
+
+
+def _budget(epochs: float | None, steps: int) -> str:
+    return f"{steps} steps" if epochs is None else f"{epochs:g} epochs ({steps} steps)"
 
 
 def largest_point(recipes: list[Recipe], n: int | None = None) -> list[Recipe]:
@@ -64,9 +76,18 @@ def largest_point(recipes: list[Recipe], n: int | None = None) -> list[Recipe]:
     return sorted((r for r in recipes if r.data.n == n and r.m == m), key=lambda r: r.train.seed)
 
 
-def with_steps(recipe: Recipe, steps: int) -> Recipe:
+def doubled(recipe: Recipe) -> Recipe:
+    """The recipe with twice its budget: twice its epochs when it has them, else twice its steps.
+
+    Epochs decide the steps (steps = round(epochs·n/B)), so doubling only
+    ``train.steps`` of such a recipe would change nothing.
+    """
     raw = recipe.model_dump(mode="json")
-    raw["train"]["steps"] = steps
+    train = raw["train"]
+    if train.get("epochs") is not None:
+        train["epochs"] = 2 * train["epochs"]
+    else:
+        train["steps"] = 2 * train["steps"]
     return validate(raw)
 
 
@@ -85,21 +106,23 @@ def check(
     train: Callable[[Recipe], float],
     given_tol: float | None = None,
 ) -> BudgetCheck:
-    """Train every point at its steps and at twice its steps; compare the seed means."""
-    steps = points[0].train.steps
+    """Train every point at its budget and at twice its budget; compare the seed means."""
+    longer = [doubled(r) for r in points]
     base = [train(r) for r in points]
-    doubled = [train(with_steps(r, 2 * steps)) for r in points]
+    more = [train(r) for r in longer]
     tol, source = tolerance(base, given_tol)
     return BudgetCheck(
         name,
         metric,
         points[0].m,
         points[0].data.n,
-        steps,
+        points[0].train.epochs,
+        points[0].train.steps,
+        longer[0].train.steps,
         [r.train.seed for r in points],
         base,
-        doubled,
-        statistics.fmean(doubled) - statistics.fmean(base),
+        more,
+        statistics.fmean(more) - statistics.fmean(base),
         tol,
         source,
     )

@@ -479,9 +479,12 @@ def switch_dataset(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
 
 
 def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """Apply ``--set`` overrides in order (see :func:`steps_replace_epochs` for steps)."""
     out = json.loads(json.dumps(raw))
+    keys_set: list[list[str]] = []
     for text in overrides:
         keys, value = parse_override(text)
+        keys_set.append(keys)
         node = out
         for k in keys[:-1]:
             child = node.setdefault(k, {})
@@ -489,7 +492,21 @@ def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]
                 raise NegscaleError(f"--set {text!r}: '{k}' is not a section")
             node = child
         node[keys[-1]] = value
-    return out
+    return steps_replace_epochs(out, keys_set)
+
+
+def steps_replace_epochs(raw: dict[str, Any], keys_set: list[list[str]]) -> dict[str, Any]:
+    """``--set train.steps=K`` without ``--set train.epochs`` drops the file's epochs.
+
+    Epochs decide the steps (:func:`_steps_from_epochs`), so on a recipe with
+    ``train.epochs`` (the bundled studies) an explicit steps count would
+    otherwise be silently replaced; asked for, it wins: K steps at every n.
+    """
+    train = raw.get("train")
+    asked = ["train", "steps"] in keys_set and ["train", "epochs"] not in keys_set
+    if asked and isinstance(train, dict):
+        train.pop("epochs", None)
+    return raw
 
 
 def validate(raw: dict[str, Any]) -> Recipe:

@@ -145,11 +145,15 @@ def design_id(flat: dict[str, Any], defaults: dict[str, Any]) -> str:
     ``batch`` counts as ``subsample`` (it is the subsample of all B−1 other
     items), so a sweep over m whose largest point is in-batch is one design.
     Runs of one design differ only along the axes a study varies; a fit covers
-    one design at a time. 12 hex digits.
+    one design at a time. With ``train.epochs`` the steps follow n (steps =
+    round(epochs·n/B)), so they are an axis too: the epochs are the design.
+    12 hex digits.
     """
     fields = hashed_fields(flat, defaults)
     for key in DESIGN_AXES:
         fields.pop(key, None)
+    if fields.get("train.epochs") is not None:
+        fields.pop("train.steps", None)
     if fields.get("negatives.source") == "batch":
         fields["negatives.source"] = "subsample"
     blob = json.dumps(fields, sort_keys=True, separators=(",", ":"))

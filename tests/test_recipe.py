@@ -6,7 +6,7 @@ import pytest
 from v1_recipes import QUICKSTART_V1, write
 
 from negscale.errors import NegscaleError
-from negscale.recipe import bundled_recipes, load_recipe, parse_override
+from negscale.recipe import TrainConfig, bundled_recipes, load_recipe, parse_override
 
 
 def test_bundled_quickstart_loads_from_any_directory(tmp_path, monkeypatch) -> None:
@@ -136,6 +136,19 @@ def test_design_groups_runs_that_differ_only_in_m_n_seed() -> None:
     assert record_design(base.model_dump_json()) == base.design_id()
 
 
+def test_with_epochs_the_steps_follow_n_within_one_design() -> None:
+    """quickstart's 30 epochs: 96 steps at n = 1024, 1536 at 16384, yet one study design."""
+    small, large = load_recipe("quickstart", n=1024), load_recipe("quickstart")
+    assert (small.train.steps, large.train.steps) == (96, 1536)
+    assert small.design_id() == large.design_id() and small.run_id() != large.run_id()
+    longer = load_recipe("quickstart", ["train.epochs=60"], n=1024)
+    assert longer.design_id() != small.design_id()  # twice the epochs: another design
+    fixed = [load_recipe("quickstart", ["train.steps=96"], n=n) for n in (1024, 16384)]
+    assert fixed[0].design_id() == fixed[1].design_id() != small.design_id()
+    other = load_recipe("quickstart", ["train.steps=192"], n=1024)  # a steps budget is the design
+    assert other.design_id() != fixed[0].design_id()
+
+
 def test_worker_count_is_not_part_of_run_id() -> None:
     base = load_recipe("quickstart")
     assert load_recipe("quickstart", ["data.workers=3"]).run_id() == base.run_id()
@@ -155,4 +168,21 @@ def test_epochs_set_the_steps_per_n() -> None:
         assert again.train.steps == steps and again.run_id() == r.run_id()
     plan = make_plan("quickstart", ["train.epochs=30"], GridSpec(samples="1024,4096"))
     assert {(p.data.n, p.train.steps) for p in plan.recipes} == {(1024, 96), (4096, 384)}
-    assert load_recipe("quickstart").train.epochs is None  # off by default: steps as given
+    assert TrainConfig().epochs is None  # off by default: steps as given, no run_id moves
+
+
+def test_bundled_studies_budget_30_epochs_and_an_explicit_steps_replaces_it() -> None:
+    """quickstart: 30 epochs at B = 320, so 1536 steps at its n = 16384 (30 * 16384 / 320)."""
+    from negscale.sweep import GridSpec, make_plan
+
+    r = load_recipe("quickstart")
+    assert (r.data.n, r.train.epochs, r.train.steps) == (16384, 30, 1536)
+    fixed = load_recipe("quickstart", ["train.steps=300"], n=1024)  # the old fixed budget
+    assert (fixed.train.epochs, fixed.train.steps) == (None, 300)
+    both = load_recipe("quickstart", ["train.steps=300", "train.epochs=10"], n=1024)
+    assert (both.train.epochs, both.train.steps) == (10, 32)  # epochs asked for: they decide
+    plan = make_plan("quickstart", ["train.steps=7"], GridSpec(samples="1024,4096"))
+    assert {(p.data.n, p.train.steps, p.train.epochs) for p in plan.recipes} == {
+        (1024, 7, None),
+        (4096, 7, None),
+    }

@@ -42,6 +42,15 @@ def test_supervised_and_self_supervised_quickstarts_differ_only_in_how_negatives
     assert ssl["negatives"]["loss_form"] == sup["negatives"]["loss_form"]
 
 
+@pytest.mark.parametrize("name", ("quickstart", "quickstart-supervised", "supervised-class-aware"))
+def test_the_quickstart_studies_hold_epochs_fixed_at_every_n(name: str) -> None:
+    """30 epochs (steps = 30 n / B), not fixed samples seen: docs/studies.md, Budgets."""
+    raw = _raw(name)
+    assert raw["train"]["epochs"] == 30 and "steps" not in raw["train"]
+    assert raw["sweep"]["samples"] == [1024, 4096, 16384] and raw["train"]["batch_size"] == 320
+    assert raw["sweep"]["negatives"] == [1, 3, 8, 20, 50, 130, 319]  # up to B - 1
+
+
 def test_class_aware_variant_is_its_own_study_evaluated_class_level() -> None:
     raw = _raw("supervised-class-aware")
     assert raw["negatives"]["source"] == "independent"
@@ -52,8 +61,12 @@ def test_class_aware_variant_is_its_own_study_evaluated_class_level() -> None:
 
 def test_the_bundled_task_has_overlapping_clusters_and_the_documented_oracle_ceiling() -> None:
     """docs/studies.md quotes E* = 0.975 and oracle recall@1 = 0.125 at n_eval = 1024."""
-    task = {k: v for k, v in _raw("quickstart")["data"].items() if k != "n"}
-    assert all(_raw(s)["data"] == _raw("quickstart")["data"] for s in STUDIES)
+
+    def task_of(study: str) -> dict:
+        return {k: v for k, v in _raw(study)["data"].items() if k != "n"}
+
+    task = task_of("quickstart")
+    assert all(task_of(s) == task for s in STUDIES)  # the same task; n follows each grid
     ref = oracle.oracle_reference(build(DataConfig(**task, n=20)), 0.1)
     assert ref["auc_oracle"] == pytest.approx(0.975, abs=5e-4)
     assert ref["recall_at_1_oracle"] == pytest.approx(0.125, abs=5e-4)

@@ -30,9 +30,25 @@ def _points(steps: int, seeds: str = "0,1") -> list:
 def test_largest_point_is_the_largest_m_at_the_largest_n_one_per_seed() -> None:
     points = _points(100)
     assert [(r.m, r.data.n, r.train.seed) for r in points] == [(8, 4096, 0), (8, 4096, 1)]
-    assert bench.with_steps(points[0], 200).train.steps == 200
+    twice = bench.doubled(points[0])  # --set train.steps=100: a steps budget, no epochs
+    assert (twice.train.epochs, twice.train.steps) == (None, 200)
     plan = sw.make_plan("quickstart", None, sw.GridSpec(negatives="1,8", samples="1024,4096"))
     assert {(r.m, r.data.n) for r in bench.largest_point(plan.recipes, 1024)} == {(8, 1024)}
+
+
+def test_doubling_an_epochs_budget_doubles_the_epochs_and_the_steps_at_every_n() -> None:
+    """The bundled 30 epochs at B = 320: 96 steps at n = 1024, 384 at 4096 (30 n / 320)."""
+    plan = sw.make_plan("quickstart", None, sw.GridSpec(negatives="1,8", samples="1024,4096"))
+    for n, steps in ((1024, 96), (4096, 384)):
+        (point, *_) = bench.largest_point(plan.recipes, n)
+        assert (point.train.epochs, point.train.steps) == (30, steps)
+        twice = bench.doubled(point)
+        assert (twice.train.epochs, twice.train.steps, twice.data.n) == (60, 2 * steps, n)
+        assert twice.run_id() != point.run_id()  # a new run, not the study's own record
+    result = bench.check("quickstart", bench.largest_point(plan.recipes, 1024), "auc",
+                         lambda r: r.train.steps / 1000, 1.0)  # fmt: skip
+    assert (result.steps, result.doubled_steps, result.delta) == (96, 192, pytest.approx(0.096))
+    assert "30 epochs (96 steps)" in result.line() and "60 epochs (192 steps)" in result.line()
 
 
 @pytest.mark.parametrize(
