@@ -3,7 +3,8 @@
 A study's plateau must be set by m and n, not by the optimisation budget: at
 the largest m of the grid, doubling the budget must move the metric by less
 than the tolerance the fit uses (ε: by default the seed sd at the largest m,
-as ``negscale fit``; 0.005 without seeds). The budget is ``train.epochs`` when
+pooled over the n checked, as ``negscale fit`` pools it over the n groups;
+0.005 without seeds). The budget is ``train.epochs`` when
 the recipe has it (the quickstart studies: the same epochs at every n, steps =
 round(epochs·n/B)), and doubling it doubles the epochs and so the steps at
 every n (up to rounding); otherwise it is ``train.steps`` (the same samples
@@ -27,7 +28,7 @@ import statistics
 import sys
 import tempfile
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 
 from negscale.recipe import Recipe, validate
 
@@ -128,6 +129,21 @@ def check(
     )
 
 
+def pooled(results: list[BudgetCheck]) -> list[BudgetCheck]:
+    """Every n judged against the tolerance ``negscale fit`` uses for the whole study.
+
+    The fit's default ε is the seed sd at each n's largest m, pooled over the n
+    groups (root mean variance); the per-n sd of 2-3 seeds is itself noisy. Only
+    checks whose tolerance came from their own seeds are pooled.
+    """
+    own = [r for r in results if r.tolerance_source == "seed sd at the largest m"]
+    if len(own) < 2:
+        return results
+    eps = statistics.fmean(r.tolerance**2 for r in own) ** 0.5
+    source = "seed sd at the largest m, pooled over n, as negscale fit"
+    return [replace(r, tolerance=eps, tolerance_source=source) if r in own else r for r in results]
+
+
 def trainer(metric: str, results: str) -> Callable[[Recipe], float]:
     """Train and record a run, or read its record when ``results`` already holds it."""
     from negscale.results import read_record, record_path
@@ -172,6 +188,7 @@ def main(argv: list[str] | None = None) -> int:
             check(plan.name, largest_point(plan.recipes, n), args.metric, train, args.tolerance)
             for n in ns
         ]
+    results = pooled(results)
     for result in results:
         doc = {**asdict(result), "capped": result.capped}
         print(json.dumps(doc) if args.json else result.line())

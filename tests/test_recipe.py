@@ -138,7 +138,7 @@ def test_design_groups_runs_that_differ_only_in_m_n_seed() -> None:
 
 def test_with_epochs_the_steps_follow_n_within_one_design() -> None:
     """quickstart's 30 epochs: 96 steps at n = 1024, 1536 at 16384, yet one study design."""
-    small, large = load_recipe("quickstart", n=1024), load_recipe("quickstart")
+    small, large = load_recipe("quickstart", n=1024), load_recipe("quickstart", n=16384)
     assert (small.train.steps, large.train.steps) == (96, 1536)
     assert small.design_id() == large.design_id() and small.run_id() != large.run_id()
     longer = load_recipe("quickstart", ["train.epochs=60"], n=1024)
@@ -172,11 +172,11 @@ def test_epochs_set_the_steps_per_n() -> None:
 
 
 def test_bundled_studies_budget_30_epochs_and_an_explicit_steps_replaces_it() -> None:
-    """quickstart: 30 epochs at B = 320, so 1536 steps at its n = 16384 (30 * 16384 / 320)."""
+    """quickstart: 30 epochs at B = 320, so 384 steps at its n = 4096 (30 * 4096 / 320)."""
     from negscale.sweep import GridSpec, make_plan
 
     r = load_recipe("quickstart")
-    assert (r.data.n, r.train.epochs, r.train.steps) == (16384, 30, 1536)
+    assert (r.data.n, r.train.epochs, r.train.steps) == (4096, 30, 384)
     fixed = load_recipe("quickstart", ["train.steps=300"], n=1024)  # the old fixed budget
     assert (fixed.train.epochs, fixed.train.steps) == (None, 300)
     both = load_recipe("quickstart", ["train.steps=300", "train.epochs=10"], n=1024)

@@ -28,7 +28,8 @@ def test_each_study_has_three_n_over_a_decade_three_seeds_and_the_papers_loss(na
     assert len(ns) >= 3 and math.log10(max(ns) / min(ns)) >= 1
     assert len(raw["sweep"]["seeds"]) >= 3
     assert raw["negatives"]["loss_form"] == "paper"
-    assert raw["data"]["n"] == max(ns) and raw["train"]["batch_size"] <= min(ns)
+    # `negscale train <study>` trains a point of the grid, so it is one of the study's runs
+    assert raw["data"]["n"] in ns and raw["train"]["batch_size"] <= min(ns)
 
 
 def test_supervised_and_self_supervised_quickstarts_differ_only_in_how_negatives_are_drawn():

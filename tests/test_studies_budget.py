@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -91,3 +92,22 @@ def test_cli_on_a_tiny_config_prints_the_verdict(capsys, tmp_path) -> None:
     assert "STEP-CAPPED" in first and len(record_files(tmp_path)) == 2
     bench.main([*args[:1], *args[2:], "--tolerance", "1e-9", "--results", str(tmp_path)])
     assert capsys.readouterr().out == first
+
+
+def test_all_n_judges_every_n_against_the_fits_pooled_tolerance() -> None:
+    """sd 3e-4 and 5e-4 at two n pool to sqrt((9 + 25) / 2) e-4 = 4.12e-4, as negscale fit's ε."""
+
+    def check(n: int, sd: float, delta: float):
+        base = [0.9 - sd / 2**0.5, 0.9 + sd / 2**0.5]  # two seeds whose sd is `sd`
+        return bench.BudgetCheck("q", "auc", 319, n, 30, 96, 192, [0, 1], base,
+                                 [v + delta for v in base], delta, sd,
+                                 "seed sd at the largest m")  # fmt: skip
+
+    first, second = check(1024, 3e-4, 3.5e-4), check(4096, 5e-4, 1e-4)
+    assert first.capped and not second.capped  # against its own seeds' sd
+    out = bench.pooled([first, second])
+    assert [r.tolerance for r in out] == pytest.approx([(17e-8) ** 0.5] * 2)
+    assert [r.capped for r in out] == [False, False]
+    assert out[0].tolerance_source.endswith("pooled over n, as negscale fit")
+    given = replace(first, tolerance=1e-4, tolerance_source="given")
+    assert bench.pooled([given, second]) == [given, second]  # one own sd: nothing to pool
