@@ -61,8 +61,8 @@ class BudgetCheck:
             f"{self.recipe}: m={self.m} n={self.n} {self.metric}: "
             f"{_budget(self.epochs, self.steps)} {statistics.fmean(self.base):.4f}, "
             f"{_budget(self.epochs and 2 * self.epochs, self.doubled_steps)} "
-            f"{statistics.fmean(self.doubled):.4f}, delta {self.delta:+.4f} vs tolerance "
-            f"{self.tolerance:.4f} ({self.tolerance_source}): {verdict}"
+            f"{statistics.fmean(self.doubled):.4f}, delta {self.delta:+.5f} vs tolerance "
+            f"{self.tolerance:.5f} ({self.tolerance_source}): {verdict}"
         )
 
 
