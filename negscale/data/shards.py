@@ -25,6 +25,7 @@ import io
 import json
 import os
 import tarfile
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -34,6 +35,7 @@ import numpy as np
 from negscale.data.assemble import Rows, assemble, eval_subset, holdout, spec_of
 from negscale.data.base import PairedData
 from negscale.data.images import decode, header_ok
+from negscale.data.packed import OneCaption, PackedBuilder, PackedStrings
 from negscale.data.pairs import label_ids
 from negscale.errors import NegscaleError
 
@@ -166,7 +168,7 @@ class ShardImages:
     shard_of: np.ndarray
     offset: np.ndarray
     size: np.ndarray
-    keys: list[str]
+    keys: Sequence[str]  # PackedStrings: no Python object per sample
 
     def __len__(self) -> int:
         return len(self.keys)
@@ -186,39 +188,44 @@ class ShardImages:
         return header_ok(self._bytes(row))
 
 
-def read_shards(spec: str, field: str, cfg) -> tuple[ShardImages, list[str], list, list[str]]:
-    """(images, captions, labels, bad sample names) over every shard of ``spec``."""
+def read_shards(spec: str, field: str, cfg) -> tuple[ShardImages, PackedStrings, list, list[str]]:
+    """(images, captions, labels, bad sample names) over every shard of ``spec``.
+
+    Each shard's index is unpacked into packed strings and numpy columns as it
+    is read, so the whole set never exists as Python objects per sample.
+    """
     shards = expand(spec, field)
     label_key = cfg.label_column
-    rows: list[list[Any]] = []
-    shard_of: list[int] = []
+    keys, captions = PackedBuilder(), PackedBuilder()
+    shard_of, offset, size, labels = [], [], [], []
     bad: list[str] = []
     for s, shard in enumerate(shards):
         index = load_index(shard, cfg.caption_column, label_key)
-        _check_stats(shard, len(index["samples"]) + len(index["bad"]))
-        rows += index["samples"]
-        shard_of += [s] * len(index["samples"])
+        samples = index["samples"]
+        _check_stats(shard, len(samples) + len(index["bad"]))
+        keys.extend(r[0] for r in samples)
+        captions.extend(r[3] for r in samples)
+        shard_of.append(np.full(len(samples), s, dtype=np.int32))
+        offset.append(np.asarray([r[1] for r in samples], dtype=np.int64))
+        size.append(np.asarray([r[2] for r in samples], dtype=np.int64))
+        labels += [r[4] for r in samples] if label_key else [None] * len(samples)
         bad += [f"{shard}:{key} ({why})" for key, why in index["bad"]]
     if bad and not cfg.skip_bad:
         more = f" and {len(bad) - 1} more" if len(bad) > 1 else ""
         raise NegscaleError(f"{field}: shard sample {bad[0]}{more} (data.skip_bad = true skips)")
-    if not rows:
+    if not labels:
         raise NegscaleError(f"{field}: no image-caption samples in {spec}")
     images = ShardImages(
-        shards,
-        np.asarray(shard_of, dtype=np.int32),
-        np.asarray([r[1] for r in rows], dtype=np.int64),
-        np.asarray([r[2] for r in rows], dtype=np.int64),
-        [r[0] for r in rows],
+        shards, np.concatenate(shard_of), np.concatenate(offset), np.concatenate(size), keys.build()
     )
-    return images, [r[3] for r in rows], [r[4] for r in rows], bad
+    return images, captions.build(), labels, bad
 
 
 def build_shards(cfg, model=None) -> PairedData:
     if not cfg.path:
         raise NegscaleError("data.path: the 'shards' dataset needs a shard spec or folder")
     images, captions, labels, bad = read_shards(cfg.path, "data.path", cfg)
-    per_row = [[c] for c in captions]
+    per_row = OneCaption(captions)
     label_arr, classes = None, None
     if cfg.label_column:
         if any(v is None for v in labels):
@@ -234,7 +241,7 @@ def build_shards(cfg, model=None) -> PairedData:
             e_arr = np.asarray([index.get(str(v), -1) for v in e_labels], dtype=np.int64)
         held = Rows(
             e_images,
-            [[c] for c in e_caps],
+            OneCaption(e_caps),
             e_arr,
             eval_subset(np.arange(len(e_images)), cfg.n_eval, cfg.seed),
         )
