@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import pytest
 import torch
+from test_negatives import SMALL, _setup
 
 from negscale.negatives.pool import PoolSource
 from negscale.negatives.pool_rule import AUTO_BATCH, exact_max, minibatch_floor, v1_hashed
 from negscale.recipe import load_recipe
-from tests.test_negatives import SMALL, _setup
 
 
 def _pool(m: int, *sets: str, n: int = 40, batch: int = 8):
