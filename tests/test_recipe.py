@@ -72,7 +72,7 @@ def test_run_id_is_stable_and_tracks_what_changes_results() -> None:
     assert a.run_id() == b.run_id()
     assert load_recipe("quickstart", seed=1).run_id() != a.run_id()
     assert load_recipe("quickstart", m=4).run_id() != a.run_id()
-    assert load_recipe("quickstart", n=1024).run_id() != a.run_id()
+    assert load_recipe("quickstart", n=4096).run_id() != a.run_id()
     # where it runs does not change what it computes
     assert load_recipe("quickstart", ["train.device='cpu'"]).run_id() == a.run_id()
     assert load_recipe("quickstart", ["sweep.seeds=[5]"]).run_id() == a.run_id()
@@ -172,11 +172,11 @@ def test_epochs_set_the_steps_per_n() -> None:
 
 
 def test_bundled_studies_budget_30_epochs_and_an_explicit_steps_replaces_it() -> None:
-    """quickstart: 30 epochs at B = 320, so 384 steps at its n = 4096 (30 * 4096 / 320)."""
+    """quickstart: 30 epochs at B = 320, so 96 steps at its n = 1024 (30 * 1024 / 320)."""
     from negscale.sweep import GridSpec, make_plan
 
     r = load_recipe("quickstart")
-    assert (r.data.n, r.train.epochs, r.train.steps) == (4096, 30, 384)
+    assert (r.data.n, r.train.epochs, r.train.steps) == (1024, 30, 96)
     fixed = load_recipe("quickstart", ["train.steps=300"], n=1024)  # the old fixed budget
     assert (fixed.train.epochs, fixed.train.steps) == (None, 300)
     both = load_recipe("quickstart", ["train.steps=300", "train.epochs=10"], n=1024)
