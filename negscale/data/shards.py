@@ -191,6 +191,8 @@ class ShardImages:
 def read_shards(spec: str, field: str, cfg) -> tuple[ShardImages, PackedStrings, list, list[str]]:
     """(images, captions, labels, bad sample names) over every shard of ``spec``.
 
+    ``labels`` is one value per sample only with ``data.label_column`` set, else empty.
+
     Each shard's index is unpacked into packed strings and numpy columns as it
     is read, so the whole set never exists as Python objects per sample.
     """
@@ -208,15 +210,17 @@ def read_shards(spec: str, field: str, cfg) -> tuple[ShardImages, PackedStrings,
         shard_of.append(np.full(len(samples), s, dtype=np.int32))
         offset.append(np.asarray([r[1] for r in samples], dtype=np.int64))
         size.append(np.asarray([r[2] for r in samples], dtype=np.int64))
-        labels += [r[4] for r in samples] if label_key else [None] * len(samples)
+        if label_key:  # no per-sample list at all for unlabelled shards
+            labels += [r[4] for r in samples]
         bad += [f"{shard}:{key} ({why})" for key, why in index["bad"]]
     if bad and not cfg.skip_bad:
         more = f" and {len(bad) - 1} more" if len(bad) > 1 else ""
         raise NegscaleError(f"{field}: shard sample {bad[0]}{more} (data.skip_bad = true skips)")
-    if not labels:
+    rows_of = np.concatenate(shard_of)
+    if not len(rows_of):
         raise NegscaleError(f"{field}: no image-caption samples in {spec}")
     images = ShardImages(
-        shards, np.concatenate(shard_of), np.concatenate(offset), np.concatenate(size), keys.build()
+        shards, rows_of, np.concatenate(offset), np.concatenate(size), keys.build()
     )
     return images, captions.build(), labels, bad
 

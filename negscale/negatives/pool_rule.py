@@ -59,7 +59,7 @@ def v1_hashed(flat: dict[str, Any]) -> dict[str, Any]:
         out["negatives.pool_exact_max"] = V1_EXACT_MAX
     if flat.get("negatives.source") != "pool":
         return out
-    m, batch = int(flat["negatives.m"]), int(flat.get("train.batch_size", 256))
+    m, batch = int(flat["negatives.m"]), int(flat["train.batch_size"])
     exact_now = m <= exact_max(exact_value, batch)
     if exact_value is None and exact_now != (m <= V1_EXACT_MAX):
         out["negatives.pool_exact_max"] = exact_max(None, batch)
