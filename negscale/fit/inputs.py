@@ -237,6 +237,9 @@ def prepare(
         _need(df, seed_col, "seeds", "input table")
     if seed_col is not None and seed_col in df.columns:
         seed = df[seed_col].to_numpy()[keep]
+    order = canonical_order(m, n, seed, v)
+    m, n, v = m[order], n[order], v[order]
+    seed = None if seed is None else seed[order]
     if m.size == 0:
         raise NegscaleError(
             "no usable runs left to fit" + (f" ({'; '.join(dropped)})" if dropped else "")
@@ -261,6 +264,18 @@ def prepare(
         dropped=dropped,
         warnings=warnings,
     )
+
+
+def canonical_order(
+    m: np.ndarray, n: np.ndarray, seed: np.ndarray | None, value: np.ndarray
+) -> np.ndarray:
+    """Row order by (n, m, seed, value): the bootstrap draws rows by position,
+    so the same runs read in another order (a sweep's records as they finished,
+    a folder's as listed) must give the same intervals."""
+    keys = [value]
+    if seed is not None:
+        keys.append(np.unique(seed.astype(str), return_inverse=True)[1].ravel())
+    return np.lexsort((*keys, m, n))
 
 
 def _to_error(
