@@ -119,7 +119,7 @@ def test_resumed_file_backed_run_equals_uninterrupted_with_workers(
 def test_a_file_broken_after_the_check_is_a_one_line_error_from_a_worker(tmp_path: Path) -> None:
     root = class_folder(tmp_path / "c", 12)
     pairs = build(DataConfig(name="folder", path=str(root), n=8, n_eval=4, image_size=16)).train
-    victim = pairs.images.paths[pairs.rows[0]]
+    victim = Path(pairs.images.paths[pairs.rows[0]])
     victim.write_bytes(victim.read_bytes()[:60])  # header intact, pixels cut off
     sampler = loader.StepSampler(lambda s: torch.arange(len(pairs)), 0, 1)
     with pytest.raises(NegscaleError) as err:

@@ -52,3 +52,32 @@ def test_a_set_larger_than_one_encoding_batch_packs_every_string() -> None:
     got = PackedStrings.of(iter(want))
     assert len(got) == 70_000 and got[65535] == want[65535] and got[65536] == want[65536]
     assert list(got) == want
+
+
+def test_grouped_captions_equal_a_list_of_lists_built_by_hand() -> None:
+    """Captions of a table with repeated images: per image, its captions in table order."""
+    import numpy as np
+    import pandas as pd
+
+    from negscale.data.packed import GroupedCaptions
+    from negscale.data.pairs import group_images
+
+    rng = random.Random(3)
+    texts = _strings(300, 4)
+    images = [f"img{rng.randint(0, 60)}.png" for _ in texts]
+    table = pd.DataFrame({"__image": images, "__caption": texts})
+    grouped, got = group_images(table, ["__image"])
+    # the reference: first-appearance order of images, each image's captions as listed
+    firsts = list(dict.fromkeys(images))
+    want = {im: [t for i, t in zip(images, texts, strict=True) if i == im] for im in firsts}
+    assert list(grouped["__image"]) == firsts and len(got) == len(firsts)
+    assert [list(got[r]) for r in range(len(got))] == [want[im] for im in firsts]
+    assert got[-1] == tuple(want[firsts[-1]]) and got[1:3] == [tuple(want[f]) for f in firsts[1:3]]
+    with pytest.raises(IndexError):
+        got[len(firsts)]
+    again = pickle.loads(pickle.dumps(got))  # what a spawned DataLoader worker receives
+    assert [again[r] for r in range(len(again))] == [got[r] for r in range(len(got))]
+    empty = GroupedCaptions.of([], np.zeros(0, np.int64), 2)  # an image row without captions
+    assert (
+        len(empty) == 2 and empty[0] == () and empty.nbytes == 8 * 1 + 8 * 3
+    )  # one offset, three starts

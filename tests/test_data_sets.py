@@ -35,7 +35,7 @@ def test_folder_classes_are_subfolders_and_captions_fill_the_templates(folder: P
     assert len(d.train) == 24 and len(d.eval) == 12
     paths = d.train.images.paths
     for i, row in enumerate(d.train.rows):
-        name = paths[row].parent.name  # the class is the folder of the file
+        name = Path(paths[row]).parent.name  # the class is the folder of the file
         assert int(d.train.labels[i]) == sorted(SHAPES).index(name)
         assert list(d.train.captions[row]) == [f"a photo of a {name}.", f"the {name}"]
     # eval captions are the first template, so the eval text of one class is one sequence

@@ -19,6 +19,7 @@ import numpy as np
 from negscale.data.assemble import Rows, assemble, eval_subset, holdout, spec_of
 from negscale.data.base import PairedData
 from negscale.data.images import FileImages
+from negscale.data.packed import PackedStrings
 from negscale.errors import NegscaleError
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff")
@@ -70,12 +71,12 @@ def build_folder(cfg, model=None) -> PairedData:
         raise NegscaleError("data.path: the 'folder' dataset needs a root of class folders")
     paths, labels, classes = scan(Path(cfg.path).expanduser(), "data.path")
     captions = class_captions(labels, classes, cfg.templates)
-    images = FileImages(paths)
+    images = FileImages(PackedStrings.of(map(str, paths)))
     if cfg.eval_path:
         e_paths, e_labels, _ = scan(Path(cfg.eval_path).expanduser(), "data.eval_path", classes)
         train_rows = np.random.default_rng([cfg.seed, 1]).permutation(len(paths))
         held = Rows(
-            FileImages(e_paths),
+            FileImages(PackedStrings.of(map(str, e_paths))),
             class_captions(e_labels, classes, cfg.templates),
             e_labels,
             eval_subset(np.arange(len(e_paths)), cfg.n_eval, cfg.seed),

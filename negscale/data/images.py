@@ -74,9 +74,9 @@ def header_ok(data: io.BytesIO | Path | str) -> str | None:
 
 @dataclass
 class FileImages:
-    """Image files on disk."""
+    """Image files on disk; ``paths`` may be packed strings (one buffer for millions)."""
 
-    paths: list[Path]
+    paths: Sequence[str] | Sequence[Path]
 
     def __len__(self) -> int:
         return len(self.paths)

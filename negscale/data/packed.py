@@ -88,3 +88,42 @@ class OneCaption(Sequence[Sequence[str]]):
         if isinstance(row, slice):
             return [(c,) for c in self.captions[row]]
         return (self.captions[row],)
+
+
+class GroupedCaptions(Sequence[Sequence[str]]):
+    """Per image row the tuple of its captions: one packed buffer and each row's start.
+
+    A caption table (CSV/COCO) of millions of rows would otherwise be a list of
+    lists of ``str``, copied page by page into every forked DataLoader worker.
+    """
+
+    def __init__(self, captions: PackedStrings, starts: np.ndarray) -> None:
+        self.captions, self.starts = captions, starts
+
+    @classmethod
+    def of(
+        cls, captions: Sequence[str] | np.ndarray, group: np.ndarray, groups: int
+    ) -> GroupedCaptions:
+        """Captions in table order (indexable: a table's column, not copied), ``group[i]``
+        the row caption i belongs to (0 .. groups−1); each row keeps its captions in
+        table order."""
+        order = np.argsort(group, kind="stable")
+        starts = np.zeros(groups + 1, dtype=np.int64)
+        np.cumsum(np.bincount(group, minlength=groups), out=starts[1:])
+        return cls(PackedStrings.of(captions[i] for i in order), starts)
+
+    def __len__(self) -> int:
+        return len(self.starts) - 1
+
+    def __getitem__(self, row):  # type: ignore[override]
+        if isinstance(row, slice):
+            return [self[r] for r in range(*row.indices(len(self)))]
+        n, row = len(self), int(row)
+        if not -n <= row < n:
+            raise IndexError(f"row {row} of {n}")
+        row %= n
+        return tuple(self.captions[i] for i in range(self.starts[row], self.starts[row + 1]))
+
+    @property
+    def nbytes(self) -> int:
+        return self.captions.nbytes + int(self.starts.nbytes)

@@ -43,6 +43,7 @@ import pandas as pd
 from negscale.data.assemble import one_source, spec_of
 from negscale.data.base import PairedData
 from negscale.data.images import FileImages
+from negscale.data.packed import GroupedCaptions, PackedStrings
 from negscale.errors import NegscaleError
 from negscale.recipe import DataConfig
 
@@ -188,15 +189,15 @@ def full_table(cfg: DataConfig) -> tuple[pd.DataFrame, Path, Path]:
     return table, root, eval_root
 
 
-def group_images(table: pd.DataFrame, keys: list[str]) -> tuple[pd.DataFrame, list[list[str]]]:
-    """One row per image (first appearance order) and each image's captions, in table order."""
+def group_images(table: pd.DataFrame, keys: list[str]) -> tuple[pd.DataFrame, GroupedCaptions]:
+    """One row per image (first appearance order) and each image's captions, in table order,
+    packed (:class:`GroupedCaptions`: no Python object per caption)."""
     codes = table.groupby(keys, sort=False).ngroup().to_numpy()
     first = np.unique(codes, return_index=True)[1]
     grouped = table.iloc[np.sort(first)].reset_index(drop=True)
-    order = np.argsort(codes[np.sort(first)])
-    captions: list[list[str]] = [[] for _ in range(len(first))]
-    for code, caption in zip(codes, table["__caption"], strict=True):
-        captions[order[code]].append(caption)
+    row_of_code = np.empty(len(first), dtype=np.int64)
+    row_of_code[np.argsort(first, kind="stable")] = np.arange(len(first))
+    captions = GroupedCaptions.of(table["__caption"].to_numpy(), row_of_code[codes], len(first))
     return grouped, captions
 
 
@@ -215,10 +216,10 @@ def build_pairs(cfg: DataConfig, model=None) -> PairedData:
     train_rows, eval_rows = split_rows(grouped, cfg)
     kind = np.full(len(grouped), "train", dtype=object)
     kind[eval_rows] = "eval"
-    paths = [
-        _resolve(eval_root if k == "eval" else root, name)
+    paths = PackedStrings.of(
+        str(_resolve(eval_root if k == "eval" else root, name))
         for k, name in zip(kind, grouped["__image"], strict=True)
-    ]
+    )
     labels, classes = None, None
     if label_col is not None:
         name = cfg.label_column or "label"
