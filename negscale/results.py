@@ -264,14 +264,18 @@ def load(
     if not frames:
         return pd.DataFrame(columns=[f.name for f in fields(RunRecord)])
     df = pd.concat(frames, ignore_index=True)
-    missing = df["design"].isna() if "design" in df.columns else pd.Series(True, index=df.index)
-    if missing.any() and "recipe" in df.columns:  # records written before the design column
-        df.loc[missing, "design"] = [record_design(text) for text in df.loc[missing, "recipe"]]
+    if "recipe" in df.columns:
+        # derived, so recomputed under the current rule: records written before the
+        # column, or before a fix to the rule (0.2.0 split a pool study in two), join
+        # the runs of their study; a recipe that cannot be read keeps its stored design
+        fresh = pd.Series([record_design(text) for text in df["recipe"]], index=df.index)
+        stored = df["design"] if "design" in df.columns else pd.Series(None, index=df.index)
+        df["design"] = fresh.where(fresh.notna(), stored)
     return df
 
 
 def record_design(recipe_json: str) -> str | None:
-    """The design of a record from its recipe JSON (records that predate the column)."""
+    """The design of a record from its recipe JSON, under the current rule."""
     import json
 
     from negscale.recipe import Recipe
@@ -281,6 +285,8 @@ def record_design(recipe_json: str) -> str | None:
         raw = json.loads(recipe_json)
     except (TypeError, ValueError):
         return None
+    if not isinstance(raw, dict) or not {"data", "negatives", "train"} <= raw.keys():
+        return None  # not a resolved recipe (hand-written records, tests): keep what is stored
     try:  # the current schema's defaults: fields added since are hashed only when set
         defaults = Recipe.model_validate(raw).field_defaults()
     except Exception:  # a recipe this version no longer accepts: every field counts

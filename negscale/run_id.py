@@ -137,6 +137,7 @@ def run_id(flat: dict[str, Any], defaults: dict[str, Any]) -> str:
 
 
 DESIGN_AXES = ("negatives.m", "data.n", "train.seed")
+POOL_FIELDS = ("negatives.pool_exact_max", "negatives.pool_batch")
 
 
 def design_id(flat: dict[str, Any], defaults: dict[str, Any]) -> str:
@@ -147,9 +148,14 @@ def design_id(flat: dict[str, Any], defaults: dict[str, Any]) -> str:
     Runs of one design differ only along the axes a study varies; a fit covers
     one design at a time. With ``train.epochs`` the steps follow n (steps =
     round(epochs·n/B)), so they are an axis too: the epochs are the design.
-    12 hex digits.
+    A pool's two mini-batch fields enter as set (version 2's run_id hashes them
+    per point, by m and n). 12 hex digits.
     """
     fields = hashed_fields(flat, defaults)
+    if flat.get("negatives.source") == "pool":
+        # as set, not as hashed: v1_hashed depends on m and n, and a design must not
+        for key in POOL_FIELDS:
+            fields[key] = flat.get(key)
     for key in DESIGN_AXES:
         fields.pop(key, None)
     if fields.get("train.epochs") is not None:

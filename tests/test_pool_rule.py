@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 import torch
 from test_negatives import SMALL, _setup
@@ -92,3 +94,34 @@ def test_given_pool_fields_hash_as_themselves_and_ids_move_only_where_computatio
     assert exact_small.run_id() == _pool(3, "negatives.pool_exact_max=1024").run_id()
     moved = _pool(20)  # B // 2 < m <= 1024: now the estimator, so a new id
     assert moved.run_id() != _pool(20, "negatives.pool_exact_max=1024").run_id()
+
+
+@pytest.mark.parametrize(
+    "study", ["self-supervised", "quickstart", "quickstart-supervised", "supervised-class-aware"]
+)
+def test_every_point_of_a_bundled_study_is_one_design(study: str) -> None:
+    """Version 2 hashes the pool fields per point (by m and n); the design must not,
+    or `negscale fit FOLDER` fits a part of the study (0.2.0 split self-supervised 42 / 21)."""
+    from negscale.sweep.plan import GridSpec, make_plan
+
+    plan = make_plan(study, [], GridSpec())
+    assert len(plan.recipes) == 63
+    assert len({r.design_id() for r in plan.recipes}) == 1
+    assert len({r.run_id() for r in plan.recipes}) == 63  # while run_ids stay per point
+
+
+def test_results_recompute_a_stale_stored_design(tmp_path) -> None:
+    """A record written with 0.2.0's split design joins its study when read."""
+    from test_results import make_record
+
+    from negscale.results import load, write
+    from negscale.sweep.plan import GridSpec, make_plan
+
+    plan = make_plan("self-supervised", [], GridSpec())
+    for i, r in enumerate(plan.recipes[:6]):
+        text = json.dumps(r.resolved())
+        write(make_record(f"r{i}", design=f"stale{i % 2}", recipe=text, m=r.m), tmp_path)
+    write(make_record("hand", design="kept", recipe="{}"), tmp_path)  # no recipe to derive from
+    designs = load(tmp_path).set_index("run_id")["design"]
+    assert set(designs.drop("hand")) == {plan.recipes[0].design_id()}
+    assert designs["hand"] == "kept"
