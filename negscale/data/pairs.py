@@ -192,13 +192,11 @@ def full_table(cfg: DataConfig) -> tuple[pd.DataFrame, Path, Path]:
 def group_images(table: pd.DataFrame, keys: list[str]) -> tuple[pd.DataFrame, GroupedCaptions]:
     """One row per image (first appearance order) and each image's captions, in table order,
     packed (:class:`GroupedCaptions`: no Python object per caption)."""
+    # sort=False numbers the groups in order of first appearance: a code is its image's row
     codes = table.groupby(keys, sort=False).ngroup().to_numpy()
     first = np.unique(codes, return_index=True)[1]
-    grouped = table.iloc[np.sort(first)].reset_index(drop=True)
-    row_of_code = np.empty(len(first), dtype=np.int64)
-    row_of_code[np.argsort(first, kind="stable")] = np.arange(len(first))
-    captions = GroupedCaptions.of(table["__caption"].to_numpy(), row_of_code[codes], len(first))
-    return grouped, captions
+    grouped = table.iloc[first].reset_index(drop=True)
+    return grouped, GroupedCaptions.of(table["__caption"].to_numpy(), codes, len(first))
 
 
 def build_pairs(cfg: DataConfig, model=None) -> PairedData:
