@@ -40,6 +40,13 @@ def test_instance_retrieval_matches_sklearn_and_brute_force(noise: float) -> Non
     assert got == pytest.approx(want, abs=1e-12)
 
 
+def test_instance_fast_path_equals_the_masked_path_with_ties() -> None:
+    q, k = _pair(90, 4, 3, 1.0)
+    q, k = q.round(), k.round()  # integer scores: many ties, the positive's among them
+    unique = torch.arange(90)  # one item per class: the masked path, same positives
+    assert retrieval_metrics(q, k, chunk=32) == retrieval_metrics(q, k, unique, chunk=32)
+
+
 def test_label_aware_retrieval_matches_sklearn() -> None:
     q, k = _pair(50, 6, 1, 2.0)
     labels = torch.arange(50) % 7
