@@ -280,6 +280,12 @@ class TrainConfig(_Section):
         " samples seen at every n)",
     )
 
+    select: Literal["last", "best"] = Field(
+        "last",
+        description="the weights a run reports: the last step's, or the best validation AUC's"
+        " (evaluated about 50 times a run on pairs the run never trains on; docs/studies.md)",
+    )
+
     @field_validator("micro_batch")
     @classmethod
     def _off(cls, value: int | None) -> int | None:

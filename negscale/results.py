@@ -112,6 +112,9 @@ class RunRecord:
     auc_init: float | None = None
     recall_at_1_init: float | None = None
     val_loss_init: float | None = None
+    # train.select = "best": the step whose weights the metrics are from, and its validation AUC
+    selected_step: int | None = None
+    select_auc: float | None = None
 
     def to_row(self) -> dict:
         return asdict(self)

@@ -35,6 +35,7 @@ from negscale.negatives import Batch, NegativeSource, step_generator
 from negscale.negatives.step import StagedStep
 from negscale.recipe import Recipe
 from negscale.results import RunRecord, write, write_history
+from negscale.selection import Selection, is_due, validation_pairs
 
 Notice = Callable[[str], None]
 
@@ -232,6 +233,11 @@ class Trainer:
         # house: step-0 metrics (the collapse check) and the training curve, both checkpointed
         self.init_metrics: dict[str, float | None] | None = None
         self.history: list[dict[str, float]] = []
+        # train.select = "best": validation pairs and the best weights seen on them
+        self.selection: Selection | None = None
+        if recipe.train.select == "best":
+            self.val_split = validation_pairs(self.data, recipe.data.n, recipe.data.n_eval)
+            self.selection = Selection()
 
     # ------------------------------------------------------------ checkpoints
     def state_dict(self) -> dict:
@@ -248,6 +254,7 @@ class Trainer:
             "run_id": self.recipe.run_id(),
             "init_metrics": self.init_metrics,
             "history": self.history,
+            "selection": None if self.selection is None else self.selection.state_dict(),
         }
 
     def load_state_dict(self, state: dict) -> None:
@@ -260,6 +267,8 @@ class Trainer:
         self.train_s = state["train_s"]
         self.init_metrics = state.get("init_metrics")  # checkpoints before these keys lack them
         self.history = list(state.get("history", []))
+        if self.selection is not None and state.get("selection") is not None:
+            self.selection.load_state_dict(state["selection"])
 
     def save(self, path: Path) -> None:
         """Write the checkpoint atomically; under torchrun only rank 0 writes."""
@@ -389,15 +398,20 @@ class Trainer:
                 t0 = time.perf_counter()
                 self.train_step()
                 due = checkpoint is not None and every and self.step % every == 0
-                if due or self.step == total:
+                select = self.selection is not None and is_due(self.step, total)
+                if due or select or self.step == total:
                     self.flush()
                 self.train_s += time.perf_counter() - t0  # exact at each flush (a sync)
+                if select:
+                    self.selection.offer(self.step, self.validation_auc(), self.model)
                 if not self._pending:
                     bar.update(task, completed=self.step, loss=self.losses[-1])
                 if due:
                     self.save(checkpoint)
         if checkpoint is not None:
             self.save(checkpoint)
+        if self.selection is not None:  # report the selected weights (the checkpoint keeps both)
+            self.selection.restore(self.model)
 
     # ------------------------------------------------------------ evaluation
     @torch.no_grad()
@@ -425,6 +439,14 @@ class Trainer:
             with self.runtime.autocast:
                 out.append(self.model.encode_text(part.to(dev)).float().cpu())
         return torch.cat(out)
+
+    @torch.no_grad()
+    def validation_auc(self) -> float:
+        """AUC on the validation pairs, at the recipe's retrieval level (what selection ranks)."""
+        img, txt = self.embed(self.val_split)
+        labels = self.val_split.labels
+        class_level = self.recipe.eval.retrieval == "class"
+        return float(evaluate(img, txt, labels, class_level=class_level)["auc"])
 
     @torch.no_grad()
     def evaluate(self) -> dict[str, float | None]:
@@ -524,6 +546,8 @@ def _record(
         auc_init=(trainer.init_metrics or {}).get("auc"),
         recall_at_1_init=(trainer.init_metrics or {}).get("recall_at_1"),
         val_loss_init=(trainer.init_metrics or {}).get("val_loss"),
+        selected_step=None if trainer.selection is None else trainer.selection.best_step,
+        select_auc=None if trainer.selection is None else trainer.selection.best_auc,
     )
 
 

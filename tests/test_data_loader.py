@@ -87,6 +87,7 @@ def _recipe(name: str, root: Path, workers: int):
             f"data.workers={workers}",
             "train.batch_size=8",
             "train.steps=7",
+            "train.select=last",
             "model.hidden=16",
             "model.embed_dim=8",
             "eval.prototypes=24",

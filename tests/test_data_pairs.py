@@ -184,6 +184,7 @@ def test_local_hf_tokenizer_and_hf_text_tower(tmp_path: Path, shapes: Path, tiny
             "model.text_encoder='hf'",
             f"model.text_path='{tmp_path / 'bert'}'",
             "train.steps=12",  # enough to pass the trainer's collapse check
+            "train.select=last",
         ],
     )
     rec = run(recipe, tmp_path / "results", device="cpu", progress=False)
@@ -269,6 +270,7 @@ def _run_overrides(path: Path) -> list[str]:
         "data.caption_len=4",
         "train.batch_size=10",
         "train.steps=30",
+        "train.select=last",
         "model.hidden=32",
         "model.embed_dim=16",
     ]

@@ -15,8 +15,8 @@ two-view pairing and bad-file handling are decided once:
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -155,7 +155,25 @@ def assemble(
         num_classes=len(classes) if classes and train.labels is not None else None,
         info=spec.info,
         prompts=ensemble,
+        val_builder=_validation(train, tr.rows, spec, encode),
     )
+
+
+def _validation(train: Rows, used: np.ndarray, spec: Spec, encode) -> Callable:
+    """Validation pairs on demand: the training rows after the run's first n, in their order.
+
+    Cut lazily, so a run that does not select a checkpoint checks no extra images.
+    """
+    after = int(np.flatnonzero(train.order == used[-1])[0]) + 1 if len(used) else 0
+
+    def build(size: int) -> ImageTextSet | None:
+        rest = replace(train, order=train.order[after:])
+        if len(rest.order) < size:
+            return None
+        val, _ = _split(rest, size, spec, encode, train=False)
+        return val if len(val) >= size else None
+
+    return build
 
 
 def one_source(

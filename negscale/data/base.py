@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -84,3 +85,7 @@ class PairedData:
     info: dict[str, Any] = field(default_factory=dict)
     # zero-shot prompt ensembling: (text inputs of every class x template caption, class ids)
     prompts: tuple[torch.Tensor, torch.Tensor] | None = None
+    # validation pairs for ``train.select = "best"``, from neither train nor eval: drawn
+    # (synthetic), or cut on demand by ``val_builder(size)`` (None when there are too few)
+    val: PairSet | None = None
+    val_builder: Callable[[int], PairSet | None] | None = field(default=None, repr=False)

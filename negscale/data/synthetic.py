@@ -24,7 +24,8 @@ random negative is almost always from another cluster, so few negatives only
 teach coarse cluster identity and the fine within-cluster ranking needs many),
 ``latent_dim`` and ``input_dim``. Train pairs are the first n of one fixed
 stream (studies over n use nested subsets); the evaluation pairs come from a
-separate stream that does not depend on n.
+separate stream that does not depend on n, and the validation pairs
+(``train.select = "best"``) from a third, as many as the evaluation pairs.
 """
 
 from __future__ import annotations
@@ -37,7 +38,7 @@ import torch
 from negscale.data.base import Modality, PairedData, Split
 from negscale.recipe import DataConfig
 
-_TRAIN_STREAM, _EVAL_STREAM = 1, 2
+_TRAIN_STREAM, _EVAL_STREAM, _VAL_STREAM = 1, 2, 3
 
 
 class GaussianMixtureOracle:
@@ -171,6 +172,7 @@ def build_synthetic(cfg: DataConfig) -> PairedData:
     centres = task.normal(scale=cfg.cluster_scale, size=(cfg.classes, cfg.latent_dim))
     k_tr, u_tr, v_tr = _draw_latents(cfg.seed, _TRAIN_STREAM, centres, cfg.n, cfg)
     k_ev, u_ev, v_ev = _draw_latents(cfg.seed, _EVAL_STREAM, centres, cfg.n_eval, cfg)
+    k_va, u_va, v_va = _draw_latents(cfg.seed, _VAL_STREAM, centres, cfg.n_eval, cfg)
 
     if cfg.flavour == "vectors":
         g, h = (
@@ -200,6 +202,7 @@ def build_synthetic(cfg: DataConfig) -> PairedData:
 
     train = Split(fx(u_tr), fy(v_tr), torch.as_tensor(k_tr))
     evaluation = Split(fx(u_ev), fy(v_ev), torch.as_tensor(k_ev))
+    validation = Split(fx(u_va), fy(v_va), torch.as_tensor(k_va))
     oracle = None
     if cfg.flavour == "vectors" and cfg.noise > 0:
         latents = {
@@ -215,4 +218,5 @@ def build_synthetic(cfg: DataConfig) -> PairedData:
         num_classes=cfg.classes,
         oracle=oracle,
         info={"flavour": cfg.flavour},
+        val=validation,
     )
