@@ -28,6 +28,7 @@ from negscale.sweep.plan import GridSpec, Plan, make_plan, plan_document
 from negscale.sweep.plot import plot_study
 from negscale.sweep.state import plan_states, record_state, stray_files
 from negscale.sweep.summary import check_metric, study_frame, summarise
+from negscale.sweep.workers import resolve_jobs
 
 __all__ = [
     "Claim",
@@ -51,6 +52,7 @@ __all__ = [
     "plan_states",
     "plot_study",
     "record_state",
+    "resolve_jobs",
     "resolve_samples",
     "stray_files",
     "study_frame",

@@ -9,6 +9,7 @@ renders what :class:`Listener` reports.
 from __future__ import annotations
 
 import time
+from concurrent.futures import ALL_COMPLETED, FIRST_COMPLETED, Future, wait
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -16,9 +17,10 @@ from typing import Any, Protocol
 from negscale.errors import NegscaleError
 from negscale.recipe import Recipe
 from negscale.results import RunRecord, record_path
-from negscale.sweep.locks import claim
+from negscale.sweep.locks import Claim, claim
 from negscale.sweep.plan import Plan
 from negscale.sweep.state import record_state, stray_files
+from negscale.sweep.workers import Workers
 
 
 class Listener(Protocol):
@@ -81,24 +83,6 @@ class SweepStats:
         }
 
 
-class _DataCache:
-    """The last built dataset, reused while the data config is equal: all m and seeds of one n."""
-
-    def __init__(self) -> None:
-        self.key: str | None = None
-        self.data: Any = None
-
-    def get(self, recipe: Recipe) -> Any:
-        from negscale import data as datasets
-
-        # the towers pick the tokenizer and image statistics, so they are part of the key
-        key = recipe.data.model_dump_json() + recipe.model.model_dump_json()
-        if key != self.key:
-            self.key, self.data = None, None  # free the old one before building the next
-            self.data, self.key = datasets.build(recipe.data, recipe.model), key
-        return self.data
-
-
 def execute(
     plan: Plan,
     results: str | Path,
@@ -107,73 +91,110 @@ def execute(
     device: str | None = None,
     listener: Listener | None = None,
     report_to: str | None = None,
+    jobs: int = 1,
 ) -> SweepStats:
     """Train every run of this shard that has no valid record, each under a claim.
 
     A diverged run is recorded by the trainer and reported; an unexpected error
     in one run is reported and the sweep goes on (the run stays pending, so a
-    re-run retries it); a user error (NegscaleError) stops the sweep.
+    re-run retries it); a user error (NegscaleError) stops the sweep. With
+    ``jobs`` > 1 that many runs train at once, each in a worker process
+    (:mod:`negscale.sweep.workers`); this process holds their claims.
     """
-    from negscale.train import run
-
     listener = listener or SilentListener()
     results = Path(results)
     mine = plan.shard(shard)
     states = {r.run_id(): record_state(results, r.run_id()) for r in mine}
     todo = [r for r in mine if states[r.run_id()] != "done"]
     stats = SweepStats(in_shard=len(mine), done_before=len(mine) - len(todo))
-    cache = _DataCache()
     if stats.done_before:
         listener.notice(f"{stats.done_before} of {len(mine)} runs already recorded: skipped")
     listener.begin(len(todo))
-    for recipe in todo:
-        rid = recipe.run_id()
-        held = claim(results, rid)
-        if held is None:
-            stats.busy.append(rid)
-            listener.notice(f"run {rid} is being trained by another process: skipped")
-            listener.finished(recipe, None, 0.0)
-            continue
-        # try/finally rather than `with`: a signal arriving while __enter__ runs
-        # would skip __exit__ and leave the lock behind.
-        try:
-            for stray in stray_files(results, rid):
-                stray.unlink(missing_ok=True)
-                stats.cleaned.append(str(stray))
-            state = record_state(results, rid)
-            if state == "done":  # finished by another process since we looked
-                listener.finished(recipe, None, 0.0)
-                continue
-            if state == "corrupt":
-                path = record_path(results, rid)
-                listener.notice(f"corrupt run record {path}: removed, redoing the run")
-                path.unlink(missing_ok=True)
-                stats.corrupt.append(rid)
-            listener.started(recipe)
-            start = time.perf_counter()
-            try:
-                record = run(
-                    recipe,
-                    results,
-                    device=device,
-                    progress=False,
-                    data=cache.get(recipe),
-                    notice=listener.notice,
-                    report_to=report_to,
-                )
-            except NegscaleError:
-                raise
-            except Exception as exc:
-                stats.failed[rid] = f"{type(exc).__name__}: {exc}"
-                listener.notice(f"run {rid} (m={recipe.m}, n={recipe.data.n}) failed: {exc}")
-                listener.finished(recipe, None, time.perf_counter() - start)
-                continue
-            stats.trained.append(rid)
-            if record.status == "diverged":
-                stats.diverged.append(rid)
-            elif record.status == "collapsed":
-                stats.collapsed.append(rid)
-            listener.finished(recipe, record, time.perf_counter() - start)
-        finally:
+    running: dict[Future, tuple[Recipe, Claim, float]] = {}
+    try:
+        with Workers(jobs, device, report_to, listener.notice) as workers:
+            for recipe in todo:
+                held = _claim(results, recipe, stats, listener)
+                if held is None:
+                    continue
+                listener.started(recipe)
+                try:  # in this process the run trains inside submit: Ctrl-C, SIGTERM
+                    future = workers.submit(recipe, results)
+                except BaseException:
+                    held.release()
+                    raise
+                running[future] = (recipe, held, time.perf_counter())
+                while len(running) >= jobs:
+                    _collect(workers, running, stats, listener, FIRST_COMPLETED)
+            while running:
+                _collect(workers, running, stats, listener, ALL_COMPLETED)
+    finally:  # after the workers stopped: no claim is dropped under a run still training
+        for _, held, _ in running.values():
             held.release()
     return stats
+
+
+def _claim(results: Path, recipe: Recipe, stats: SweepStats, listener: Listener) -> Claim | None:
+    """This process's claim on a pending run, its stray files cleaned; None: skip it.
+
+    A run another live process holds is busy; one finished since the sweep
+    looked is done; a corrupt record is removed so the run is redone.
+    """
+    rid = recipe.run_id()
+    held = claim(results, rid)
+    if held is None:
+        stats.busy.append(rid)
+        listener.notice(f"run {rid} is being trained by another process: skipped")
+        listener.finished(recipe, None, 0.0)
+        return None
+    # try/except rather than `with`: a signal arriving while __enter__ runs
+    # would skip __exit__ and leave the lock behind.
+    try:
+        for stray in stray_files(results, rid):
+            stray.unlink(missing_ok=True)
+            stats.cleaned.append(str(stray))
+        state = record_state(results, rid)
+        if state == "done":  # finished by another process since we looked
+            listener.finished(recipe, None, 0.0)
+            held.release()
+            return None
+        if state == "corrupt":
+            path = record_path(results, rid)
+            listener.notice(f"corrupt run record {path}: removed, redoing the run")
+            path.unlink(missing_ok=True)
+            stats.corrupt.append(rid)
+    except BaseException:
+        held.release()
+        raise
+    return held
+
+
+def _collect(
+    workers: Workers,
+    running: dict[Future, tuple[Recipe, Claim, float]],
+    stats: SweepStats,
+    listener: Listener,
+    until: str,
+) -> None:
+    """Account for the runs that have ended (at least one), releasing their claims."""
+    done, _ = wait(list(running), return_when=until)
+    for future in done:
+        recipe, held, start = running.pop(future)
+        try:
+            record = workers.result(future)
+        except NegscaleError:
+            raise
+        except Exception as exc:
+            rid = recipe.run_id()
+            stats.failed[rid] = f"{type(exc).__name__}: {exc}"
+            listener.notice(f"run {rid} (m={recipe.m}, n={recipe.data.n}) failed: {exc}")
+            listener.finished(recipe, None, time.perf_counter() - start)
+            continue
+        finally:
+            held.release()
+        stats.trained.append(record.run_id)
+        if record.status == "diverged":
+            stats.diverged.append(record.run_id)
+        elif record.status == "collapsed":
+            stats.collapsed.append(record.run_id)
+        listener.finished(recipe, record, time.perf_counter() - start)

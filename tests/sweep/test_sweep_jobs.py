@@ -1,0 +1,47 @@
+"""--jobs: runs trained in worker processes give the records a one-process sweep gives."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from negscale.cli import app
+from negscale.errors import NegscaleError
+from negscale.sweep import GridSpec, execute, make_plan, resolve_jobs
+
+from .helpers import expected_ids, leftovers, records_on_disk, runner, set_args
+
+OUTCOMES = ("auc", "recall_at_1", "val_loss", "train_loss", "mean_rank", "selected_step")
+
+
+def test_two_workers_record_what_one_process_records(tmp_path, fast) -> None:
+    sets = [*fast, "train.select=best"]
+    plan = make_plan("quickstart", sets, GridSpec(negatives="1,4,8", seeds="0,1"))
+    one = execute(plan, tmp_path / "one", device="cpu")
+    args = ["sweep", "quickstart", "-m", "1,4,8", "--seeds", "0,1", "--jobs", "2"]
+    res = runner.invoke(app, [*args, "--results", str(tmp_path / "two"), *set_args(sets)])
+    assert res.exit_code == 0, res.output
+    assert "2 at once" in res.stderr
+    a, b = records_on_disk(tmp_path / "one"), records_on_disk(tmp_path / "two")
+    assert set(a) == set(b) == set(one.trained) == expected_ids(sets, [1, 4, 8], [256], [0, 1])
+    for rid in a:  # worker processes pin torch to 1 thread here, as the tests do
+        assert [a[rid][k] for k in OUTCOMES] == [b[rid][k] for k in OUTCOMES]
+    assert leftovers(tmp_path / "two") == []
+
+
+def test_jobs_counts_and_auto() -> None:
+    assert resolve_jobs("3", "cpu") == 3 and resolve_jobs(2, None) == 2
+    assert resolve_jobs("auto", "cpu") == len(os.sched_getaffinity(0))
+    assert resolve_jobs("auto", "cuda") == 1
+    for bad in ("0", "-1", "many"):
+        with pytest.raises(NegscaleError, match="--jobs"):
+            resolve_jobs(bad, "cpu")
+
+
+def test_a_bad_jobs_value_is_a_one_line_error_and_writes_nothing(tmp_path, fast) -> None:
+    args = ["sweep", "quickstart", "--jobs", "0", "--results", str(tmp_path / "r")]
+    res = runner.invoke(app, [*args, *set_args(fast)])
+    assert res.exit_code == 2
+    assert "--jobs" in res.stderr and "Traceback" not in res.output
+    assert not (tmp_path / "r").exists()
