@@ -276,6 +276,11 @@ def run_table(row: dict) -> Table:
         f"m={row['m']} ({row['negatives']}), n={row['n']}, seed={row['seed']}:\n"
         f"{row['steps']} steps on {row['device']} in {row['wall_s']:.1f}s"
     )
+    if row.get("selected_step") is not None:  # train.select = "best"
+        table.caption += (
+            f"\nthe weights of step {int(row['selected_step'])}/{row['steps']} "
+            f"(best validation AUC {row['select_auc']:.4f})"
+        )
     table.caption_justify = "left"
     return table
 

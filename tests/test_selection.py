@@ -163,3 +163,16 @@ def test_ties_keep_the_earlier_step() -> None:
         model.weight.fill_(3.0)
     pick.offer(10, 0.9, model)
     assert pick.best_step == 5 and float(pick.weights["weight"]) != 3.0
+
+
+def test_train_says_which_step_it_reports(tmp_path, tiny_overrides) -> None:
+    from typer.testing import CliRunner
+
+    from negscale.cli import app
+
+    overrides = [*tiny_overrides, "train.steps=6", "train.select=best"]
+    sets = [a for o in overrides for a in ("--set", o)]
+    res = CliRunner().invoke(app, ["train", "quickstart", "--results", str(tmp_path), *sets])
+    assert res.exit_code == 0, res.output
+    record = load(tmp_path).iloc[0]
+    assert f"the weights of step {int(record.selected_step)}/6" in res.output
