@@ -235,6 +235,7 @@ class Trainer:
         self.history: list[dict[str, float]] = []
         # train.select = "best": validation pairs and the best weights seen on them
         self.selection: Selection | None = None
+        self.val_split: PairSet | None = None
         if recipe.train.select == "best":
             self.val_split = validation_pairs(self.data, recipe.data.n, recipe.data.n_eval)
             self.selection = Selection()
@@ -443,6 +444,8 @@ class Trainer:
     @torch.no_grad()
     def validation_auc(self) -> float:
         """AUC on the validation pairs, at the recipe's retrieval level (what selection ranks)."""
+        if self.val_split is None:
+            raise RuntimeError('validation pairs exist only with train.select = "best"')
         img, txt = self.embed(self.val_split)
         labels = self.val_split.labels
         class_level = self.recipe.eval.retrieval == "class"

@@ -80,3 +80,14 @@ def tar_shards(root: Path, counts: list[int], json_every: int = 3) -> list[Path]
                 i += 1
         paths.append(path)
     return paths
+
+
+def caption_rows(root: Path, count: int) -> list[dict[str, str]]:
+    """``count`` items saved under root/img, as rows of a caption table (image, caption, label)."""
+    rows = []
+    (root / "img").mkdir()
+    for i in range(count):
+        im, caption, shape = item(i)
+        im.save(root / "img" / f"{i:02d}.png")
+        rows.append({"image": f"img/{i:02d}.png", "caption": caption, "label": shape})
+    return rows

@@ -8,7 +8,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import torch
-from data_fixtures import class_folder, item, tar_shards
+from data_fixtures import caption_rows, class_folder, tar_shards
 from typer.testing import CliRunner
 
 from negscale.cli import app
@@ -45,12 +45,7 @@ FINISHED = ("ok", "collapsed")
 def fixtures(tmp_path_factory) -> dict[str, list[str]]:
     """Dataset name -> its recipe overrides (all built once per module)."""
     root = tmp_path_factory.mktemp("fixtures")
-    rows = []
-    (root / "img").mkdir()
-    for i in range(36):
-        im, caption, shape = item(i)
-        im.save(root / "img" / f"{i:02d}.png")
-        rows.append({"image": f"img/{i:02d}.png", "caption": caption, "label": shape})
+    rows = caption_rows(root, 36)
     pd.DataFrame(rows).to_csv(root / "pairs.csv", index=False)
     pd.DataFrame(rows).to_parquet(root / "pairs.parquet", index=False)
     class_folder(root / "classes", 36)

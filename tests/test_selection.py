@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from data_fixtures import item
+from data_fixtures import caption_rows
 from sklearn.metrics import roc_auc_score
 
 from negscale import data as datasets
@@ -108,13 +108,7 @@ def test_synthetic_validation_pairs_are_their_own_draws() -> None:
 
 def _csv_pairs(root) -> list[str]:
     """A 36-row caption table (tests/data_fixtures.py), as recipe overrides of a tiny run."""
-    rows = []
-    (root / "img").mkdir()
-    for i in range(36):
-        im, caption, shape = item(i)
-        im.save(root / "img" / f"{i:02d}.png")
-        rows.append({"image": f"img/{i:02d}.png", "caption": caption, "label": shape})
-    pd.DataFrame(rows).to_csv(root / "pairs.csv", index=False)
+    pd.DataFrame(caption_rows(root, 36)).to_csv(root / "pairs.csv", index=False)
     return [
         "data.name='pairs'", f"data.path='{root / 'pairs.csv'}'", "data.n_eval=8",
         "data.image_size=16", "data.workers=0", "train.batch_size=8", "train.steps=4",
