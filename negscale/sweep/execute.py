@@ -118,12 +118,13 @@ def execute(
                 if held is None:
                     continue
                 listener.started(recipe)
+                start = time.perf_counter()
                 try:  # in this process the run trains inside submit: Ctrl-C, SIGTERM
                     future = workers.submit(recipe, results)
                 except BaseException:
                     held.release()
                     raise
-                running[future] = (recipe, held, time.perf_counter())
+                running[future] = (recipe, held, start)
                 while len(running) >= jobs:
                     _collect(workers, running, stats, listener, FIRST_COMPLETED)
             while running:

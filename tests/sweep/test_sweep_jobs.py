@@ -45,3 +45,29 @@ def test_a_bad_jobs_value_is_a_one_line_error_and_writes_nothing(tmp_path, fast)
     assert res.exit_code == 2
     assert "--jobs" in res.stderr and "Traceback" not in res.output
     assert not (tmp_path / "r").exists()
+
+
+class _Timings:
+    """A listener keeping what finished() reports."""
+
+    def __init__(self) -> None:
+        self.seen: list[tuple[float, float]] = []
+
+    def begin(self, pending: int) -> None: ...
+
+    def notice(self, message: str) -> None: ...
+
+    def started(self, recipe) -> None: ...
+
+    def finished(self, recipe, record, seconds: float) -> None:
+        self.seen.append((seconds, record.wall_s))
+
+
+@pytest.mark.parametrize("jobs", [1, 2])
+def test_each_run_is_reported_with_its_own_duration(tmp_path, fast, jobs: int) -> None:
+    plan = make_plan("quickstart", fast, GridSpec(negatives="1,4"))
+    timings = _Timings()
+    execute(plan, tmp_path, device="cpu", listener=timings, jobs=jobs)
+    assert len(timings.seen) == 2
+    for seconds, wall in timings.seen:  # the listener's time covers the run's own wall time
+        assert seconds >= 0.9 * wall > 0
