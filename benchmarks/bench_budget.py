@@ -11,7 +11,9 @@ every n (up to rounding); otherwise it is ``train.steps`` (the same samples
 seen at every n), and doubling doubles the steps. No n is known in advance to
 be the binding one (fixed samples seen over-train the small n and under-train
 the large n; fixed epochs give each n its own steps), so check every n with
-``--all-n``; without it only the largest n is trained.
+``--all-n``; without it only the largest n is trained. Only the budget doubles:
+``train.select`` stays as the recipe says (the bundled studies keep their best
+validation checkpoint, so a doubled budget can only add candidates).
 
     python benchmarks/bench_budget.py quickstart --all-n [--metric auc] [--seeds 0,1,2]
         [--tolerance EPS] [--set key=value ...] [--results FOLDER] [--json]

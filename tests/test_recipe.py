@@ -137,15 +137,15 @@ def test_design_groups_runs_that_differ_only_in_m_n_seed() -> None:
 
 
 def test_with_epochs_the_steps_follow_n_within_one_design() -> None:
-    """quickstart's 30 epochs: 96 steps at n = 1024, 1536 at 16384, yet one study design."""
+    """quickstart's 40 epochs: 128 steps at n = 1024, 2048 at 16384, yet one study design."""
     small, large = load_recipe("quickstart", n=1024), load_recipe("quickstart", n=16384)
-    assert (small.train.steps, large.train.steps) == (96, 1536)
+    assert (small.train.steps, large.train.steps) == (128, 2048)
     assert small.design_id() == large.design_id() and small.run_id() != large.run_id()
-    longer = load_recipe("quickstart", ["train.epochs=60"], n=1024)
+    longer = load_recipe("quickstart", ["train.epochs=80"], n=1024)
     assert longer.design_id() != small.design_id()  # twice the epochs: another design
-    fixed = [load_recipe("quickstart", ["train.steps=96"], n=n) for n in (1024, 16384)]
+    fixed = [load_recipe("quickstart", ["train.steps=128"], n=n) for n in (1024, 16384)]
     assert fixed[0].design_id() == fixed[1].design_id() != small.design_id()
-    other = load_recipe("quickstart", ["train.steps=192"], n=1024)  # a steps budget is the design
+    other = load_recipe("quickstart", ["train.steps=256"], n=1024)  # a steps budget is the design
     assert other.design_id() != fixed[0].design_id()
 
 
@@ -171,12 +171,12 @@ def test_epochs_set_the_steps_per_n() -> None:
     assert TrainConfig().epochs is None  # off by default: steps as given, no run_id moves
 
 
-def test_bundled_studies_budget_30_epochs_and_an_explicit_steps_replaces_it() -> None:
-    """quickstart: 30 epochs at B = 320, so 96 steps at its n = 1024 (30 * 1024 / 320)."""
+def test_bundled_studies_budget_40_epochs_and_an_explicit_steps_replaces_it() -> None:
+    """quickstart: 40 epochs at B = 320, so 128 steps at its n = 1024 (40 * 1024 / 320)."""
     from negscale.sweep import GridSpec, make_plan
 
     r = load_recipe("quickstart")
-    assert (r.data.n, r.train.epochs, r.train.steps) == (1024, 30, 96)
+    assert (r.data.n, r.train.epochs, r.train.steps, r.train.select) == (1024, 40, 128, "best")
     fixed = load_recipe("quickstart", ["train.steps=300"], n=1024)  # the old fixed budget
     assert (fixed.train.epochs, fixed.train.steps) == (None, 300)
     both = load_recipe("quickstart", ["train.steps=300", "train.epochs=10"], n=1024)

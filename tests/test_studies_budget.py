@@ -38,18 +38,19 @@ def test_largest_point_is_the_largest_m_at_the_largest_n_one_per_seed() -> None:
 
 
 def test_doubling_an_epochs_budget_doubles_the_epochs_and_the_steps_at_every_n() -> None:
-    """The bundled 30 epochs at B = 320: 96 steps at n = 1024, 384 at 4096 (30 n / 320)."""
+    """The bundled 40 epochs at B = 320: 128 steps at n = 1024, 512 at 4096 (40 n / 320)."""
     plan = sw.make_plan("quickstart", None, sw.GridSpec(negatives="1,8", samples="1024,4096"))
-    for n, steps in ((1024, 96), (4096, 384)):
+    for n, steps in ((1024, 128), (4096, 512)):
         (point, *_) = bench.largest_point(plan.recipes, n)
-        assert (point.train.epochs, point.train.steps) == (30, steps)
+        assert (point.train.epochs, point.train.steps) == (40, steps)
         twice = bench.doubled(point)
-        assert (twice.train.epochs, twice.train.steps, twice.data.n) == (60, 2 * steps, n)
+        assert (twice.train.epochs, twice.train.steps, twice.data.n) == (80, 2 * steps, n)
+        assert twice.train.select == point.train.select == "best"  # only the budget doubles
         assert twice.run_id() != point.run_id()  # a new run, not the study's own record
     result = bench.check("quickstart", bench.largest_point(plan.recipes, 1024), "auc",
                          lambda r: r.train.steps / 1000, 1.0)  # fmt: skip
-    assert (result.steps, result.doubled_steps, result.delta) == (96, 192, pytest.approx(0.096))
-    assert "30 epochs (96 steps)" in result.line() and "60 epochs (192 steps)" in result.line()
+    assert (result.steps, result.doubled_steps, result.delta) == (128, 256, pytest.approx(0.128))
+    assert "40 epochs (128 steps)" in result.line() and "80 epochs (256 steps)" in result.line()
 
 
 @pytest.mark.parametrize(
