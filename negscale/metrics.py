@@ -16,8 +16,8 @@ query's ROC AUC. Recall@K and rank break ties *against* the positive: rank =
 Scores keep the inputs' precision (float64 stays float64; lower precisions
 are promoted to float32), so ties and orderings are the caller's. AUC is
 counted, not ranked: per positive, the negatives strictly below it plus half
-of those equal to it (one positive per row: direct comparisons; several:
-sorted rows and ``searchsorted``).
+of those equal to it (one positive per row: direct comparisons; several: one
+sort per row and running counts over its tie groups).
 """
 
 from __future__ import annotations
@@ -39,11 +39,26 @@ def _positive_mask(
     return labels[rows, None] == labels[None, :]
 
 
-def _count_below(rows: torch.Tensor, values: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per row: how many of ``rows`` lie strictly below, and how many equal, each value."""
-    ordered = rows.sort(dim=1).values
-    below = torch.searchsorted(ordered, values, right=False)
-    return below, torch.searchsorted(ordered, values, right=True) - below
+def _wins(scores: torch.Tensor, pos: torch.Tensor) -> torch.Tensor:
+    """Per row: the sum over positives of the negatives below them, ties counting 1/2.
+
+    One sort per row; equal scores form tie groups, and each positive counts
+    the negatives of earlier groups plus half of its own group's (one sort and
+    running counts, where searching every score among the sorted row cost 7x).
+    """
+    values, order = scores.sort(dim=1)
+    p = pos.gather(1, order)
+    rows, cols = values.shape
+    starts = torch.ones_like(p)
+    starts[:, 1:] = values[:, 1:] != values[:, :-1]
+    group = starts.long().cumsum(dim=1) - 1  # tie group of each sorted score, per row
+    flat = (group + torch.arange(rows)[:, None] * cols).flatten()
+    in_group = torch.zeros(rows * cols, dtype=torch.long)
+    in_group.index_add_(0, flat, (~p).long().flatten())
+    in_group = in_group.view(rows, cols)  # negatives in group g of the row, at column g
+    below = in_group.cumsum(dim=1) - in_group  # negatives in the groups before g
+    wins = below.gather(1, group).double() + 0.5 * in_group.gather(1, group).double()
+    return (wins * p).sum(dim=1)
 
 
 def auc_by_counting(scores: torch.Tensor, pos: torch.Tensor) -> torch.Tensor:
@@ -54,11 +69,7 @@ def auc_by_counting(scores: torch.Tensor, pos: torch.Tensor) -> torch.Tensor:
         below = (scores < p).sum(dim=1).double()
         ties = (scores == p).sum(dim=1).double() - 1.0  # the positive equals itself
         return (below + 0.5 * ties) / n_neg
-    below_all, tie_all = _count_below(scores, scores)
-    # positives alone (negatives pushed to +inf, past every finite score)
-    below_pos, tie_pos = _count_below(scores.masked_fill(~pos, float("inf")), scores)
-    wins = (below_all - below_pos).double() + 0.5 * (tie_all - tie_pos).double()
-    return (wins * pos).sum(dim=1) / (n_pos * n_neg)
+    return _wins(scores, pos) / (n_pos * n_neg)
 
 
 def _instance_counts(scores: torch.Tensor, start: int) -> tuple[torch.Tensor, torch.Tensor]:
