@@ -549,9 +549,15 @@ def _record(
         auc_init=(trainer.init_metrics or {}).get("auc"),
         recall_at_1_init=(trainer.init_metrics or {}).get("recall_at_1"),
         val_loss_init=(trainer.init_metrics or {}).get("val_loss"),
-        selected_step=None if trainer.selection is None else trainer.selection.best_step,
-        select_auc=None if trainer.selection is None else trainer.selection.best_auc,
+        **_selected(trainer.selection),
     )
+
+
+def _selected(selection: Selection | None) -> dict[str, float | int | None]:
+    """The record's selection columns: null without selection or before its first evaluation."""
+    if selection is None or selection.best_step is None:
+        return {"selected_step": None, "select_auc": None}
+    return {"selected_step": selection.best_step, "select_auc": selection.best_auc}
 
 
 def checkpoint_path(results: Path, run_id: str) -> Path:

@@ -170,3 +170,12 @@ def test_train_says_which_step_it_reports(tmp_path, tiny_overrides) -> None:
     assert res.exit_code == 0, res.output
     record = load(tmp_path).iloc[0]
     assert f"the weights of step {int(record.selected_step)}/6" in res.output
+
+
+def test_a_run_that_stopped_before_its_first_evaluation_records_no_selection() -> None:
+    from negscale.train import _selected
+
+    assert _selected(None) == _selected(Selection()) == {"selected_step": None, "select_auc": None}
+    pick = Selection()
+    pick.offer(4, 0.75, torch.nn.Linear(1, 1))
+    assert _selected(pick) == {"selected_step": 4, "select_auc": 0.75}
