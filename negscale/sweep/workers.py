@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+from collections.abc import Callable
 from concurrent.futures import Future, ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -21,7 +22,7 @@ from negscale.errors import NegscaleError
 from negscale.recipe import Recipe
 from negscale.results import RunRecord
 
-Notice = Any  # Callable[[str], None]
+Notice = Callable[[str], None]
 
 
 def resolve_jobs(jobs: str | int, device: str | None) -> int:
