@@ -231,6 +231,7 @@ def prepare(
         if bad.any():
             dropped.append(f"{int(bad.sum())} run(s) with missing/non-numeric {name}")
             keep &= ~bad
+    late = selected_at_the_end(df[keep], m_col, n_col)
     m, n, v = m[keep], n[keep], v[keep]
     seed = None
     if seed_col is not None and seed_col != "seed" and seed_col not in df.columns:
@@ -262,8 +263,31 @@ def prepare(
         scale=scale,
         top=top,
         dropped=dropped,
-        warnings=warnings,
+        warnings=late + warnings,
     )
+
+
+def selected_at_the_end(df: pd.DataFrame, m_col: str, n_col: str) -> list[str]:
+    """Warn where most runs at an n's largest m kept their last step's weights.
+
+    With ``train.select = "best"`` a run whose best validation AUC came at its
+    very last evaluation was still improving when the budget ran out, so that
+    n's plateau may be set by the budget, not by m (docs/studies.md, Budgets).
+    """
+    if not {"selected_step", "steps"} <= set(df.columns):
+        return []
+    out = []
+    for n, group in df.groupby(n_col):
+        top = group[group[m_col] == group[m_col].max()]
+        chosen = pd.to_numeric(top["selected_step"], errors="coerce")
+        late = int((chosen == pd.to_numeric(top["steps"], errors="coerce")).sum())
+        if chosen.notna().any() and 2 * late > int(chosen.notna().sum()):
+            out.append(
+                f"n={fmt(n)}: {late} of {int(chosen.notna().sum())} runs at the largest m "
+                "kept their last step's weights (best validation AUC at the end): the budget "
+                "may cap this n's plateau; check with benchmarks/bench_budget.py"
+            )
+    return out
 
 
 def canonical_order(

@@ -220,3 +220,18 @@ def test_row_order_does_not_change_the_intervals():
     b = fit(shuffled, bootstrap=200, tolerance=2e-3)
     assert json.dumps(clean(a.to_dict())) == json.dumps(clean(b.to_dict()))
     assert a.groups[0].m_sat_ci == b.groups[0].m_sat_ci  # the intervals, not only the point
+
+
+def test_runs_that_kept_their_last_step_at_the_largest_m_are_flagged():
+    """2 of 3 runs at n's largest m chose their last step: that n (only) is flagged."""
+    df = laws.study(LAW, ns=(1e3, 1e4), rng=3)
+    df["steps"] = 100
+    df["selected_step"] = 60
+    top = df.m == df.m.max()
+    df.loc[top & (df.n == 1e3) & (df.seed < 2), "selected_step"] = 100  # 2 of 3 at the end
+    df.loc[top & (df.n == 1e4) & (df.seed == 0), "selected_step"] = 100  # 1 of 3: not flagged
+    df.loc[(df.m == df.m.min()) & (df.n == 1e4), "selected_step"] = 100  # not the largest m
+    flagged = [w for w in fit(df, metric="auc", bootstrap=0).warnings if "last step" in w]
+    assert len(flagged) == 1 and flagged[0].startswith("n=1000: 2 of 3 runs")
+    plain = fit(df.drop(columns=["selected_step"]), metric="auc", bootstrap=0)
+    assert not [w for w in plain.warnings if "last step" in w]  # no selection: no check
