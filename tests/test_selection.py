@@ -123,6 +123,7 @@ def test_a_caption_table_validates_on_the_training_rows_after_the_first_n(tmp_pa
     val = validation_pairs(data, 16, 8)
     seen = set(data.train.rows.tolist()) | set(data.eval.rows.tolist())
     assert len(val) == 8 and not set(val.rows.tolist()) & seen
+    assert validation_pairs(data, 16, 8) is val  # cut once: a sweep's runs share it
     # the rows a larger n would train on next (a smaller n is a prefix of a larger one)
     larger = load_recipe("quickstart", [*sets, "data.n=24"])
     bigger = datasets.build(larger.data, larger.model)

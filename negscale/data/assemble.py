@@ -162,16 +162,20 @@ def assemble(
 def _validation(train: Rows, used: np.ndarray, spec: Spec, encode) -> Callable:
     """Validation pairs on demand: the training rows after the run's first n, in their order.
 
-    Cut lazily, so a run that does not select a checkpoint checks no extra images.
+    Cut lazily, so a run that does not select a checkpoint checks no extra images,
+    and once per size, so the runs of a sweep sharing this dataset check them once.
     """
     after = int(np.flatnonzero(train.order == used[-1])[0]) + 1 if len(used) else 0
+    built: dict[int, ImageTextSet | None] = {}
 
     def build(size: int) -> ImageTextSet | None:
-        rest = replace(train, order=train.order[after:])
-        if len(rest.order) < size:
-            return None
-        val, _ = _split(rest, size, spec, encode, train=False)
-        return val if len(val) >= size else None
+        if size not in built:
+            rest = replace(train, order=train.order[after:])
+            val = None
+            if len(rest.order) >= size:
+                val, _ = _split(rest, size, spec, encode, train=False)
+            built[size] = val if val is not None and len(val) >= size else None
+        return built[size]
 
     return build
 
