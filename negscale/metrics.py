@@ -28,17 +28,6 @@ import torch
 RECALL_KS = (1, 5, 10)
 
 
-def _positive_mask(
-    n_queries: int, n_keys: int, labels: torch.Tensor | None, rows: slice
-) -> torch.Tensor:
-    if labels is None:
-        idx = torch.arange(rows.start, rows.stop)
-        mask = torch.zeros(len(idx), n_keys, dtype=torch.bool)
-        mask[torch.arange(len(idx)), idx] = True
-        return mask
-    return labels[rows, None] == labels[None, :]
-
-
 def _wins(scores: torch.Tensor, pos: torch.Tensor) -> torch.Tensor:
     """Per row: the sum over positives of the negatives below them, ties counting 1/2.
 
@@ -111,7 +100,7 @@ def retrieval_metrics(
             ranks.append(rank)
             aucs.append(auc_rows)
             continue
-        pos = _positive_mask(n, n, labels, rows)
+        pos = labels[rows, None] == labels[None, :]  # every key of the query's class
         best_pos = scores.masked_fill(~pos, float("-inf")).max(dim=1).values
         neg_at_least = ((scores >= best_pos[:, None]) & ~pos).sum(dim=1)
         ranks.append(1 + neg_at_least)
