@@ -16,8 +16,8 @@ query's ROC AUC. Recall@K and rank break ties *against* the positive: rank =
 Scores keep the inputs' precision (float64 stays float64; lower precisions
 are promoted to float32), so ties and orderings are the caller's. AUC is
 counted, not ranked: per positive, the negatives strictly below it plus half
-of those equal to it (one positive per row: direct comparisons; several: one
-sort per row and running counts over its tie groups).
+of those equal to it (one positive per row: direct comparisons; several: a
+rank sum over one sort per row, ties as midranks).
 """
 
 from __future__ import annotations
@@ -31,23 +31,29 @@ RECALL_KS = (1, 5, 10)
 def _wins(scores: torch.Tensor, pos: torch.Tensor) -> torch.Tensor:
     """Per row: the sum over positives of the negatives below them, ties counting 1/2.
 
-    One sort per row; equal scores form tie groups, and each positive counts
-    the negatives of earlier groups plus half of its own group's (one sort and
-    running counts, where searching every score among the sorted row cost 7x).
+    A rank sum (Mann-Whitney): a score in the sorted row's tie group [s, e) has
+    s scores below it and e - s equal to it (itself included), so it beats
+    (s + e) / 2 of the row; the positives among themselves account for P²/2 of
+    that, whatever their order, so twice the wins are sum(s + e) - P², all in
+    integers. Without ties (the usual case for float scores) s is the sorted
+    position and e = s + 1. The row sort is numpy's (vectorised quicksort:
+    about 2.7x torch.sort on the CPU; the order within a tie group is moot).
     """
-    values, order = scores.sort(dim=1)
-    p = pos.gather(1, order)
-    rows, cols = values.shape
-    starts = torch.ones_like(p)
-    starts[:, 1:] = values[:, 1:] != values[:, :-1]
-    group = starts.long().cumsum(dim=1) - 1  # tie group of each sorted score, per row
-    flat = (group + torch.arange(rows)[:, None] * cols).flatten()
-    in_group = torch.zeros(rows * cols, dtype=torch.long)
-    in_group.index_add_(0, flat, (~p).long().flatten())
-    in_group = in_group.view(rows, cols)  # negatives in group g of the row, at column g
-    below = in_group.cumsum(dim=1) - in_group  # negatives in the groups before g
-    wins = below.gather(1, group).double() + 0.5 * in_group.gather(1, group).double()
-    return (wins * p).sum(dim=1)
+    order = torch.from_numpy(np.argsort(scores.numpy(), axis=1))
+    values, p = scores.gather(1, order), pos.gather(1, order)
+    cols = values.shape[1]
+    at = torch.arange(cols)
+    n_pos = p.sum(dim=1)
+    change = values[:, 1:] != values[:, :-1]  # NaN never equals: a group of its own
+    if bool(change.all()):
+        twice = 2 * torch.where(p, at, 0).sum(dim=1) + n_pos
+    else:
+        first, last = torch.ones_like(p), torch.ones_like(p)
+        first[:, 1:], last[:, :-1] = change, change
+        s = torch.where(first, at, 0).cummax(dim=1).values
+        e = torch.where(last, at + 1, cols).flip(1).cummin(dim=1).values.flip(1)
+        twice = torch.where(p, s + e, 0).sum(dim=1)
+    return (twice - n_pos * n_pos).double() / 2
 
 
 def auc_by_counting(scores: torch.Tensor, pos: torch.Tensor) -> torch.Tensor:

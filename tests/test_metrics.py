@@ -117,6 +117,22 @@ def test_auc_by_counting_matches_sklearn_with_many_positives_and_ties() -> None:
     assert got[2:].tolist() == pytest.approx(want, abs=1e-12)
 
 
+def test_auc_by_counting_rank_sum_paths_match_sklearn() -> None:
+    """Untied float32 rows (the rank-sum fast path) and signed zeros (equal: a tie) as sklearn."""
+    from negscale.metrics import auc_by_counting
+
+    g = torch.Generator().manual_seed(11)
+    scores = torch.randn(40, 300, generator=g)
+    pos = torch.rand(40, 300, generator=g) > 0.8
+    got = auc_by_counting(scores, pos)
+    want = [roc_auc_score(pos[i].numpy().astype(int), scores[i].numpy()) for i in range(40)]
+    assert got.tolist() == pytest.approx(want, abs=1e-12)
+    zeros = torch.tensor([[-0.0, 0.0, 1.0, -1.0, 0.0, -0.0]])
+    mask = torch.tensor([[True, False, False, False, True, False]])
+    want0 = roc_auc_score(mask[0].numpy().astype(int), zeros[0].numpy())
+    assert auc_by_counting(zeros, mask).item() == pytest.approx(want0, abs=1e-12)
+
+
 def test_metrics_module_does_not_import_scipy() -> None:
     import os
     import subprocess
