@@ -15,8 +15,14 @@ the large n; fixed epochs give each n its own steps), so check every n with
 ``train.select`` stays as the recipe says (the bundled studies keep their best
 validation checkpoint, so a doubled budget can only add candidates).
 
-    python benchmarks/bench_budget.py quickstart --all-n [--metric auc] [--seeds 0,1,2]
-        [--tolerance EPS] [--set key=value ...] [--results FOLDER] [--json]
+    python benchmarks/bench_budget.py quickstart --all-n [--n 4096,16384] [--metric auc]
+        [--seeds 0,1,2] [--tolerance EPS] [--set key=value ...] [--results FOLDER] [--json]
+
+Each line gives delta ± its standard error (from the per-seed differences):
+the verdict compares a mean of a few seeds with about one seed's sd, so where
+the SE is at least half the tolerance the line says so, and more seeds at
+that n (``--n N --seeds 0..9 --tolerance EPS``, EPS the study's pooled ε)
+settle it.
 
 Prints one line per n and a verdict; exits 1 when the study is budget-capped
 at some n.
@@ -57,14 +63,39 @@ class BudgetCheck:
     def capped(self) -> bool:
         return abs(self.delta) >= self.tolerance
 
+    @property
+    def delta_se(self) -> float | None:
+        """Standard error of ``delta``: sqrt(sd_base² / k + sd_doubled² / k) over k seeds.
+
+        The verdict compares a mean of k seeds with ε, itself about one seed's
+        sd, so with 3 seeds a flat curve's delta has an SE near 0.8 ε and one
+        check in five fails by chance; the SE says when a verdict is that noise
+        and more seeds (``--n N --seeds 0..9``) should settle it. Unpaired on
+        purpose: a seed's run at twice the budget follows another schedule, and
+        measured over 10 seeds (supervised-class-aware, n = 4096) the per-seed
+        differences spread as much as unpaired ones (sd 0.0013 against
+        sqrt(2) x 0.0010), so a paired SE of 3 seeds is luck.
+        """
+        k = len(self.base)
+        if k < 2:
+            return None
+        return ((statistics.variance(self.base) + statistics.variance(self.doubled)) / k) ** 0.5
+
+    @property
+    def noisy(self) -> bool:
+        """The verdict is within noise: delta's SE is at least half the tolerance."""
+        return self.delta_se is not None and self.delta_se >= self.tolerance / 2
+
     def line(self) -> str:
         verdict = "STEP-CAPPED" if self.capped else "not step-capped"
+        se = "" if self.delta_se is None else f" ± {self.delta_se:.5f}"
+        warn = " (SE of delta >= tolerance / 2: add seeds to settle it)" if self.noisy else ""
         return (
             f"{self.recipe}: m={self.m} n={self.n} {self.metric}: "
             f"{_budget(self.epochs, self.steps)} {statistics.fmean(self.base):.4f}, "
             f"{_budget(self.epochs and 2 * self.epochs, self.doubled_steps)} "
-            f"{statistics.fmean(self.doubled):.4f}, delta {self.delta:+.5f} vs tolerance "
-            f"{self.tolerance:.5f} ({self.tolerance_source}): {verdict}"
+            f"{statistics.fmean(self.doubled):.4f}, delta {self.delta:+.5f}{se} vs tolerance "
+            f"{self.tolerance:.5f} ({self.tolerance_source}): {verdict}{warn}"
         )
 
 
@@ -181,9 +212,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--all-n", action="store_true", help="check the largest m at every n, not only the largest"
     )
+    parser.add_argument("--n", default=None, help="check only these n (comma list)")
     args = parser.parse_args(argv)
     plan = sw.make_plan(args.recipe, args.set_, sw.GridSpec(seeds=args.seeds))
-    ns = sorted({r.data.n for r in plan.recipes}) if args.all_n else [None]
+    ns: list[int | None] = sorted({r.data.n for r in plan.recipes}) if args.all_n else [None]
+    if args.n:
+        ns = [int(v) for v in args.n.split(",")]
+        grid = sorted({r.data.n for r in plan.recipes})
+        if any(n not in grid for n in ns):
+            parser.error(f"--n: the plan's n are {grid}")
     with tempfile.TemporaryDirectory(prefix="negscale-budget-") as tmp:
         train = trainer(args.metric, args.results or tmp)
         results = [
@@ -192,7 +229,7 @@ def main(argv: list[str] | None = None) -> int:
         ]
     results = pooled(results)
     for result in results:
-        doc = {**asdict(result), "capped": result.capped}
+        doc = {**asdict(result), "capped": result.capped, "delta_se": result.delta_se}
         print(json.dumps(doc) if args.json else result.line())
     return 1 if any(r.capped for r in results) else 0
 

@@ -112,3 +112,31 @@ def test_all_n_judges_every_n_against_the_fits_pooled_tolerance() -> None:
     assert out[0].tolerance_source.endswith("pooled over n, as negscale fit")
     given = replace(first, tolerance=1e-4, tolerance_source="given")
     assert bench.pooled([given, second]) == [given, second]  # one own sd: nothing to pool
+
+
+def test_delta_se_is_the_unpaired_standard_error_of_the_two_means() -> None:
+    """sd 0.01 at both budgets over 3 seeds: SE sqrt(2 x 1e-4 / 3) = 0.008165."""
+    base = [0.90, 0.91, 0.92]
+    more = [0.905, 0.915, 0.925]  # every seed +0.005: a paired SE would be 0
+    result = bench.BudgetCheck("q", "auc", 319, 1024, 40, 128, 256, [0, 1, 2], base, more,
+                               0.005, 0.012, "given")  # fmt: skip
+    assert result.delta_se == pytest.approx((2e-4 / 3) ** 0.5)
+    assert not result.capped and result.noisy  # SE 0.0082 >= 0.012 / 2
+    assert "± 0.00816" in result.line() and "add seeds" in result.line()
+    calm = replace(result, tolerance=0.02)
+    assert not calm.noisy and "add seeds" not in calm.line()
+    one = replace(result, seeds=[0], base=[0.9], doubled=[0.91])
+    assert one.delta_se is None and not one.noisy
+
+
+def test_n_option_checks_only_the_named_n_and_rejects_others(capsys) -> None:
+    tiny = ["data.n_eval=128", "train.batch_size=32", "train.steps=4", "model.hidden=16",
+            "model.embed_dim=8", "eval.prototypes=64", "sweep.negatives=[1,3]",
+            "sweep.samples=[64,128]", "sweep.seeds=[0]"]  # fmt: skip
+    args = ["quickstart", *(f"--set={s}" for s in tiny), "--tolerance", "1.0"]
+    assert bench.main([*args, "--n", "64"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) == 1 and "m=3 n=64" in lines[0]
+    with pytest.raises(SystemExit) as exc:
+        bench.main([*args, "--n", "100"])
+    assert exc.value.code == 2 and "[64, 128]" in capsys.readouterr().err
