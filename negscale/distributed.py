@@ -109,6 +109,28 @@ def all_gather(x: torch.Tensor) -> torch.Tensor:
     return torch.cat(parts)
 
 
+def share(total: int, world: int, rank: int) -> range:
+    """Rank ``rank``'s contiguous share of ``total`` rows: sizes differ by at most one."""
+    return range(rank * total // world, (rank + 1) * total // world)
+
+
+def gather_shares(x: torch.Tensor, total: int, world: int, device: torch.device) -> torch.Tensor:
+    """Every rank's :func:`share` of ``total`` rows, in order, from each rank's ``x`` (on CPU).
+
+    all_gather needs equal shapes, so each share is padded to the largest and
+    the padding dropped; NCCL gathers on ``device``, gloo on the CPU.
+    """
+    if world == 1:
+        return x
+    if world_rank()[0] != world:
+        raise RuntimeError(f"gather_shares over {world} ranks outside a process group of {world}")
+    rows = -(-total // world)
+    padded = x.new_zeros((rows, *x.shape[1:]))
+    padded[: x.shape[0]] = x
+    parts = all_gather(padded.to(device)).cpu().split(rows)
+    return torch.cat([part[: len(share(total, world, r))] for r, part in enumerate(parts)])
+
+
 def mean_over_ranks(x: torch.Tensor) -> torch.Tensor:
     """The mean of ``x`` over ranks (a rank's local loss -> the global batch's loss)."""
     if not dist.is_initialized() or dist.get_world_size() == 1:

@@ -13,7 +13,7 @@ import math
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -21,6 +21,7 @@ from pathlib import Path
 import torch
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from torch.utils.data import DataLoader
 
 from negscale import __version__, collapse, distributed, encoders, memory, negatives, oracle
 from negscale import data as datasets
@@ -239,6 +240,7 @@ class Trainer:
         if recipe.train.select == "best":
             self.val_split = validation_pairs(self.data, recipe.data.n, recipe.data.n_eval)
             self.selection = Selection()
+        self._val_loader: DataLoader | None = None  # built at the first validation
 
     # ------------------------------------------------------------ checkpoints
     def state_dict(self) -> dict:
@@ -413,17 +415,24 @@ class Trainer:
             self.save(checkpoint)
         if self.selection is not None:  # report the selected weights (the checkpoint keeps both)
             self.selection.restore(self.model)
+        self._val_loader = None  # no more validations: its persistent workers end here
 
     # ------------------------------------------------------------ evaluation
     @torch.no_grad()
     def embed(self, split: PairSet, limit: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-        self.model.eval()
-        size = self.recipe.eval.batch_size
+        """(image, text) embeddings of the first ``limit`` items of ``split`` (all), on the CPU."""
         count = len(split) if limit is None else min(limit, len(split))
+        pin = self.runtime.device.type == "cuda"
+        size, workers = self.recipe.eval.batch_size, self.workers
+        return self._embed(loader.chunks(split, count, size, workers=workers, pin=pin))
+
+    @torch.no_grad()
+    def _embed(self, inputs: Iterable[tuple[torch.Tensor, torch.Tensor]]):
+        self.model.eval()
         imgs, txts = [], []
         dev = self.runtime.device
         pin = dev.type == "cuda"
-        for x, y in loader.chunks(split, count, size, workers=self.workers, pin=pin):
+        for x, y in inputs:
             with self.runtime.autocast:
                 img, txt = self.model(x.to(dev, non_blocking=pin), y.to(dev, non_blocking=pin))
             imgs.append(img.float().cpu())
@@ -443,10 +452,29 @@ class Trainer:
 
     @torch.no_grad()
     def validation_auc(self) -> float:
-        """AUC on the validation pairs, at the recipe's retrieval level (what selection ranks)."""
+        """AUC on the validation pairs, at the recipe's retrieval level (what selection ranks).
+
+        Under torchrun each rank embeds only its share of the pairs and the
+        shares are gathered, so every rank scores the same embeddings, gets
+        the same AUC and keeps the same weights. The pairs' loader is kept for
+        the whole run (its workers persist between the ~50 evaluations).
+        """
         if self.val_split is None:
             raise RuntimeError('validation pairs exist only with train.select = "best"')
-        img, txt = self.embed(self.val_split)
+        total, info = len(self.val_split), self.runtime.dist
+        world, rank = (info.world_size, info.rank) if total >= info.world_size else (1, 0)
+        if self._val_loader is None:
+            self._val_loader = loader.chunk_loader(
+                self.val_split,
+                distributed.share(total, world, rank),
+                self.recipe.eval.batch_size,
+                workers=self.workers,
+                pin=self.runtime.device.type == "cuda",
+                persistent=True,
+            )
+        img, txt = self._embed((x, y) for _, x, y in loader.unwrapped(self._val_loader))
+        img = distributed.gather_shares(img, total, world, self.runtime.device)
+        txt = distributed.gather_shares(txt, total, world, self.runtime.device)
         labels = self.val_split.labels
         class_level = self.recipe.eval.retrieval == "class"
         return float(evaluate(img, txt, labels, class_level=class_level)["auc"])

@@ -126,3 +126,31 @@ def test_a_file_broken_after_the_check_is_a_one_line_error_from_a_worker(tmp_pat
     with pytest.raises(NegscaleError) as err:
         list(loader.batches(pairs, sampler, seed=0, workers=1, pin=False))
     assert str(victim) in str(err.value) and "\n" not in str(err.value)
+
+
+class _PidPairs:
+    """Pairs whose image side is the fetching process's pid (which worker ran the fetch)."""
+
+    labels = None
+
+    def __len__(self) -> int:
+        return 10
+
+    def fetch(self, ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        import os
+
+        return torch.full((len(ids), 1), os.getpid()), ids[:, None].float()
+
+
+def test_chunk_loader_passes_are_the_rows_in_order_and_persistent_workers_stay() -> None:
+    """Rows 3..9 in chunks of 3, twice: same rows, and the same worker process both times."""
+    keep = loader.chunk_loader(_PidPairs(), range(3, 10), 3, workers=1, pin=False, persistent=True)
+    passes = [list(loader.unwrapped(keep)) for _ in range(2)]
+    for items in passes:
+        assert [i.tolist() for i, _, _ in items] == [[3, 4, 5], [6, 7, 8], [9]]
+        assert torch.cat([y for _, _, y in items]).flatten().tolist() == list(range(3, 10))
+    pids = [{int(x.flatten()[0]) for _, x, _ in items} for items in passes]
+    assert len(pids[0]) == 1 and pids[0] == pids[1]  # one worker, kept between the passes
+    fresh = loader.chunk_loader(_PidPairs(), range(3, 10), 3, workers=1, pin=False)
+    again = [{int(x.flatten()[0]) for _, x, _ in loader.unwrapped(fresh)} for _ in range(2)]
+    assert again[0] != again[1]  # without persistence each pass starts its own worker

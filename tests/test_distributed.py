@@ -135,8 +135,9 @@ def test_torchrun_two_processes_equal_one_process(tmp_path, tiny_overrides, extr
     assert two["world_size"] == 2 and one.world_size == 1
     assert two["run_id"] == one.run_id
     assert two["train_loss"] == pytest.approx(one.train_loss, rel=1e-5)
-    for key in ("auc", "recall_at_1", "val_loss"):
+    for key in ("auc", "recall_at_1", "val_loss", "select_auc"):
         assert two[key] == pytest.approx(getattr(one, key), abs=1e-4)
+    assert two["selected_step"] == one.selected_step  # the ranks chose as one process did
     # rank 0 alone writes: one record and its training curve, nothing per rank
     written = sorted(p.name for p in (tmp_path / "two" / "runs").iterdir())
     assert written == [f"{one.run_id}.history.parquet", f"{one.run_id}.parquet"]
@@ -210,13 +211,33 @@ def _train_cases(info) -> dict:
     return out
 
 
+def _validation(info) -> tuple[float, list[int]]:
+    """A tiny run's validation AUC after its steps, and the validation rows this rank embeds.
+
+    63 validation pairs: shares of 31 and 32 rows over two ranks (the padded gather).
+    """
+    from negscale.data import loader
+    from negscale.recipe import load_recipe
+    from negscale.train import Runtime, Trainer
+
+    r = load_recipe("quickstart", [*SMALL, "data.n_eval=63"])
+    assert r.train.select == "best"
+    trainer = Trainer(r, Runtime(torch.device("cpu"), "fp32", False, info), progress=False)
+    for _ in range(r.train.steps):
+        trainer.train_step()
+    auc = trainer.validation_auc()
+    rows = torch.cat([i for i, _, _ in loader.unwrapped(trainer._val_loader)]).tolist()
+    return auc, rows
+
+
 def _local_worker(rank: int, world: int, port: int, queue) -> None:
     from negscale.distributed import DistInfo
 
     _join(rank, world, port)
     try:
         blob = io.BytesIO()  # plain bytes: shared-memory tensors die with the process
-        torch.save(_train_cases(DistInfo(rank, world, rank)), blob)
+        info = DistInfo(rank, world, rank)
+        torch.save({"cases": _train_cases(info), "validation": _validation(info)}, blob)
         queue.put((rank, blob.getvalue()))
     except Exception as exc:  # fail the test at once, not at the queue's timeout
         queue.put((rank, repr(exc)))
@@ -247,7 +268,26 @@ def test_two_gloo_processes_with_local_loss_equal_one_process_for_every_source()
     one = _train_cases(DistInfo())
     for name, (losses, params, state) in one.items():
         for rank in (0, 1):
-            r_losses, r_params, r_state = results[rank][name]
+            r_losses, r_params, r_state = results[rank]["cases"][name]
             assert r_losses == pytest.approx(losses, rel=1e-5), name
             torch.testing.assert_close(r_params, params, rtol=1e-5, atol=1e-5, msg=name)
             _same(r_state, state, name)
+    # validation (train.select = "best"): each rank embeds its share, every rank the same AUC
+    auc, rows = _validation(DistInfo())
+    assert rows == list(range(63))
+    assert [results[r]["validation"][1] for r in (0, 1)] == [list(range(31)), list(range(31, 63))]
+    for rank in (0, 1):
+        assert results[rank]["validation"][0] == pytest.approx(auc, abs=1e-6)
+
+
+def test_shares_cover_the_rows_once_and_a_gather_needs_its_process_group() -> None:
+    from negscale.distributed import gather_shares, share
+
+    for total, world in ((5, 2), (63, 2), (10, 4), (8, 8)):
+        rows = [list(share(total, world, r)) for r in range(world)]
+        assert sum(rows, []) == list(range(total))
+        assert max(map(len, rows)) - min(map(len, rows)) <= 1
+    x = torch.arange(6.0)[:, None]
+    assert gather_shares(x, 6, 1, torch.device("cpu")) is x
+    with pytest.raises(RuntimeError, match="outside a process group of 2"):
+        gather_shares(x, 12, 2, torch.device("cpu"))

@@ -116,6 +116,26 @@ def default_workers(pairs: PairSet, want: int | None) -> int:
     return max(0, min(4, (os.cpu_count() or 1) - 1))
 
 
+def _loader(
+    pairs: PairSet, sampler: StepSampler, *, seed: int, workers: int, pin: bool, persistent: bool
+) -> DataLoader:
+    return DataLoader(
+        _Fetched(pairs, seed),
+        sampler=sampler,
+        batch_size=None,  # each sampler item is already a whole batch
+        num_workers=workers,
+        pin_memory=pin,
+        prefetch_factor=2 if workers else None,
+        persistent_workers=persistent and workers > 0,
+    )
+
+
+def unwrapped(loader: DataLoader) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+    """One pass over ``loader``: (global index, x, y) per item, a worker's error re-raised."""
+    for batch in loader:
+        yield _unwrap(batch)
+
+
 def batches(
     pairs: PairSet,
     sampler: StepSampler,
@@ -125,24 +145,29 @@ def batches(
     pin: bool,
 ) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
     """(global index, x, y) per step of ``sampler``, prefetched by ``workers`` processes."""
-    loader = DataLoader(
-        _Fetched(pairs, seed),
-        sampler=sampler,
-        batch_size=None,  # each sampler item is already a whole batch
-        num_workers=workers,
-        pin_memory=pin,
-        prefetch_factor=2 if workers else None,
-    )
-    for batch in loader:
-        yield _unwrap(batch)
+    loader = _loader(pairs, sampler, seed=seed, workers=workers, pin=pin, persistent=False)
+    yield from unwrapped(loader)
+
+
+def chunk_loader(
+    pairs: PairSet, rows: range, size: int, *, workers: int, pin: bool, persistent: bool = False
+) -> DataLoader:
+    """A loader of items ``rows`` in order, ``size`` at a time (evaluation embeddings).
+
+    ``persistent`` keeps its worker processes between passes: the validation
+    pairs of ``train.select = "best"`` are embedded about 50 times a run, and a
+    fresh loader would start its workers (and refill their prefetch) each time.
+    """
+    first, stop = rows.start, rows.stop
+
+    def order(step: int) -> torch.Tensor:
+        return torch.arange(first + step * size, min(first + (step + 1) * size, stop))
+
+    sampler = StepSampler(order, 0, (len(rows) + size - 1) // size)
+    return _loader(pairs, sampler, seed=0, workers=workers, pin=pin, persistent=persistent)
 
 
 def chunks(pairs: PairSet, count: int, size: int, *, workers: int, pin: bool):
-    """(x, y) of items 0..count-1 in order, ``size`` at a time (evaluation embeddings)."""
-    steps = (count + size - 1) // size
-
-    def order(step: int) -> torch.Tensor:
-        return torch.arange(step * size, min((step + 1) * size, count))
-
-    for _, x, y in batches(pairs, StepSampler(order, 0, steps), seed=0, workers=workers, pin=pin):
+    """(x, y) of items 0..count-1 in order, ``size`` at a time (one pass)."""
+    for _, x, y in unwrapped(chunk_loader(pairs, range(count), size, workers=workers, pin=pin)):
         yield x, y
