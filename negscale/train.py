@@ -427,7 +427,9 @@ class Trainer:
         return self._embed(loader.chunks(split, count, size, workers=workers, pin=pin))
 
     @torch.no_grad()
-    def _embed(self, inputs: Iterable[tuple[torch.Tensor, torch.Tensor]]):
+    def _embed(
+        self, inputs: Iterable[tuple[torch.Tensor, torch.Tensor]]
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         self.model.eval()
         imgs, txts = [], []
         dev = self.runtime.device
