@@ -424,7 +424,8 @@ class Trainer:
         count = len(split) if limit is None else min(limit, len(split))
         pin = self.runtime.device.type == "cuda"
         size, workers = self.recipe.eval.batch_size, self.workers
-        return self._embed(loader.chunks(split, count, size, workers=workers, pin=pin))
+        rows = loader.chunk_loader(split, range(count), size, workers=workers, pin=pin)
+        return self._embed(loader.chunks(rows))
 
     @torch.no_grad()
     def _embed(
@@ -474,7 +475,7 @@ class Trainer:
                 pin=self.runtime.device.type == "cuda",
                 persistent=True,
             )
-        img, txt = self._embed((x, y) for _, x, y in loader.unwrapped(self._val_loader))
+        img, txt = self._embed(loader.chunks(self._val_loader))
         img = distributed.gather_shares(img, total, world, self.runtime.device)
         txt = distributed.gather_shares(txt, total, world, self.runtime.device)
         labels = self.val_split.labels

@@ -167,7 +167,7 @@ def chunk_loader(
     return _loader(pairs, sampler, seed=0, workers=workers, pin=pin, persistent=persistent)
 
 
-def chunks(pairs: PairSet, count: int, size: int, *, workers: int, pin: bool):
-    """(x, y) of items 0..count-1 in order, ``size`` at a time (one pass)."""
-    for _, x, y in unwrapped(chunk_loader(pairs, range(count), size, workers=workers, pin=pin)):
+def chunks(loader: DataLoader) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """(x, y) of one pass over a :func:`chunk_loader`, in order."""
+    for _, x, y in unwrapped(loader):
         yield x, y
