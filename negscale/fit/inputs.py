@@ -59,6 +59,9 @@ def _need(df: pd.DataFrame, col: str, what: str, source: str) -> None:
         raise NegscaleError(f"{source}: no column {col!r} for {what} (columns: {cols})")
 
 
+PASSED_THROUGH = ("status", "n_eval", "num_classes", "selected_step", "steps")
+
+
 def load_sources(
     paths: str | Path | Iterable[str | Path],
     *,
@@ -68,14 +71,17 @@ def load_sources(
     seed_col: str | None = None,
     group_col: str | None = None,
     setting_col: str = "setting",
+    ratio_col: str | None = None,
 ) -> pd.DataFrame:
     """Read results directories and tables into one DataFrame for :func:`fit`.
 
     Columns out: ``m``, ``n``, ``seed`` (when a seed column exists), the metric
     column under its own name, ``group_col`` and ``setting`` when present,
-    ``source``. Runs whose ``status`` is not "ok" and exact duplicate run_ids
-    are dropped; the reasons are kept in ``df.attrs["negscale_dropped"]`` and
-    end up in the report.
+    ``status``, ``run_id`` and the columns a collapsed run's chance level and
+    the budget check need, ``source``. With ``ratio_col``, m = ratio·n (a
+    table that gives the pool as a share of n). Exact duplicate run_ids are
+    dropped, with the reason kept in ``df.attrs["negscale_dropped"]``; runs
+    that are not ``ok`` are set aside later, by :func:`prepare`.
     """
     if isinstance(paths, (str, Path)):
         paths = [paths]
@@ -86,30 +92,21 @@ def load_sources(
     for p in paths:
         df = _read_one(p)
         src = str(p)
-        for col, what in (
-            (m_col, "m (--m-col)"),
-            (n_col, "n (--n-col)"),
-            (metric_col, "the metric"),
-        ):
+        m_need = (ratio_col, "the m/n ratio (--ratio-col)") if ratio_col else (m_col, "m (--m-col)")
+        for col, what in (m_need, (n_col, "n (--n-col)"), (metric_col, "the metric")):
             _need(df, col, what, src)
         if seed_col is not None:
             _need(df, seed_col, "seeds (--seed-col)", src)
         if group_col is not None:
             _need(df, group_col, "groups (--group-col)", src)
-        df, why = drop_not_ok(df, f" in {src}")
-        dropped += why
         if "run_id" in df.columns:
             dup = df["run_id"].duplicated()
             if dup.any():
                 dropped.append(f"{int(dup.sum())} duplicate run_id(s) in {src}")
                 df = df.loc[~dup]
-        out = pd.DataFrame(
-            {
-                "m": df[m_col].to_numpy(),
-                "n": df[n_col].to_numpy(),
-                metric_col: df[metric_col].to_numpy(),
-            }
-        )
+        n = df[n_col].to_numpy()
+        m = _ratio_times_n(df[ratio_col], n, src) if ratio_col else df[m_col].to_numpy()
+        out = pd.DataFrame({"m": m, "n": n, metric_col: df[metric_col].to_numpy()})
         sc = seed_col if seed_col is not None else ("seed" if "seed" in df.columns else None)
         if sc is not None:
             out["seed"] = df[sc].to_numpy()
@@ -119,8 +116,9 @@ def load_sources(
             out["setting"] = df[setting_col].to_numpy()
         if "design" in df.columns and group_col != "design":
             out["design"] = df["design"].to_numpy()
-        if "run_id" in df.columns:
-            out["run_id"] = df["run_id"].to_numpy()
+        for col in ("run_id", *PASSED_THROUGH):
+            if col in df.columns and col not in out.columns:
+                out[col] = df[col].to_numpy()
         out["source"] = src
         frames.append(out)
     res = pd.concat(frames, ignore_index=True)
@@ -136,19 +134,67 @@ def load_sources(
     return res
 
 
-def drop_not_ok(df: pd.DataFrame, where: str = "") -> tuple[pd.DataFrame, list[str]]:
-    """Runs whose ``status`` is not "ok" (collapsed, diverged, ...) are left out;
-    each status is named with a count and its first run ids."""
+def _ratio_times_n(ratio: pd.Series, n: np.ndarray, src: str) -> np.ndarray:
+    r = pd.to_numeric(ratio, errors="coerce").to_numpy(float)
+    bad = np.isfinite(r) & ((r <= 0) | (r > 1.0 + 1e-9))
+    if bad.any():
+        raise NegscaleError(
+            f"{src}: --ratio-col {ratio.name!r} must hold m/n in (0, 1] "
+            f"({int(bad.sum())} value(s) outside, e.g. {r[bad][0]:g})"
+        )
+    return r * pd.to_numeric(pd.Series(n), errors="coerce").to_numpy(float)
+
+
+def set_aside(
+    df: pd.DataFrame, metric: str, collapsed: str = "drop"
+) -> tuple[pd.DataFrame, list[str], list[dict]]:
+    """Runs whose ``status`` is not "ok" are set aside, each status named with a
+    count and its first run ids; per (n, m) cell, how many seeds went.
+
+    With ``collapsed="chance"`` a collapsed run is kept at its metric's chance
+    level instead (it learned nothing: that is its result), so a cell is not
+    read from the seeds that happened to learn.
+    """
     if "status" not in df.columns:
-        return df, []
-    bad = df["status"].astype(str) != "ok"
+        return df, [], []
+    status = df["status"].astype(str)
+    if collapsed not in ("drop", "chance"):
+        raise NegscaleError(f"--collapsed must be drop or chance, got {collapsed!r}")
+    df = df.copy()
+    if collapsed == "chance" and (status == "collapsed").any():
+        df.loc[status == "collapsed", metric] = _chance(df.loc[status == "collapsed"], metric)
+        status = status.where(status != "collapsed", "ok")
+    bad = status != "ok"
     why = []
-    for status in sorted(df.loc[bad, "status"].astype(str).unique()):
-        sub = df.loc[bad & (df["status"].astype(str) == status)]
+    for st in sorted(status[bad].unique()):
+        sub = df.loc[bad & (status == st)]
         ids = sub["run_id"].astype(str).tolist() if "run_id" in sub.columns else []
         named = f" ({', '.join(ids[:3])}{', …' if len(ids) > 3 else ''})" if ids else ""
-        why.append(f"{len(sub)} run(s) with status={status}{where}{named}")
-    return df.loc[~bad], why
+        hint = "; --collapsed chance counts them at the chance level" if st == "collapsed" else ""
+        why.append(f"{len(sub)} run(s) with status={st} left out{named}{hint}")
+    cells = []
+    if bad.any() and {"m", "n"} <= set(df.columns):
+        for (n, m), grp in df.loc[bad].groupby(["n", "m"]):
+            cells.append({"n": float(n), "m": float(m), "left_out": int(len(grp)),
+                          "statuses": sorted(grp["status"].astype(str).unique())})  # fmt: skip
+    return df.loc[~bad], why, cells
+
+
+def _chance(rows: pd.DataFrame, metric: str) -> np.ndarray:
+    """Each collapsed run's chance level of ``metric`` (from its held-out size)."""
+    from negscale.chance import chance_levels
+
+    out = []
+    for rec in rows.to_dict("records"):
+        n_eval, k = rec.get("n_eval"), rec.get("num_classes")
+        levels = chance_levels(int(n_eval), None if pd.isna(k) else int(k)) if n_eval else {}
+        if metric not in levels and metric != "auc":
+            raise NegscaleError(
+                f"--collapsed chance: no chance level of {metric} for run "
+                f"{rec.get('run_id', '?')} (it needs n_eval); use --collapsed drop"
+            )
+        out.append(levels.get(metric, 0.5))
+    return np.array(out, float)
 
 
 def one_design(df: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
@@ -180,28 +226,18 @@ class Prepared:
     m: np.ndarray
     n: np.ndarray
     value: np.ndarray  # the metric as given
-    y: np.ndarray  # the error fitted: top − value, or value for lower-is-better
     seed: np.ndarray | None
+    run_id: np.ndarray | None
     higher_is_better: bool
     scale: str  # "percent" | "fraction" | "raw"
-    top: float  # 100, 1 or 0 (lower-is-better)
     dropped: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
+    left_out: list[dict] = field(default_factory=list)  # per cell: seeds set aside
 
     @property
-    def cells(self) -> np.ndarray:
-        """Cell id per run: one cell per distinct (m, n)."""
-        _, inv = np.unique(np.stack([self.m, self.n], 1), axis=0, return_inverse=True)
-        return inv.ravel()
-
-    @property
-    def groups(self) -> np.ndarray:
-        """n-group id per run (sorted by n)."""
-        return np.unique(self.n, return_inverse=True)[1].ravel()
-
-    def to_metric(self, y: np.ndarray) -> np.ndarray:
-        """Back from error units to metric units."""
-        return self.top - y if self.higher_is_better else y
+    def sign(self) -> float:
+        """Metric → score (higher is better)."""
+        return 1.0 if self.higher_is_better else -1.0
 
 
 def prepare(
@@ -213,14 +249,20 @@ def prepare(
     seed_col: str | None = "seed",
     scale: str = "auto",
     higher_is_better: bool | None = None,
+    collapsed: str = "drop",
 ) -> Prepared:
-    """Validate, drop unusable rows (with reasons) and transform to the error y."""
+    """Validate, set aside unusable rows (with reasons) and fix the direction and scale."""
     if not isinstance(df, pd.DataFrame):
         raise NegscaleError("fit expects a pandas DataFrame")
+    if metric == "train_loss":
+        raise NegscaleError(
+            "--metric train_loss: the training loss is not fitted, its chance level ln(m+1) "
+            "grows with m, so more negatives look worse; fit val_loss (or a retrieval metric)"
+        )
     dropped = list(df.attrs.get(DROPPED_ATTR, []))
     for col, what in ((m_col, "m"), (n_col, "n"), (metric, "the metric")):
         _need(df, col, what, "input table")
-    df, why = drop_not_ok(df)
+    df, why, left_out = set_aside(df, metric, collapsed)
     dropped += why
     m = pd.to_numeric(df[m_col], errors="coerce").to_numpy(float)
     n = pd.to_numeric(df[n_col], errors="coerce").to_numpy(float)
@@ -232,39 +274,38 @@ def prepare(
             dropped.append(f"{int(bad.sum())} run(s) with missing/non-numeric {name}")
             keep &= ~bad
     late = selected_at_the_end(df[keep], m_col, n_col)
-    m, n, v = m[keep], n[keep], v[keep]
-    seed = None
     if seed_col is not None and seed_col != "seed" and seed_col not in df.columns:
         _need(df, seed_col, "seeds", "input table")
-    if seed_col is not None and seed_col in df.columns:
-        seed = df[seed_col].to_numpy()[keep]
+    seed = df[seed_col].to_numpy()[keep] if seed_col is not None and seed_col in df.columns else None
+    run_id = df["run_id"].astype(str).to_numpy()[keep] if "run_id" in df.columns else None
+    m, n, v = m[keep], n[keep], v[keep]
     order = canonical_order(m, n, seed, v)
     m, n, v = m[order], n[order], v[order]
     seed = None if seed is None else seed[order]
+    run_id = None if run_id is None else run_id[order]
     if m.size == 0:
         raise NegscaleError(
             "no usable runs left to fit" + (f" ({'; '.join(dropped)})" if dropped else "")
         )
+    _check_m_n(m, n)
+    hib = not lower_is_better(metric) if higher_is_better is None else bool(higher_is_better)
+    scale = _scale(v, hib, scale, metric)
+    return Prepared(m, n, v, seed, run_id, hib, scale, dropped, late, left_out)
+
+
+def _check_m_n(m: np.ndarray, n: np.ndarray) -> None:
     if (m <= 0).any():
         raise NegscaleError(
             f"m must be positive (m is on a log axis); {int((m <= 0).sum())} run(s) have m <= 0"
         )
+    if (m < 1).any():
+        raise NegscaleError(
+            f"m must count negatives (>= 1); {int((m < 1).sum())} run(s) have m < 1 "
+            f"(e.g. {float(m[m < 1][0]):g}): if the column holds m/n, pass it as --ratio-col COL "
+            "(m = ratio·n)"
+        )
     if (n <= 0).any():
         raise NegscaleError(f"n must be positive; {int((n <= 0).sum())} run(s) have n <= 0")
-    hib = not lower_is_better(metric) if higher_is_better is None else bool(higher_is_better)
-    y, top, scale, warnings = _to_error(v, hib, scale, metric)
-    return Prepared(
-        m=m,
-        n=n,
-        value=v,
-        y=y,
-        seed=seed,
-        higher_is_better=hib,
-        scale=scale,
-        top=top,
-        dropped=dropped,
-        warnings=late + warnings,
-    )
 
 
 def selected_at_the_end(df: pd.DataFrame, m_col: str, n_col: str) -> list[str]:
@@ -302,39 +343,22 @@ def canonical_order(
     return np.lexsort((*keys, m, n))
 
 
-def _to_error(
-    v: np.ndarray, hib: bool, scale: str, metric: str
-) -> tuple[np.ndarray, float, str, list[str]]:
-    """The error y fitted on a log scale: top − metric (bounded, higher is better;
-    runs at the ceiling clipped) or the metric itself (lower is better, > 0)."""
-    warnings: list[str] = []
+def _scale(v: np.ndarray, hib: bool, scale: str, metric: str) -> str:
+    """The metric's scale: "percent" or "fraction" for a bounded higher-is-better
+    metric (values checked against [0, 100] or [0, 1]), "raw" otherwise."""
+    if scale not in ("auto", "percent", "fraction"):
+        raise NegscaleError(f"unknown scale {scale!r}: use auto, percent or fraction")
     if not hib:
-        if (v <= 0).any():
-            raise NegscaleError(
-                f"{metric} is lower-is-better and fitted on a log scale: all values must be "
-                f"> 0 ({int((v <= 0).sum())} are not)"
-            )
-        return v.copy(), 0.0, "raw", warnings
+        return "raw"
     if scale == "auto":
         scale = "percent" if v.max() > 1.0 + 1e-9 else "fraction"
-    elif scale not in ("percent", "fraction"):
-        raise NegscaleError(f"unknown scale {scale!r}: use auto, percent or fraction")
     top = 100.0 if scale == "percent" else 1.0
     if v.min() < 0 or v.max() > top + 1e-9:
         raise NegscaleError(
             f"{metric} values span [{v.min():g}, {v.max():g}], outside [0, {top:g}] "
             f"for a {scale} scale (set --scale, or check --metric-col)"
         )
-    y = top - v
-    at_top = y <= 0
-    if at_top.any():
-        floor = 0.5 * float(y[~at_top].min()) if (~at_top).any() else 1e-6 * top
-        warnings.append(
-            f"{int(at_top.sum())} run(s) at the metric's ceiling: their error "
-            f"is clipped to {floor:g} for the log fit"
-        )
-        y = np.where(at_top, floor, y)
-    return y, top, scale, warnings
+    return scale
 
 
 def resolve_setting(df: pd.DataFrame, setting: str) -> tuple[str, list[str]]:
@@ -361,21 +385,6 @@ def resolve_setting(df: pd.DataFrame, setting: str) -> tuple[str, list[str]]:
     if len(col) and any(c != setting for c in col):
         notes.append(f"--setting {setting} overrides the runs' own setting ({', '.join(col)})")
     return setting, notes
-
-
-def seed_sd_at_max_m(p: Prepared) -> float | None:
-    """Pooled run-to-run sd of the metric at each n group's largest m (metric units)."""
-    vs = []
-    for g in np.unique(p.n):
-        sel = p.n == g
-        mm = p.m[sel].max()
-        v = p.value[sel & (p.m == mm)]
-        if v.size >= 2:
-            vs.append(np.var(v, ddof=1))
-    if not vs:
-        return None
-    sd = float(np.sqrt(np.mean(vs)))
-    return sd if sd > 0 else None
 
 
 def thin_design_warnings(p: Prepared) -> list[str]:
