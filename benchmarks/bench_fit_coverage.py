@@ -104,13 +104,15 @@ def main() -> None:
     ap.add_argument("--bootstrap", type=int, default=300, help="replicates a fit (default 300)")
     ap.add_argument("--jobs", type=int, default=2, help="processes (default 2)")
     ap.add_argument("--family", action="append", help="only these families (repeatable)")
+    ap.add_argument("--first", type=int, default=0, help="seed of the first draw (default 0)")
     ap.add_argument("--markdown", action="store_true", help="print a Markdown table")
     args = ap.parse_args()
     families = args.family or list(FAMILIES)
     unknown = set(families) - set(FAMILIES)
     if unknown:
         raise SystemExit(f"error: unknown family {sorted(unknown)}; known: {list(FAMILIES)}")
-    tasks = [(f, s, args.bootstrap) for f in families for s in range(args.draws)]
+    seeds = range(args.first, args.first + args.draws)
+    tasks = [(f, s, args.bootstrap) for f in families for s in seeds]
     t0 = time.perf_counter()
     with ProcessPoolExecutor(max_workers=args.jobs) as pool:
         results = list(pool.map(score, *zip(*tasks), chunksize=4))
@@ -119,7 +121,8 @@ def main() -> None:
     rows.append(_row("overall", results))
     print(table(rows, args.markdown))
     print(
-        f"\n{args.draws} studies a family, {args.bootstrap} replicates a fit, {dt:.0f} s on "
+        f"\n{args.draws} studies a family (seeds {args.first}–{args.first + args.draws - 1}), "
+        f"{args.bootstrap} replicates a fit, {dt:.0f} s on "
         f"{args.jobs} process(es); {TARGETS}"
     )
 

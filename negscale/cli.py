@@ -357,7 +357,7 @@ def sweep(
         return
 
     if plot is not None:
-        check_plot_path(plot)
+        plot = check_plot_path(plot)
     check_results_dir(folder)
     start = time.perf_counter()
     stats = _execute(plan, folder, part, device, metric, report_to, workers)
@@ -427,12 +427,23 @@ def _execute(plan: Any, folder: Path, part: tuple[int, int] | None, device: str 
         raise typer.Exit(130) from None
 
 
-def check_plot_path(path: Path) -> None:
-    """A plot path must name an image file in an existing folder (checked before training)."""
+def check_plot_path(path: Path) -> Path:
+    """The one rule for ``--plot`` (sweep and fit), checked before any work: no
+    suffix means .png; the suffix must be .png, .pdf or .svg; the folder must
+    exist and be writable."""
+    import os
+
+    path = path if path.suffix else path.with_suffix(".png")
     if path.suffix.lower() not in (".png", ".pdf", ".svg"):
         raise NegscaleError(f"--plot: {path} should end in .png, .pdf or .svg")
-    if not path.parent.is_dir():
-        raise NegscaleError(f"--plot: folder {path.parent} does not exist")
+    folder = path.parent
+    if not folder.is_dir():
+        raise NegscaleError(f"--plot: folder {folder} does not exist")
+    if not os.access(folder, os.W_OK):
+        raise NegscaleError(f"--plot: cannot write to folder {folder}")
+    if path.is_dir():
+        raise NegscaleError(f"--plot: {path} is a folder, not a file")
+    return path
 
 
 @contextlib.contextmanager
@@ -670,8 +681,11 @@ def fit_cmd(
     sources: list[Path] = typer.Argument(
         ..., help="Results directories (runs/*.parquet) and/or CSV/Parquet tables."
     ),
-    metric: str = typer.Option(
-        "auc", "--metric", help="Metric to fit, e.g. auc, recall_at_1, zeroshot_top1, val_loss."
+    metric: str | None = typer.Option(
+        None,
+        "--metric",
+        help="Metric to fit, e.g. auc, recall_at_1, zeroshot_top1, val_loss (default: auc, or "
+        "the --metric-col name). Its name sets the direction: loss/rank/error/excess_ fall.",
     ),
     setting: str = typer.Option(
         "auto", "--setting", help="auto (read from the runs) | supervised | self-supervised."
@@ -679,13 +693,21 @@ def fit_cmd(
     tolerance: float | None = typer.Option(
         None,
         "--tolerance",
-        help="ε in metric units: m_sat is where one more doubling of m gains <= ε "
-        "(default: the seed sd at the largest m).",
+        help="ε in the metric's units: m_sat is where one more doubling of m gains <= ε "
+        "(default: the run-to-run sd pooled over all cells).",
     ),
-    bootstrap: int = typer.Option(1000, "--bootstrap", help="Bootstrap replicates (0: none)."),
+    bootstrap: int = typer.Option(
+        1000, "--bootstrap", help="Parametric replicates behind a law's interval (0: none)."
+    ),
+    at_n: list[float] = typer.Option(
+        None, "--at-n", help="Predict m_sat at this n (repeatable; default 10x the largest n)."
+    ),
     plot: Path | None = typer.Option(None, "--plot", help="Write the diagnostic plots (PNG)."),
     m_col: str = typer.Option("m", "--m-col", help="Column with the negatives per anchor m."),
     n_col: str = typer.Option("n", "--n-col", help="Column with the training anchors n."),
+    ratio_col: str | None = typer.Option(
+        None, "--ratio-col", help="Column with m/n instead of m (m = ratio·n)."
+    ),
     metric_col: str | None = typer.Option(
         None, "--metric-col", help="Column with the metric's values (default: --metric)."
     ),
@@ -693,48 +715,52 @@ def fit_cmd(
     group_col: str | None = typer.Option(
         None, "--group-col", help="Fit each value of this column on its own (one report each)."
     ),
+    collapsed: str = typer.Option(
+        "drop",
+        "--collapsed",
+        help="Runs recorded as collapsed: drop (default; counted per cell) | chance (kept at "
+        "the metric's chance level).",
+    ),
     scale: str = typer.Option("auto", "--scale", help="auto | percent | fraction."),
     higher: bool | None = typer.Option(
         None,
         "--higher-is-better/--lower-is-better",
-        help="The metric's direction (default: from --metric's name; loss/rank/error/excess_ "
-        "fall).",
+        help="The metric's direction (default: from its name).",
+    ),
+    verbose: bool = typer.Option(
+        False, "--verbose", "-v", help="Also print the levels, the forms checked, the balance point."
     ),
     as_json: bool = JsonOpt,
 ) -> None:
-    """Fit the saturation point m_sat and the optimal m/n ratio, with bootstrap intervals."""
+    """Fit the saturation point m_sat per n, how it scales with n, with 95% intervals."""
     from negscale import fit as nf
+    from negscale.fit.plots import plot as draw
+    from negscale.fit.plots import plot_path
 
-    if metric == "train_loss":
-        raise NegscaleError(
-            "--metric train_loss: the training loss is not fitted, its chance level ln(m+1) "
-            "grows with m, so more negatives look worse; fit val_loss (or a retrieval metric)"
-        )
     if plot is not None:  # checked before any work: no report, then a failed plot
-        plot = plot if plot.suffix else plot.with_suffix(".png")
-        if not plot.parent.is_dir():
-            raise NegscaleError(f"--plot: no such directory {plot.parent}")
-    col = metric_col or metric
+        plot = check_plot_path(plot)
+    col = metric_col or metric or "auc"
+    label = metric or col
     df = nf.load_sources(
-        sources, m_col=m_col, n_col=n_col, metric_col=col, seed_col=seed_col, group_col=group_col
-    )
-    if higher is None and metric_col is not None and group_col != "metric":
-        higher = not nf.lower_is_better(metric)  # --metric names what --metric-col holds
+        sources, m_col=m_col, n_col=n_col, metric_col=col, seed_col=seed_col,
+        group_col=group_col, ratio_col=ratio_col,
+    )  # fmt: skip
+    if higher is None and group_col != "metric":
+        higher = not nf.lower_is_better(label)  # --metric, else the column's own name
     kw: dict[str, Any] = dict(
         metric=col, setting=setting, tolerance=tolerance, bootstrap=bootstrap, scale=scale,
-        higher_is_better=higher,
+        higher_is_better=higher, at_n=at_n or None, collapsed=collapsed,
     )  # fmt: skip
-    if metric_col is not None and group_col is None:
-        kw["label"] = metric
+    if group_col is None and label != col:
+        kw["label"] = label
     reports = nf.fit_groups(df, group_col, **kw) if group_col else [(None, nf.fit(df, **kw))]
     for value, rep in reports:
         if not as_json:
-            nf.render(rep, out)
+            nf.render(rep, out, verbose=verbose)
         if plot is not None:
-            path = nf.plot(rep, nf.plot_path(plot, value))
-            err.print(f"plot: {path}", highlight=False)
+            err.print(f"plot: {draw(rep, plot_path(plot, value))}", highlight=False)
     if plot is not None:
-        _calibration_plot(sources, nf.plot_path(plot, "calibration"))
+        _calibration_plot(sources, plot_path(plot, "calibration"))
     if as_json:
         docs = [rep.to_dict() for _, rep in reports]
         print_json(docs if group_col else docs[0])

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from negscale.fit.inputs import load_sources, lower_is_better
 from negscale.fit.pipeline import fit, fit_groups
+from negscale.fit.plots import plot, plot_path
 from negscale.fit.report import M_SAT_DEFINITION, FitReport, GroupReport
 from negscale.fit.render import render, render_text
 
@@ -28,6 +29,8 @@ __all__ = [
     "fit_groups",
     "load_sources",
     "lower_is_better",
+    "plot",
+    "plot_path",
     "render",
     "render_text",
 ]

@@ -13,8 +13,10 @@ may narrow that interval, only where
 
 Every form that passes counts: the law's interval is the hull of their
 bootstrap intervals, so the choice between equally good shapes is inside it.
-The answer is the intersection of that hull with the levels' interval; a law
-that contradicts the levels (an empty intersection) is ignored, with a note.
+The answer is the intersection of that hull with the levels' interval. When
+they do not overlap, one of them is wrong (a law can pass its checks and be
+off; one unlucky cell can make the levels claim too much) and the data cannot
+say which: the interval then spans both, with a note.
 A law whose m_sat lies past the largest m is an extrapolation: the headline
 stays a lower bound and the law's number goes to the details.
 """
@@ -53,6 +55,7 @@ class Answer:
     extrapolated: dict | None = None  # a law's m_sat beyond the data
     note: str = ""
     m_levels: np.ndarray = field(default_factory=lambda: np.empty(0))
+    scatter: float = 1.0  # the tested levels' se were scaled by √scatter (overdispersion)
 
     @property
     def decline(self) -> levels.Decline | None:
@@ -110,9 +113,8 @@ def answer_group(
     rng: np.random.Generator,
 ) -> Answer:
     """The headline answer for one n group (and its interval at ``joint_alpha``)."""
-    reading = levels.read(curve, eps, alpha)
+    part = rise(curve, levels.find_decline(curve))
     checked: list[laws.LawAnswer] = []
-    part = rise(curve, reading.decline)
     note = ""
     if not seeded:
         note = "no seeds: no law can be checked against the noise"
@@ -124,14 +126,36 @@ def answer_group(
                 checked.append(la)
         if not checked:
             note = "too few levels to check a law"
+    scatter = overdispersion(checked)
+    wide = replace(curve, se=curve.se * np.sqrt(scatter)) if scatter > 1.0 else curve
+    reading = levels.read(wide, eps, alpha)
     base = Answer(
         curve.n, int(curve.k_all.sum()), reading.status, reading.m_sat, reading.interval,
-        BASIS_LEVELS, reading, checked, note=note, m_levels=curve.m,
+        BASIS_LEVELS, reading, checked, note=note, m_levels=curve.m, scatter=scatter,
     )  # fmt: skip
     out = _narrow(base, part, alpha)
-    joint = _narrow(replace(base, reading=levels.read(curve, eps, joint_alpha)), part, joint_alpha)
+    joint = _narrow(replace(base, reading=levels.read(wide, eps, joint_alpha)), part, joint_alpha)
     out.joint_ci = joint.ci if joint.basis == out.basis else _hull(out.ci, joint.reading.interval)
     return out
+
+
+def overdispersion(checked: list[laws.LawAnswer]) -> float:
+    """How much more the centres scatter than their seeds say (≥ 1).
+
+    When even the best-fitting form leaves residuals beyond the cells' own
+    noise (its lack-of-fit test fails), either no form describes the curve or
+    the cells vary more than their seeds show (a shared data order, an
+    unlucky few seeds). Either way the tested levels must not read that
+    scatter as signal: their standard errors are scaled by √(RSS/dof) of
+    that best form. 1 when some form fits within the noise.
+    """
+    usable = [la for la in checked if la.dof >= 1]
+    if not usable:
+        return 1.0
+    best = min(usable, key=lambda la: la.rss / la.dof)
+    if best.check_p >= laws.CHECK_P:
+        return 1.0
+    return max(1.0, best.rss / best.dof)
 
 
 def _hull(a: tuple[Bound, Bound], b: tuple[Bound, Bound]) -> tuple[Bound, Bound]:
@@ -156,9 +180,16 @@ def _narrow(ans: Answer, part: Curve, alpha: float) -> Answer:
     lo, hi = max(L or 0.0, lo_law), min(U if U is not None else np.inf, hi_law)
     names = [la.form for la in passing]
     m = part.m
-    if lo > hi:
-        ans.note = f"the law ({', '.join(names)}) disagrees with the tested levels: not used"
-        return ans
+    if lo > hi:  # one of them is wrong and the data cannot say which: span both
+        ans.note = (
+            f"the law ({', '.join(names)}) and the tested levels disagree: the interval spans both"
+        )
+        lo, hi = min(L or 0.0, lo_law), max(U if U is not None else np.inf, hi_law)
+        point = float(np.clip(best.m_sat, lo, hi))
+        return replace(
+            ans, status=levels.REACHED, m_sat=point, ci=(lo or None, hi if np.isfinite(hi) else None),
+            basis=BASIS_LAW, used=names,
+        )  # fmt: skip
     if best.m_sat > m[-1]:
         ans.extrapolated = {"m_sat": best.m_sat, "ci": [lo_law, hi_law], "forms": names}
         if ans.status != levels.NOT_REACHED:

@@ -23,15 +23,15 @@ supplies σ from the residuals of smooth fits and :func:`with_sigma` sets it.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 
 import numpy as np
 from scipy import special, stats
 
-OUTLIER_Z = 5.0  # a run this many sds (of its distance) from the rest of its cell is an outlier
+OUTLIER_Z = 8.0  # a run this many sds (of its distance) from the rest of its cell is an outlier
 PRIOR_DOF = 8.0  # weight (in degrees of freedom) of the variance trend in a cell's variance
 TREND_Z = 2.6  # a variance trend in log m is used only when its slope is this clear
-NEIGHBOURS = 2  # cells on each side whose spread sets a cell's local noise scale
 
 
 @dataclass(frozen=True)
@@ -76,10 +76,7 @@ class Cells:
     sigma_dof: float
     sigma_source: str
     outliers: list[Outlier] = field(default_factory=list)
-
-    @property
-    def seeded(self) -> bool:
-        return self.sigma is not None
+    seeded: bool = True  # the noise comes from seeds (False: from elsewhere, or unknown)
 
 
 def build(
@@ -95,16 +92,15 @@ def build(
     ids = None if run_id is None else np.asarray(run_id, object)
     groups = [np.nonzero(n == g)[0] for g in np.unique(n)]
     raw = [_cell_lists(m[ix], score[ix], None if ids is None else ids[ix]) for ix in groups]
-    pairs = [v for cells in raw for _, vals, _ in cells for v in _pair_diffs(vals)]
-    sigma0 = 1.4826 * float(np.median(pairs)) / np.sqrt(2.0) if pairs else None
+    screen = _screen_scale(raw)
     outliers: list[Outlier] = []
     curves = []
     for ix, cells in zip(groups, raw, strict=True):
         g = float(n[ix[0]])
-        kept = _drop_outliers(g, cells, sigma0, sign, outliers)
+        kept = _drop_outliers(g, cells, screen, sign, outliers)
         curves.append(_curve(g, cells, kept))
-    if sigma0 is None:
-        return Cells(curves, None, 0.0, "no seeds", outliers)
+    if screen is None:
+        return Cells(curves, None, 0.0, "no seeds", outliers, seeded=False)
     ss = sum(float(np.nansum(c.sd**2 * c.dof)) for c in curves)
     dof = float(sum(c.dof.sum() for c in curves))
     sigma = float(np.sqrt(ss / dof)) if dof > 0 and ss > 0 else float(np.finfo(float).tiny)
@@ -123,46 +119,62 @@ def _cell_lists(
     return out
 
 
-def _pair_diffs(vals: np.ndarray) -> np.ndarray:
-    if vals.size < 2:
-        return np.empty(0)
-    i, j = np.triu_indices(vals.size, 1)
-    return np.abs(vals[i] - vals[j])
+def _screen_scale(raw: list[list]) -> Callable[[float], float] | None:
+    """The outlier screen's noise sd at log2 m, from every cell's raw variance.
+
+    A trend in log m (noise is often larger at small m) whose slope is
+    Theil–Sen's, kept only when clear (TREND_Z), and whose level is a median
+    (log s² less the median of log(χ²_d/d)): neither one noisy cell nor the
+    outlier itself sets the yardstick. None without seeds.
+    """
+    rows = [
+        (np.log2(level), vals.size - 1, float(np.var(vals, ddof=1)))
+        for cells in raw
+        for level, vals, _ in cells
+        if vals.size >= 2
+    ]
+    rows = [r for r in rows if r[2] > 0]
+    if not rows:
+        return None
+    t, d, v = (np.array(x, float) for x in zip(*rows, strict=True))
+    slope = _clear_slope(np.log(v), t, d)
+    level = float(np.median(np.log(v) - slope * t - np.log(stats.chi2.median(d) / d)))
+    return lambda tt: float(np.exp(0.5 * (level + slope * tt)))
 
 
-def _local_scale(cells: list, i: int, fallback: float | None) -> float | None:
-    """Robust noise sd from the cells around cell i (not cell i itself); the
-    caller never lets it fall below the pooled σ, so a quiet neighbourhood
-    cannot make an ordinary run look like an outlier."""
-    lo, hi = max(0, i - NEIGHBOURS), min(len(cells), i + NEIGHBOURS + 1)
-    d = [x for j in range(lo, hi) if j != i for x in _pair_diffs(cells[j][1])]
-    if len(d) < 3:
-        return fallback
-    return max(1.4826 * float(np.median(d)) / np.sqrt(2.0), 1e-12)
+def _clear_slope(lv: np.ndarray, t: np.ndarray, d: np.ndarray) -> float:
+    """Theil–Sen slope of log s² on log2 m, or 0 unless it stands out of the
+    noise of log s² (variance ψ'(d/2)) by TREND_Z."""
+    if np.unique(t).size < 3:
+        return 0.0
+    slope = float(stats.theilslopes(lv, t)[0])
+    se = np.sqrt(np.mean(special.polygamma(1, d / 2.0)) / np.sum((t - t.mean()) ** 2))
+    return slope if abs(slope) >= TREND_Z * se else 0.0
 
 
 def _drop_outliers(
-    n: float, cells: list, sigma0: float | None, sign: float, outliers: list[Outlier]
+    n: float,
+    cells: list,
+    screen: Callable[[float], float] | None,
+    sign: float,
+    outliers: list[Outlier],
 ) -> list[np.ndarray]:
     """Per cell, a mask of the runs kept; left-out runs go to ``outliers``.
 
-    With 3 or more runs, a run is out when it lies more than OUTLIER_Z local
-    sds from the median of the others. With 2, the one farther from the line
-    through the neighbouring cells' medians is out when the two disagree by
-    more than OUTLIER_Z·√2 sds and the other agrees with the neighbours. One
-    run cannot be told from the curve: it stays.
+    With 3 or more runs, a run is out when it lies more than OUTLIER_Z sds
+    (the screen's, at its m) from the median of the others. With 2, the one
+    farther from the line through the neighbouring cells' medians is out when
+    the two disagree by more than OUTLIER_Z·√2 sds and the other agrees with
+    the neighbours. One run cannot be told from the curve: it stays.
     """
     meds = np.array([np.median(v) for _, v, _ in cells])
     ts = np.log2([lvl for lvl, _, _ in cells])
     kept = []
     for i, (level, vals, ids) in enumerate(cells):
         keep = np.ones(vals.size, bool)
-        local = _local_scale(cells, i, sigma0)
-        scale = None if local is None else max(local, sigma0 or 0.0)
-        if scale is not None and vals.size >= 2:
-            z = _outlier_z(vals, i, ts, meds, scale)
-            bad = np.nonzero(z > OUTLIER_Z)[0]
-            for j in bad:
+        if screen is not None and vals.size >= 2:
+            z = _outlier_z(vals, i, ts, meds, screen(ts[i]))
+            for j in np.nonzero(z > OUTLIER_Z)[0]:
                 keep[j] = False
                 rid = None if ids is None else str(ids[j])
                 outliers.append(Outlier(n, level, sign * float(vals[j]), float(z[j]), rid))
@@ -228,12 +240,9 @@ def _variance_trend(curves: list[Curve], pooled: float) -> tuple[float, float]:
     t = np.concatenate([c.t[c.dof > 0] for c in curves])
     d = np.concatenate([c.dof[c.dof > 0] for c in curves])
     v = np.concatenate([c.sd[c.dof > 0] ** 2 for c in curves])
-    if np.unique(t).size < 3 or not (v > 0).all():
+    if v.size == 0 or not (v > 0).all():
         return float(np.log(pooled)), 0.0
-    slope = float(stats.theilslopes(np.log(v), t)[0])
-    se = np.sqrt(np.mean(special.polygamma(1, d / 2.0)) / np.sum((t - t.mean()) ** 2))
-    if abs(slope) < TREND_Z * se:
-        return float(np.log(pooled)), 0.0
+    slope = _clear_slope(np.log(v), t, d)
     return float(np.log(np.average(v / np.exp(slope * t), weights=d))), slope
 
 
@@ -253,4 +262,4 @@ def with_sigma(cells: Cells, sigma: float, dof: float, source: str) -> Cells:
         replace(c, sd=np.full(len(c), sigma), se=sigma / np.sqrt(c.k), dof=np.full(len(c), dof))
         for c in cells.curves
     ]
-    return Cells(curves, sigma, dof, source, cells.outliers)
+    return Cells(curves, sigma, dof, source, cells.outliers, seeded=False)

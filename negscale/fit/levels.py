@@ -20,8 +20,11 @@ never claims more than the levels show:
   limit must be ≤ ε; then, with the gain falling past u, m_sat ≤ u.
 
 Each limit is one-sided at α/2 with Student's t on the cells' degrees of
-freedom, so [L, U] is a 1 − α interval that spans at least the two tested
-levels around the crossing: on a thin grid, a bracket. A decline (the metric
+freedom; L keeps the largest of the levels' claims, so its tests are
+Bonferroni-corrected over the levels (one unlucky cell among many past the
+crossing must not claim a gain the curve does not have). [L, U] is a 1 − α
+interval that spans at least the two tested levels around the crossing: on
+a thin grid, a bracket. A decline (the metric
 falls beyond noise past some level) is a finding: it is reported, and the
 bounds read the rise before it (an upper bound then uses the best level past
 u + one doubling, not the fallen last one).
@@ -156,9 +159,10 @@ def upper_evidence(c: Curve, u: int, declined: bool) -> tuple[float, float, floa
 def bounds(c: Curve, eps: float, alpha: float, declined: bool) -> tuple[float | None, float | None]:
     """[L, U] of the module docstring; None where the data leave it open."""
     lo_i = None
+    tests = max(len(c) - 1, 1)  # the largest of these claims is kept: Bonferroni over them
     for a in range(len(c) - 1):
         ev = lower_evidence(c, a)
-        if ev is not None and ev[0] - _quantile(alpha, ev[2]) * ev[1] > eps:
+        if ev is not None and ev[0] - _quantile(alpha / tests, ev[2]) * ev[1] > eps:
             lo_i = a
     start = 0 if lo_i is None else lo_i + 1
     hi_i = None

@@ -118,20 +118,31 @@ def _noise(cells: cells_mod.Cells, tolerance: float | None) -> tuple[cells_mod.C
         "the answers are the tested levels' brackets (a law cannot be checked without seeds)"
     )
     if tolerance is None:
-        note += "; ε should be given with --tolerance"
+        note += "; ε is assumed, give it with --tolerance"
     return cells_mod.with_sigma(cells, sigma, dof, src), note
+
+
+FALLBACK_TOL_BOUNDED = 0.005  # without seeds: half a point of a [0, 1] metric (0.5 in percent)
+FALLBACK_TOL_REL = 0.01  # without seeds, for an unbounded metric: 1 % of it at the largest m
 
 
 def _tolerance(
     tolerance: float | None, cells: cells_mod.Cells, prep: Prepared
 ) -> tuple[float, str]:
-    unit = "percentage points" if prep.scale == "percent" else "metric units"
+    """ε: given; with seeds, the pooled run-to-run sd; without, a stated assumption."""
+    unit = "percentage points" if prep.scale == "percent" else f"{prep.scale} units"
     if tolerance is not None:
         if not np.isfinite(tolerance) or tolerance <= 0:
             raise NegscaleError(f"--tolerance must be a positive number, got {tolerance}")
-        return float(tolerance), f"given ({unit})"
-    count = sum(len(c) for c in cells.curves)
-    return float(cells.sigma), f"default: the run-to-run sd, {cells.sigma_source} ({count} cells)"
+        return float(tolerance), "given"
+    if cells.seeded:
+        count = sum(len(c) for c in cells.curves)
+        return float(cells.sigma), f"default: the run-to-run sd pooled over {count} cells"
+    if prep.higher_is_better:
+        eps = FALLBACK_TOL_BOUNDED * (100.0 if prep.scale == "percent" else 1.0)
+        return eps, f"assumed without seeds: 0.5 % of the metric's range ({eps:g} {unit})"
+    top = np.median([np.abs(c.centre[-1]) for c in cells.curves])
+    return FALLBACK_TOL_REL * float(top), "assumed without seeds: 1 % of the metric at the largest m"
 
 
 def _answer_warnings(
@@ -153,6 +164,11 @@ def _answer_warnings(
                 f"n={fmt(a.n)}: the metric falls past m={fmt(d.from_m)} by {d.drop:.3g} "
                 f"({d.drop_sd:.1f} sd) at m={fmt(d.to_m)}: more negatives hurt here; m_sat "
                 "is read on the rise before the fall"
+            )
+        if a.scatter > 1.0:
+            out.append(
+                f"n={fmt(a.n)}: the cell centres scatter {np.sqrt(a.scatter):.2g}× more than "
+                "their seeds' noise (no form fits within it): the intervals allow for that"
             )
         if a.status == levels.NOT_REACHED:
             out.append(
@@ -177,6 +193,8 @@ def _scaling(
     boxes = [a.joint_ci for a in answers]
     points = [a.m_sat if a.status == levels.REACHED else None for a in answers]
     scal = scaling.gamma(ns, boxes, points, setting)
+    if not at_n and not scal.pinned:
+        return scal, []  # γ not pinned: a default prediction would span decades
     targets = at_n if at_n else [10.0 * max(ns)]
     preds = [scaling.predict(ns, boxes, points, float(t), scal.widened) for t in targets]
     return scal, preds

@@ -10,14 +10,21 @@ from __future__ import annotations
 
 import textwrap
 
+import numpy as np
+
 from negscale.fit import levels
 from negscale.fit.fmt import fmt
-from negscale.fit.report import FitReport, GroupReport
+from negscale.fit.report import M_SAT_DEFINITION, FitReport, GroupReport
 
 
 def n_text(n: float) -> str:
     """n in full (16,384; 6,000,000): it is a count the user typed."""
     return f"{int(n):,}" if float(n).is_integer() and n < 1e15 else fmt(n)
+
+
+def span(lo: float | None, hi: float | None) -> str:
+    """[lo, hi] with an open end shown as 0 or ∞)."""
+    return f"[{fmt(lo) if lo else '0'}, " + (f"{fmt(hi)}]" if hi else "∞)")
 
 
 def _pct(x: float | None, n: float) -> str:
@@ -27,39 +34,34 @@ def _pct(x: float | None, n: float) -> str:
     return f"{r:.2g} % of n" if r < 10 else f"{r:.0f} % of n"
 
 
-def span(lo: float | None, hi: float | None) -> str:
-    """[lo, hi] with an open end shown as 0 or ∞)."""
-    return f"[{fmt(lo) if lo else '0'}, " + (f"{fmt(hi)}]" if hi else "∞)")
-
-
 def answer_text(g: GroupReport) -> str:
-    """'m_sat ≈ 39 [30, 47]  (0.24 % of n)  reached, 7 levels' and its bounds' forms."""
+    """'m_sat ≈ 39 [30, 47]  0.24 % of n  reached, 7 levels, law' and the bounds' forms."""
     a = g.answer
     lo, hi = a.ci
     k = f"{a.m_levels.size} levels"
-    how = "law on dense levels" if a.basis != "tested levels" else "tested levels"
     if a.status == levels.REACHED:
-        return f"m_sat ≈ {fmt(a.m_sat)} {span(lo, hi)}  ({_pct(a.m_sat, a.n)})  reached, {k}, {how}"
+        how = ", law" if a.basis != "tested levels" else ""
+        return f"m_sat ≈ {fmt(a.m_sat)} {span(lo, hi)}  {_pct(a.m_sat, a.n)}  reached, {k}{how}"
     if a.status == levels.NOT_REACHED:
         bound = f"m_sat > {fmt(lo)}" if lo else "m_sat not pinned"
         return f"{bound}  not reached by m = {fmt(a.m_levels[-1])}, {k}"
-    bound = f"m_sat ≤ {fmt(hi)}" if hi else "m_sat not pinned"
-    extra = f"  ({_pct(hi, a.n)})" if hi else ""
-    return f"{bound}{extra}  saturated at the smallest m ({fmt(a.m_levels[0])}), {k}"
+    bound = f"m_sat ≤ {fmt(hi)}  {_pct(hi, a.n)}" if hi else "m_sat not pinned"
+    return f"{bound}  saturated at the smallest m ({fmt(a.m_levels[0])}), {k}"
 
 
 def scaling_lines(r: FitReport) -> list[str]:
     s = r.scaling
     if s is None:
         return []
-    theory = f"  (theory: {s.theory:g} for {r.setting})" if s.theory is not None else ""
+    theory = f"; theory {s.theory:g} ({r.setting})" if s.theory is not None else ""
     lo, hi = s.ci
     if lo is None and hi is None:
         body = f"γ not bounded by these answers ({s.basis})"
     elif s.gamma is not None and lo is not None and hi is not None:
         body = f"m_sat ∝ n^{s.gamma:.2f} [{lo:.2f}, {hi:.2f}]"
     elif lo is not None and hi is not None:
-        body = f"m_sat ∝ n^γ, γ in [{lo:.2f}, {hi:.2f}]"
+        decades = np.log10(max(s.n) / min(s.n))
+        body = f"γ not pinned: [{lo:.2f}, {hi:.2f}] all fit (n spans {decades:.2g} decades)"
     else:
         body = f"γ ≥ {lo:.2f}" if lo is not None else f"γ ≤ {hi:.2f}"
         body += " (some n give only a bound)"
@@ -82,10 +84,7 @@ def headline(r: FitReport) -> list[str]:
     width = max(len(n_text(g.n)) for g in r.groups)
     lines += [f"n = {n_text(g.n):>{width}}:  {answer_text(g)}" for g in r.groups]
     lines += scaling_lines(r)
-    lines.append(
-        f"ε = {r.tolerance:.3g} ({r.tolerance_source}); {r.confidence:.0%} intervals; "
-        "m_sat: past it, one more doubling of m gains at most ε"
-    )
+    lines.append(f"ε = {r.tolerance:.3g} ({r.tolerance_source}) · {r.confidence:.0%} intervals")
     return lines
 
 
@@ -155,7 +154,7 @@ def render_text(r: FitReport, width: int = 80, verbose: bool = False) -> str:
         lines += ["", "warnings"]
         lines += [f"  • {w}" for w in r.dropped + r.warnings]
     if verbose:
-        lines += ["", "detail"]
+        lines += ["", "detail", f"{M_SAT_DEFINITION}; {r.unit}"]
         noise = "–" if r.noise_sd is None else f"{r.noise_sd:.3g}"
         lines.append(f"noise sd {noise} ({r.noise_source})")
         for g in r.groups:

@@ -107,6 +107,7 @@ class GroupReport:
                 "note": a.note,
                 "extrapolated": a.extrapolated,
                 "joint_ci": list(a.joint_ci),
+                "scatter": a.scatter,
             },
         }
 

@@ -28,6 +28,7 @@ import numpy as np
 from scipy.optimize import linprog
 
 THEORY_GAMMA = {"supervised": 0.5, "self-supervised": 1.0}
+PINNED_WIDTH = 2.0  # a γ interval wider than this is reported as a range, without a point
 
 Bound = float | None
 
@@ -42,6 +43,12 @@ class Scaling:
     theory: float | None
     n: list[float]
     widened: float = 1.0  # factor the per-n intervals were widened by (1: not at all)
+
+    @property
+    def pinned(self) -> bool:
+        """Both ends finite and at most PINNED_WIDTH apart: a γ worth predicting with."""
+        lo, hi = self.ci
+        return lo is not None and hi is not None and hi - lo <= PINNED_WIDTH
 
     def to_dict(self) -> dict:
         return {
@@ -132,6 +139,8 @@ def gamma(
         point = float(np.clip(point, lo if lo is not None else -np.inf, hi if hi is not None else np.inf))
     censored = any(b[0] is None or b[1] is None for b in boxes)
     basis = "per-n bounds" if censored else "per-n answers"
+    if lo is not None and hi is not None and hi - lo > PINNED_WIDTH:
+        point, basis = None, "not pinned by the per-n answers"
     return Scaling(point, (lo, hi), basis, theory, list(ns), widen)
 
 

@@ -285,8 +285,8 @@ def lower_is_better_loss(rng: np.random.Generator) -> Study:
 
 
 def _scaling(rng: np.random.Generator, gamma: float) -> Study:
-    """Three or four n over 1 to 2 decades, m_sat ∝ n^γ exactly, 3 seeds."""
-    k = int(rng.integers(3, 5))
+    """Three to five n (up to 1e3 … 1e7), m_sat ∝ n^γ exactly, 3 seeds."""
+    k = int(rng.integers(3, 6))
     ns = 1024.0 * 4.0 ** np.arange(k) if rng.random() < 0.5 else 1e3 * 10.0 ** np.arange(k)
     amp, h = rng.uniform(0.08, 0.3), rng.uniform(0.8, 3.0)
     sd = amp * _log_uniform(rng, 0.005, 0.02)
@@ -346,6 +346,109 @@ def two_knees(rng: np.random.Generator) -> Study:
     return Study("two knees", table, "auc", curve, True)
 
 
+def power_tail(rng: np.random.Generator) -> Study:
+    """score = E − A·(m/m_min)^(−a): a pure power law whose gain per doubling
+    falls to the noise sd inside the tested range."""
+    levels = dense_levels(rng)
+    a = rng.uniform(0.3, 1.5)
+    amp = rng.uniform(0.1, 0.4)  # the gap to the plateau at the smallest m
+    m_star = _log_uniform(rng, levels[1], levels[-2])
+    sd = amp * (1.0 - 2.0**-a) * (m_star / levels[0]) ** -a
+
+    def curve(m: np.ndarray, n: float) -> np.ndarray:
+        return 0.95 - amp * (np.asarray(m, float) / levels[0]) ** -a
+
+    table = runs(curve, {4096.0: levels}, 3, _sigma(sd, 0.0, 1.0), rng, "auc")
+    return Study("power-law tail", table, "auc", curve, True)
+
+
+def exp_tail(rng: np.random.Generator) -> Study:
+    """score = E − A·exp(−m/s): an exponential approach to the plateau."""
+    levels = dense_levels(rng)
+    amp = rng.uniform(0.05, 0.3)
+    sd = amp * _log_uniform(rng, 0.004, 0.03)
+    m_star = _log_uniform(rng, levels[1], levels[-2])
+    s = m_star / np.log(amp / (4.0 * sd))  # the gain ≈ A·exp(−m/s) is ε near m_star
+
+    def curve(m: np.ndarray, n: float) -> np.ndarray:
+        return 0.6 + amp * (1.0 - np.exp(-np.asarray(m, float) / s))
+
+    table = runs(curve, {4096.0: levels}, 3, _sigma(sd, 0.0, 1.0), rng, "auc")
+    return Study("exponential tail", table, "auc", curve, True)
+
+
+def log_linear(rng: np.random.Generator) -> Study:
+    """Linear in log m up to a break, exactly flat past it (a broken stick):
+    a kink no smooth form follows."""
+    levels = dense_levels(rng)
+    sd = _log_uniform(rng, 0.001, 0.005)
+    slope = sd * rng.uniform(3.0, 15.0)  # gain per doubling on the rise
+    brk = _log_uniform(rng, levels[1], levels[-2])
+
+    def curve(m: np.ndarray, n: float) -> np.ndarray:
+        return 0.7 + slope * np.minimum(np.log2(np.asarray(m, float) / brk), 0.0)
+
+    table = runs(curve, {4096.0: levels}, 3, _sigma(sd, 0.0, 1.0), rng, "auc")
+    return Study("log-linear, then flat", table, "auc", curve, True)
+
+
+def ten_seeds(rng: np.random.Generator) -> Study:
+    """A knee with 10 seeds a cell: little noise in the centres."""
+    levels = dense_levels(rng)
+    amp, h = rng.uniform(0.05, 0.3), rng.uniform(0.7, 4.0)
+    sd = amp * _log_uniform(rng, 0.005, 0.03)
+    m0 = hill_m0_for(_log_uniform(rng, levels[1], levels[-2]), h, amp, sd)
+
+    def curve(m: np.ndarray, n: float) -> np.ndarray:
+        return 0.6 + amp * hill(m, m0, h)
+
+    table = runs(curve, {4096.0: levels}, 10, _sigma(sd, 0.0, 1.0), rng, "auc")
+    return Study("10 seeds", table, "auc", curve, True)
+
+
+def truth_at_a_level(rng: np.random.Generator) -> Study:
+    """The true m_sat sits exactly on a tested level (ε given so it stays there)."""
+    levels = doubling_levels(1.0, int(rng.integers(8, 11)))
+    amp, h = rng.uniform(0.05, 0.3), rng.uniform(0.8, 3.0)
+    sd = amp * _log_uniform(rng, 0.005, 0.02)
+    m_star = float(levels[int(rng.integers(2, levels.size - 2))])
+    m0 = hill_m0_for(m_star, h, amp, sd)
+
+    def curve(m: np.ndarray, n: float) -> np.ndarray:
+        return 0.6 + amp * hill(m, m0, h)
+
+    g = curve(np.array([2.0 * m_star]), 0.0)[0] - curve(np.array([m_star]), 0.0)[0]
+    table = runs(curve, {4096.0: levels}, 3, _sigma(sd, 0.0, 1.0), rng, "auc")
+    return Study("truth at a tested level", table, "auc", curve, True, None, {"tolerance": float(g)})
+
+
+def heavy_tailed_noise(rng: np.random.Generator) -> Study:
+    """A knee whose seeds scatter with Student-t (3 dof) noise: the odd far seed."""
+    st = _knee(rng, (0.8, 4.0), "heavy-tailed noise")
+    t = st.table
+    f = st.curve(t["m"].to_numpy(), 4096.0)
+    resid = t["auc"].to_numpy() - f
+    scale = float(np.sqrt(np.mean(resid**2)))
+    t["auc"] = f + scale * rng.standard_t(3, size=len(t)) / np.sqrt(3.0)
+    return st
+
+
+def percent_below_one(rng: np.random.Generator) -> Study:
+    """A recall in percent whose values all lie below 1 (%): read as a fraction by
+    the scale detection, which must not change the answer (ε and gains are in
+    the metric's own units)."""
+    levels = dense_levels(rng)
+    amp, h = rng.uniform(0.3, 0.6), rng.uniform(0.8, 3.0)
+    sd = amp * _log_uniform(rng, 0.005, 0.02)
+    m0 = hill_m0_for(_log_uniform(rng, levels[1], levels[-2]), h, amp, sd)
+
+    def curve(m: np.ndarray, n: float) -> np.ndarray:
+        return 0.2 + amp * hill(m, m0, h)
+
+    table = runs(curve, {4096.0: levels}, 3, _sigma(sd, 0.0, 1.0), rng, "recall_at_1")
+    return Study("percent below 1 %", table, "recall_at_1", curve, True)
+
+
 FAMILIES: dict[str, Callable[[np.random.Generator], Study]] = {
     "soft knee": soft_knee,
     "sharp knee": sharp_knee,
@@ -360,6 +463,13 @@ FAMILIES: dict[str, Callable[[np.random.Generator], Study]] = {
     "several n, γ = 1": scaling_one,
     "2 noisy seeds": two_noisy_seeds,
     "two knees": two_knees,
+    "power-law tail": power_tail,
+    "exponential tail": exp_tail,
+    "log-linear, then flat": log_linear,
+    "10 seeds": ten_seeds,
+    "truth at a tested level": truth_at_a_level,
+    "heavy-tailed noise": heavy_tailed_noise,
+    "percent below 1 %": percent_below_one,
 }
 
 
