@@ -78,7 +78,15 @@ def _row(name: str, results: list[dict]) -> dict:
 
 
 def table(rows: list[dict], markdown: bool) -> str:
-    head = ["family", "answers", "coverage", "median width (doublings)", "open", "miss > 1 doubling", "γ covered"]
+    head = [
+        "family",
+        "answers",
+        "coverage",
+        "median width (doublings)",
+        "open",
+        "miss > 1 doubling",
+        "γ covered",
+    ]
     body = []
     for r in rows:
         gamma = "–" if r["gamma"] is None else f"{r['gamma']:.0%} of {r['gamma_n']}"
@@ -92,7 +100,11 @@ def table(rows: list[dict], markdown: bool) -> str:
         lines += ["| " + " | ".join(b) + " |" for b in body]
         return "\n".join(lines)
     widths = [max(len(h), *(len(b[i]) for b in body)) for i, h in enumerate(head)]
-    fmt_row = lambda cells: "  ".join(c.rjust(w) if i else c.ljust(w) for i, (c, w) in enumerate(zip(cells, widths)))  # noqa: E731
+
+    def fmt_row(cells: list[str]) -> str:
+        pairs = enumerate(zip(cells, widths, strict=True))
+        return "  ".join(c.rjust(w) if i else c.ljust(w) for i, (c, w) in pairs)
+
     return "\n".join([fmt_row(head)] + [fmt_row(b) for b in body])
 
 
@@ -115,7 +127,7 @@ def main() -> None:
     tasks = [(f, s, args.bootstrap) for f in families for s in seeds]
     t0 = time.perf_counter()
     with ProcessPoolExecutor(max_workers=args.jobs) as pool:
-        results = list(pool.map(score, *zip(*tasks), chunksize=4))
+        results = list(pool.map(score, *zip(*tasks, strict=True), chunksize=4))
     dt = time.perf_counter() - t0
     rows = [_row(f, [r for r in results if r["family"] == f]) for f in families]
     rows.append(_row("overall", results))

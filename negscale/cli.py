@@ -728,7 +728,10 @@ def fit_cmd(
         help="The metric's direction (default: from its name).",
     ),
     verbose: bool = typer.Option(
-        False, "--verbose", "-v", help="Also print the levels, the forms checked, the balance point."
+        False,
+        "--verbose",
+        "-v",
+        help="Also print the levels, the forms checked, the balance point.",
     ),
     as_json: bool = JsonOpt,
 ) -> None:

@@ -17,15 +17,12 @@ CONTRACT = {
     "higher_is_better",
     "setting",
     "tolerance",
-    "form",
-    "params",
-    "params_ci",
     "groups",
     "scaling",
-    "candidates",
+    "predictions",
     "warnings",
 }
-GROUP_KEYS = {"n", "points", "m_sat", "m_sat_ci", "ratio", "ratio_ci"}
+GROUP_KEYS = {"n", "points", "answer", "decline", "ratio", "ratio_ci", "bracket", "details"}
 
 
 def test_fit_json_follows_the_contract_and_writes_the_plot(tmp_path) -> None:
@@ -52,8 +49,9 @@ def test_fit_json_follows_the_contract_and_writes_the_plot(tmp_path) -> None:
     ns = sorted(pd.read_csv(table, comment="#")["n"].unique())
     assert [g["n"] for g in doc["groups"]] == ns
     for g in doc["groups"]:  # ratio is m_sat / n, and each CI brackets its estimate
-        assert g["ratio"] == g["m_sat"] / g["n"] or abs(g["ratio"] - g["m_sat"] / g["n"]) < 1e-9
-        assert g["m_sat_ci"][0] <= g["m_sat"] <= g["m_sat_ci"][1]
+        a = g["answer"]
+        assert abs(g["ratio"] - a["m_sat"] / g["n"]) < 1e-9
+        assert a["ci"][0] <= a["m_sat"] <= a["ci"][1]
     assert doc["scaling"]["theory"] == 1.0
     assert plot.is_file() and plot.stat().st_size > 10_000
 
@@ -83,7 +81,7 @@ def test_fit_groups_of_a_published_table(tmp_path) -> None:
 def test_fit_report_is_readable_text() -> None:
     res = runner.invoke(app, ["fit", str(EXAMPLES / "synthetic_sweep.csv"), "--bootstrap", "20"])
     assert res.exit_code == 0, res.output
-    assert "m_sat" in res.stdout and "saturation" in res.stdout
+    assert res.stdout.startswith("negscale fit · auc") and "m_sat ≈" in res.stdout
 
 
 def test_fit_bad_input_is_one_line_exit_2(tmp_path) -> None:

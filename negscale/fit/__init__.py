@@ -2,12 +2,12 @@
 
 The flow, one module a stage (docs/fitting.md has the method):
 
-    inputs   → runs from results folders and tables, direction, scale   inputs.py
-    cells    → one robust centre and standard error per (n, m), noise   cells.py
-    per n    → the tested levels' reading, narrowed by a checked law    levels.py, laws.py, answer.py
-    scaling  → γ from the per-n intervals, predictions at a new n      scaling.py
-    balance  → the joint law's balance point and budget split          balance.py
-    report   → FitReport (JSON), text, plots                            report.py, render.py, plots.py
+    inputs   runs from folders and tables, direction, scale   inputs.py
+    cells    a robust centre and se per (n, m), the noise     cells.py
+    per n    tested levels, narrowed by a checked law          levels.py, laws.py, answer.py
+    scaling  γ from the per-n intervals, predictions           scaling.py
+    balance  the joint law's balance point and budget split    balance.py
+    report   FitReport (JSON), text, plots                     report.py, render.py, plots.py
 
 :mod:`negscale.fit.simulate` draws studies with known answers, the yardstick
 the method is judged by (benchmarks/bench_fit_coverage.py).
@@ -18,8 +18,8 @@ from __future__ import annotations
 from negscale.fit.inputs import load_sources, lower_is_better
 from negscale.fit.pipeline import fit, fit_groups
 from negscale.fit.plots import plot, plot_path
-from negscale.fit.report import M_SAT_DEFINITION, FitReport, GroupReport
 from negscale.fit.render import render, render_text
+from negscale.fit.report import M_SAT_DEFINITION, FitReport, GroupReport
 
 __all__ = [
     "M_SAT_DEFINITION",

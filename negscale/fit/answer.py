@@ -186,10 +186,8 @@ def _narrow(ans: Answer, part: Curve, alpha: float) -> Answer:
         )
         lo, hi = min(L or 0.0, lo_law), max(U if U is not None else np.inf, hi_law)
         point = float(np.clip(best.m_sat, lo, hi))
-        return replace(
-            ans, status=levels.REACHED, m_sat=point, ci=(lo or None, hi if np.isfinite(hi) else None),
-            basis=BASIS_LAW, used=names,
-        )  # fmt: skip
+        ci = (lo or None, hi if np.isfinite(hi) else None)
+        return replace(ans, status=levels.REACHED, m_sat=point, ci=ci, basis=BASIS_LAW, used=names)
     if best.m_sat > m[-1]:
         ans.extrapolated = {"m_sat": best.m_sat, "ci": [lo_law, hi_law], "forms": names}
         if ans.status != levels.NOT_REACHED:
@@ -197,10 +195,12 @@ def _narrow(ans: Answer, part: Curve, alpha: float) -> Answer:
         ans.basis = BASIS_LEVELS
         return ans
     if best.m_sat < m[0]:
-        upper = max(float(m[0]), hi)
-        if ans.status == levels.SATURATED or U is None or upper < U:
+        # the law puts m_sat below the smallest m: an upper bound, if the levels show no
+        # gain above ε anywhere and the law's own upper end stays inside the tested range
+        cap = min(U if U is not None else np.inf, max(float(m[0]), hi_law))
+        if L is None and cap <= m[-1]:
             return replace(
-                ans, status=levels.SATURATED, m_sat=None, ci=(None, upper), basis=BASIS_LAW,
+                ans, status=levels.SATURATED, m_sat=None, ci=(None, cap), basis=BASIS_LAW,
                 used=names,
             )  # fmt: skip
         return ans

@@ -17,6 +17,7 @@ form (A, B ≥ 0); its interval is a parametric bootstrap.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+
 import numpy as np
 
 from negscale.fit.cells import Curve
@@ -181,4 +182,3 @@ def budget_rows(
             }
         )
     return rows
-

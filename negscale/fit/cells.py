@@ -217,7 +217,10 @@ def _curve(n: float, cells: list, kept: list[np.ndarray]) -> Curve:
     m = np.array([lvl for lvl, _, _ in cells])
     centre = np.array([v[k].mean() for (_, v, _), k in zip(cells, kept, strict=True)])
     var = np.array(
-        [v[k].var(ddof=1) if k.sum() >= 2 else np.nan for (_, v, _), k in zip(cells, kept, strict=True)]
+        [
+            v[k].var(ddof=1) if k.sum() >= 2 else np.nan
+            for (_, v, _), k in zip(cells, kept, strict=True)
+        ]
     )
     k = np.array([int(x.sum()) for x in kept])
     k_all = np.array([x.size for x in kept])

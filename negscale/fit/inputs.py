@@ -175,7 +175,7 @@ def set_aside(
     cells = []
     if bad.any() and {"m", "n"} <= set(df.columns):
         for (n, m), grp in df.loc[bad].groupby(["n", "m"]):
-            cells.append({"n": float(n), "m": float(m), "left_out": int(len(grp)),
+            cells.append({"n": float(n), "m": float(m), "left_out": len(grp),
                           "statuses": sorted(grp["status"].astype(str).unique())})  # fmt: skip
     return df.loc[~bad], why, cells
 
@@ -276,7 +276,9 @@ def prepare(
     late = selected_at_the_end(df[keep], m_col, n_col)
     if seed_col is not None and seed_col != "seed" and seed_col not in df.columns:
         _need(df, seed_col, "seeds", "input table")
-    seed = df[seed_col].to_numpy()[keep] if seed_col is not None and seed_col in df.columns else None
+    seed = (
+        df[seed_col].to_numpy()[keep] if seed_col is not None and seed_col in df.columns else None
+    )
     run_id = df["run_id"].astype(str).to_numpy()[keep] if "run_id" in df.columns else None
     m, n, v = m[keep], n[keep], v[keep]
     order = canonical_order(m, n, seed, v)

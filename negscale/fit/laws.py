@@ -177,7 +177,9 @@ class Fits:
         ∞ when the gain still exceeds ε 30 doublings past ``m_hi``."""
         t = np.arange(np.log2(m_lo) - 12.0, np.log2(m_hi) + 30.0, SAT_GRID_STEP)
         m = 2.0**t
-        gain = -self.beta[:, None] * (self.form.shape(self.theta, m) - self.form.shape(self.theta, 2 * m))
+        gain = -self.beta[:, None] * (
+            self.form.shape(self.theta, m) - self.form.shape(self.theta, 2 * m)
+        )
         over = gain > eps
         any_over = over.any(axis=1)
         last = over.shape[1] - 1 - np.argmax(over[:, ::-1], axis=1)
@@ -187,7 +189,10 @@ class Fits:
         for _ in range(30):  # bisection inside the grid step: gain(lo) > ε ≥ gain(hi)
             mid = 0.5 * (lo + hi)
             mm = 2.0 ** mid[:, None]
-            g = -self.beta * (self.form.shape(self.theta, mm) - self.form.shape(self.theta, 2 * mm))[:, 0]
+            g = (
+                -self.beta
+                * (self.form.shape(self.theta, mm) - self.form.shape(self.theta, 2 * mm))[:, 0]
+            )
             lo, hi = np.where(g > eps, mid, lo), np.where(g > eps, hi, mid)
         return np.where(~any_over, 0.0, np.where(top, np.inf, 2.0**hi))
 
@@ -205,7 +210,7 @@ def _solve(c: np.ndarray, w: np.ndarray, X: np.ndarray) -> tuple[np.ndarray, ...
         Sx, Sxx = (X @ w)[None, :], ((X**2) @ w)[None, :]
         Sy, Sxy, Syy = cw.sum(-1)[:, None], cw @ X.T, (c * cw).sum(-1)[:, None]
     else:
-        Xb = np.broadcast_to(X if X.ndim == 3 else X[None], (R,) + X.shape[-2:])
+        Xb = np.broadcast_to(X if X.ndim == 3 else X[None], (R, *X.shape[-2:]))
         W = np.broadcast_to(np.atleast_2d(w), c.shape)
         Sw = W.sum(-1)[:, None]
         Sx = np.einsum("rl,rgl->rg", W, Xb)
@@ -297,8 +302,9 @@ class LawAnswer:
         """Percentile interval of the replicates at level 1 − α (∞ kept as ∞)."""
         if self.samples.size == 0:
             return float("nan"), float("nan")
-        lo, hi = np.nanpercentile(self.samples, [100 * alpha / 2, 100 * (1 - alpha / 2)])
-        return float(lo), float(hi)
+        big = np.where(np.isinf(self.samples), 1e300, self.samples)  # ∞ sorts last, no NaN
+        lo, hi = np.nanpercentile(big, [100 * alpha / 2, 100 * (1 - alpha / 2)])
+        return tuple(float(np.inf) if v >= 1e299 else float(v) for v in (lo, hi))
 
 
 def lack_of_fit_p(rss: float, dof_fit: int, dof_noise: float) -> float:
@@ -367,7 +373,18 @@ def check(
     params = {"E": float(fit.E[0]), "A": float(-fit.beta[0])}
     params.update({name: float(v) for name, v in zip(form.params, fit.theta[0], strict=True)})
     return LawAnswer(
-        form.name, form.formula, point, samples, rss, dof_fit, p, z, not why, why, params, float(aicc)
+        form.name,
+        form.formula,
+        point,
+        samples,
+        rss,
+        dof_fit,
+        p,
+        z,
+        not why,
+        why,
+        params,
+        float(aicc),
     )
 
 

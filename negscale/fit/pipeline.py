@@ -58,7 +58,7 @@ def fit(
     )  # fmt: skip
     check_sizes(prep)
     setting, notes = resolve_setting(df, setting)
-    warnings = list(prep.warnings) + notes + thin_design_warnings(prep)
+    warnings = list(prep.dropped) + list(prep.warnings) + notes + thin_design_warnings(prep)
     cells = cells_mod.build(prep.m, prep.n, prep.sign * prep.value, prep.run_id, prep.sign)
     cells, noise_note = _noise(cells, tolerance)
     eps, tol_src = _tolerance(tolerance, cells, prep)
@@ -74,9 +74,14 @@ def fit(
     alpha = 1.0 - confidence
     answers = [
         answer_group(
-            c, eps, seeded=cells.seeded, alpha=alpha, joint_alpha=alpha / len(usable),
-            reps=bootstrap, rng=rng,
-        )  # fmt: skip
+            c,
+            eps,
+            seeded=cells.seeded,
+            alpha=alpha,
+            joint_alpha=alpha / len(usable),
+            reps=bootstrap,
+            rng=rng,
+        )
         for c in usable
     ]
     groups = [
@@ -142,7 +147,9 @@ def _tolerance(
         eps = FALLBACK_TOL_BOUNDED * (100.0 if prep.scale == "percent" else 1.0)
         return eps, f"assumed without seeds: 0.5 % of the metric's range ({eps:g} {unit})"
     top = np.median([np.abs(c.centre[-1]) for c in cells.curves])
-    return FALLBACK_TOL_REL * float(top), "assumed without seeds: 1 % of the metric at the largest m"
+    return FALLBACK_TOL_REL * float(
+        top
+    ), "assumed without seeds: 1 % of the metric at the largest m"
 
 
 def _answer_warnings(

@@ -42,12 +42,14 @@ def _law_curve(g: GroupReport, m: np.ndarray) -> np.ndarray | None:
 def _metric_panel(ax, r: FitReport, colours) -> None:
     for g, col in zip(r.groups, colours, strict=True):
         c = g.curve
-        ax.errorbar(c.m, g.sign * c.centre, yerr=2 * c.se, fmt="o", ms=3, color=col, capsize=2,
-                    label=f"n = {g.n:,.0f}")  # fmt: skip
+        y = g.sign * c.centre
+        ax.errorbar(
+            c.m, y, yerr=2 * c.se, fmt="o", ms=3, color=col, capsize=2, label=f"n = {g.n:,.0f}"
+        )
         grid = np.geomspace(c.m[0], c.m[-1], 200)
         law = _law_curve(g, grid)
-        ax.plot(grid, law if law is not None else np.interp(np.log(grid), np.log(c.m), g.sign * c.centre),
-                color=col, lw=1, ls="-" if law is not None else ":")  # fmt: skip
+        line = law if law is not None else np.interp(np.log(grid), np.log(c.m), y)
+        ax.plot(grid, line, color=col, lw=1, ls="-" if law is not None else ":")
         lo, hi = g.answer.ci
         top = float(np.max(g.sign * c.centre))
         if g.answer.m_sat is not None:

@@ -68,7 +68,9 @@ def scaling_lines(r: FitReport) -> list[str]:
     out = [f"n scaling:  {body}{theory}"]
     for p in r.predictions:
         lo_p, hi_p = p["ci"]
-        value = f"≈ {fmt(p['m_sat'])} {span(lo_p, hi_p)}" if p["m_sat"] else f"in {span(lo_p, hi_p)}"
+        value = (
+            f"≈ {fmt(p['m_sat'])} {span(lo_p, hi_p)}" if p["m_sat"] else f"in {span(lo_p, hi_p)}"
+        )
         out.append(
             f"at n = {n_text(p['n'])}: m_sat {value}, extrapolated "
             f"{p['decades_extrapolated']:.1f} decades"
@@ -80,7 +82,9 @@ def headline(r: FitReport) -> list[str]:
     """The first lines: the metric, then one answer per n, γ, the prediction."""
     direction = "higher" if r.higher_is_better else "lower"
     name = r.label or r.metric
-    lines = [f"negscale fit · {name} ({direction} is better, {r.scale}) · {r.setting} · {r.runs} runs"]
+    lines = [
+        f"negscale fit · {name} ({direction} is better, {r.scale}) · {r.setting} · {r.runs} runs"
+    ]
     width = max(len(n_text(g.n)) for g in r.groups)
     lines += [f"n = {n_text(g.n):>{width}}:  {answer_text(g)}" for g in r.groups]
     lines += scaling_lines(r)
@@ -101,9 +105,8 @@ def group_detail(g: GroupReport, metric: str) -> list[str]:
     for row in g.levels_table():
         gain = "" if row["gain_per_doubling"] is None else f"{row['gain_per_doubling']:+.3g}"
         seeds = f"{row['seeds']}/{row['seeds_all']}"
-        out.append(
-            f"    {fmt(row['m']):>9}  {row['centre']:>12.5g} ± {row['se']:<7.2g}  {seeds:>5}  {gain}"
-        )
+        centre = f"{row['centre']:>12.5g} ± {row['se']:<7.2g}"
+        out.append(f"    {fmt(row['m']):>9}  {centre}  {seeds:>5}  {gain}")
     for la in a.laws:
         verdict = "passes" if la.passed else f"fails: {la.why}"
         out.append(f"    {la.form:<6} {la.formula:<22} m_sat {fmt(la.m_sat)}  {verdict}")
@@ -150,9 +153,9 @@ def balance_lines(r: FitReport) -> list[str]:
 def render_text(r: FitReport, width: int = 80, verbose: bool = False) -> str:
     """The whole report, every line wrapped (never cut) to ``width``."""
     lines = headline(r)
-    if r.warnings or r.dropped:
+    if r.warnings:
         lines += ["", "warnings"]
-        lines += [f"  • {w}" for w in r.dropped + r.warnings]
+        lines += [f"  • {w}" for w in r.warnings]
     if verbose:
         lines += ["", "detail", f"{M_SAT_DEFINITION}; {r.unit}"]
         noise = "–" if r.noise_sd is None else f"{r.noise_sd:.3g}"

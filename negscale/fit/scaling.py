@@ -136,7 +136,9 @@ def gamma(
     if len(reached) >= 2 and len({r[0] for r in reached}) >= 2:
         xs, ys = np.array(reached).T
         point = float(np.polyfit(xs, ys, 1)[0])
-        point = float(np.clip(point, lo if lo is not None else -np.inf, hi if hi is not None else np.inf))
+        point = float(
+            np.clip(point, lo if lo is not None else -np.inf, hi if hi is not None else np.inf)
+        )
     censored = any(b[0] is None or b[1] is None for b in boxes)
     basis = "per-n bounds" if censored else "per-n answers"
     if lo is not None and hi is not None and hi - lo > PINNED_WIDTH:
@@ -163,12 +165,19 @@ def predict(
         xs, ys = np.array(reached).T
         slope, icpt = np.polyfit(xs, ys, 1)
         point = float(np.exp(icpt + slope * xn))
-        point = float(np.clip(point, np.exp(lo) if lo is not None else 0, np.exp(hi) if hi is not None else np.inf))
+        point = float(
+            np.clip(
+                point, np.exp(lo) if lo is not None else 0, np.exp(hi) if hi is not None else np.inf
+            )
+        )
     n_min, n_max = float(min(ns)), float(max(ns))
     decades = max(np.log10(at_n / n_max), np.log10(n_min / at_n), 0.0)
     return {
         "n": float(at_n),
         "m_sat": point,
-        "ci": [None if lo is None else float(np.exp(lo)), None if hi is None else float(np.exp(hi))],
+        "ci": [
+            None if lo is None else float(np.exp(lo)),
+            None if hi is None else float(np.exp(hi)),
+        ],
         "decades_extrapolated": float(decades),
     }

@@ -419,7 +419,9 @@ def truth_at_a_level(rng: np.random.Generator) -> Study:
 
     g = curve(np.array([2.0 * m_star]), 0.0)[0] - curve(np.array([m_star]), 0.0)[0]
     table = runs(curve, {4096.0: levels}, 3, _sigma(sd, 0.0, 1.0), rng, "auc")
-    return Study("truth at a tested level", table, "auc", curve, True, None, {"tolerance": float(g)})
+    return Study(
+        "truth at a tested level", table, "auc", curve, True, None, {"tolerance": float(g)}
+    )
 
 
 def heavy_tailed_noise(rng: np.random.Generator) -> Study:

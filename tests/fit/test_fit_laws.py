@@ -43,7 +43,9 @@ def test_m_sat_matches_the_closed_forms():
     eps = 1e-3
     power = laws.Fits(laws.FORMS["power"], np.array([0.9]), np.array([-0.3]),
                       np.array([[0.7]]), np.zeros(1))  # fmt: skip
-    assert power.m_sat(eps, 1, 512)[0] == pytest.approx((0.3 * (1 - 2**-0.7) / eps) ** (1 / 0.7), rel=1e-6)
+    assert power.m_sat(eps, 1, 512)[0] == pytest.approx(
+        (0.3 * (1 - 2**-0.7) / eps) ** (1 / 0.7), rel=1e-6
+    )
     expo = laws.Fits(laws.FORMS["exp"], np.array([0.9]), np.array([-0.2]),
                      np.array([[30.0]]), np.zeros(1))  # fmt: skip
     u = (1 - np.sqrt(1 - 4 * eps / 0.2)) / 2

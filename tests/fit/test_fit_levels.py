@@ -12,7 +12,9 @@ from negscale.fit.cells import Curve
 def curve(m, centre, se=1e-6, dof=1e6) -> Curve:
     m, centre = np.asarray(m, float), np.asarray(centre, float)
     k = np.full(m.size, 3)
-    return Curve(1000.0, m, centre, np.full(m.size, se), np.full(m.size, dof), k, k, np.full(m.size, se))
+    return Curve(
+        1000.0, m, centre, np.full(m.size, se), np.full(m.size, dof), k, k, np.full(m.size, se)
+    )
 
 
 HAND = curve(2.0 ** np.arange(7), [0.0, 0.4, 0.6, 0.7, 0.72, 0.73, 0.735])

@@ -61,7 +61,7 @@ def test_the_answer_leads_the_text(report):
     assert lines[0].startswith("negscale fit · auc (higher is better, fraction)")
     k = len(report.groups)
     assert all(line.startswith("n = ") for line in lines[1 : 1 + k])
-    assert lines[1 + k].startswith("n scaling:") and "theory: 1" in lines[1 + k]
+    assert lines[1 + k].startswith("n scaling:") and "theory 1" in lines[1 + k]
     assert lines[2 + k].startswith("at n = ") and "extrapolated 1.0 decades" in lines[2 + k]
     assert "warnings" not in "\n".join(lines[: 3 + k])
 

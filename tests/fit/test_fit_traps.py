@@ -26,16 +26,39 @@ def test_metric_col_sets_the_direction_from_its_own_name(tmp_path):
     st.table.rename(columns={"val_loss": "value"}).assign(val_loss=st.table["val_loss"]).to_csv(
         path, index=False
     )
-    res = runner.invoke(app, ["fit", str(path), "--metric-col", "val_loss", "--bootstrap", "50", "--json"])
+    res = runner.invoke(
+        app, ["fit", str(path), "--metric-col", "val_loss", "--bootstrap", "50", "--json"]
+    )
     assert res.exit_code == 0, res.output
     assert json.loads(res.stdout)["higher_is_better"] is False
     # --metric names what an anonymous column holds, and sets the direction
     res = runner.invoke(
-        app, ["fit", str(path), "--metric-col", "value", "--metric", "val_loss", "--bootstrap", "50", "--json"]
+        app,
+        [
+            "fit",
+            str(path),
+            "--metric-col",
+            "value",
+            "--metric",
+            "val_loss",
+            "--bootstrap",
+            "50",
+            "--json",
+        ],
     )
     assert json.loads(res.stdout)["higher_is_better"] is False
     res = runner.invoke(
-        app, ["fit", str(path), "--metric-col", "value", "--higher-is-better", "--bootstrap", "0", "--json"]
+        app,
+        [
+            "fit",
+            str(path),
+            "--metric-col",
+            "value",
+            "--higher-is-better",
+            "--bootstrap",
+            "0",
+            "--json",
+        ],
     )
     assert json.loads(res.stdout)["higher_is_better"] is True
 
@@ -98,7 +121,9 @@ def test_collapsed_runs_are_counted_per_cell_or_kept_at_chance():
     chance = fit(t, bootstrap=0, collapsed="chance")
     first = chance.groups[0].curve
     assert first.k[0] == 3
-    assert first.centre[0] == pytest.approx((0.5 * 2 + t.loc[t.index[(t["m"] == t["m"].min())][2], "auc"]) / 3)
+    assert first.centre[0] == pytest.approx(
+        (0.5 * 2 + t.loc[t.index[(t["m"] == t["m"].min())][2], "auc"]) / 3
+    )
     with pytest.raises(NegscaleError, match="drop or chance"):
         fit(t, collapsed="maybe")
 

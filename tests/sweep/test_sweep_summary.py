@@ -38,7 +38,7 @@ def test_sweep_plot_draws_the_study_and_bad_paths_fail_first(tmp_path, fast) -> 
     bad = runner.invoke(app, [*args, "--plot", str(tmp_path / "nope" / "s.png"), *set_args(fast)])
     assert bad.exit_code == 2 and "does not exist" in bad.stderr
     assert not (tmp_path / "runs").exists()
-    bad = runner.invoke(app, [*args, "--plot", str(tmp_path / "s"), *set_args(fast)])
+    bad = runner.invoke(app, [*args, "--plot", str(tmp_path / "s.txt"), *set_args(fast)])
     assert bad.exit_code == 2 and ".png" in bad.stderr
     png = tmp_path / "study.png"
     res = runner.invoke(app, [*args, "--plot", str(png), *set_args(fast)])
