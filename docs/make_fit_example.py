@@ -18,11 +18,11 @@ EXAMPLES = HERE.parent / "negscale" / "examples"
 def main() -> None:
     cmd = (
         "negscale fit negscale/examples/synthetic_sweep.csv --tolerance 0.001 "
-        "--plot docs/fit_example.png"
+        "-v --plot docs/fit_example.png"
     )
     src = load_sources([EXAMPLES / "synthetic_sweep.csv"], metric_col="auc")
     rep = fit(src, metric="auc", tolerance=0.001, bootstrap=1000, random_state=0)
-    (HERE / "fit_example.txt").write_text(f"$ {cmd}\n\n" + render_text(rep, width=120))
+    (HERE / "fit_example.txt").write_text(f"$ {cmd}\n\n" + render_text(rep, width=80, verbose=True))
     plot(rep, HERE / "fit_example.png")
 
     cmd = (
@@ -31,7 +31,7 @@ def main() -> None:
     )
     src = load_sources([EXAMPLES / "paper_clip.csv"], metric_col="value", group_col="metric")
     reps = fit_groups(src, "metric", metric="value", tolerance=1.0, bootstrap=1000, random_state=0)
-    text = f"$ {cmd}\n\n" + "\n".join(render_text(r, width=120) for _, r in reps)
+    text = f"$ {cmd}\n\n" + "\n".join(render_text(r, width=80) for _, r in reps)
     (HERE / "fit_example_paper.txt").write_text(text)
     for value, r in reps:
         if value == "imagenet_zeroshot_top1":
