@@ -314,6 +314,18 @@ def sweep(
     ),
     dry_run: bool = typer.Option(False, "--dry-run", help="Print the plan and exit."),
     fit_: bool = typer.Option(False, "--fit", help="Fit the saturation point on the study."),
+    adaptive: bool = typer.Option(
+        False,
+        "--adaptive",
+        help="Run in rounds: a coarse start, then the runs that narrow the answer most, "
+        "until every n's interval is within --target (the grid gives the m range and n).",
+    ),
+    target: float = typer.Option(
+        1.0, "--target", help="--adaptive: the interval width to reach, in doublings of m."
+    ),
+    max_runs: int | None = typer.Option(
+        None, "--max-runs", help="--adaptive: the run budget (default: the full grid's size)."
+    ),
     metric: str = typer.Option("auc", "--metric", help="Metric of the summary (and of --fit)."),
     plot: Path | None = typer.Option(
         None, "--plot", help="Draw the study: metric against m, a line per n, seed bands (PNG)."
@@ -359,6 +371,13 @@ def sweep(
     if plot is not None:
         plot = check_plot_path(plot)
     check_results_dir(folder)
+    if adaptive:
+        if target <= 0 or (max_runs is not None and max_runs < 1):
+            raise NegscaleError("--target must be > 0 and --max-runs >= 1")
+        budget = max_runs or len(plan.recipes)
+        _adaptive(recipe, set_, plan, folder, part, device, metric, report_to, workers,
+                  target, budget, plot, as_json)  # fmt: skip
+        return
     start = time.perf_counter()
     stats = _execute(plan, folder, part, device, metric, report_to, workers)
     metrics = list(dict.fromkeys([metric, "recall_at_1"]))
@@ -373,6 +392,80 @@ def sweep(
             highlight=False,
         )
         raise typer.Exit(1)
+
+
+def _adaptive(recipe: str, overrides: list[str] | None, grid: Any, folder: Path,
+              part: tuple[int, int] | None, device: str | None, metric: str,
+              report_to: str | None, jobs: int, target: float, budget: int,
+              plot: Path | None, as_json: bool) -> None:  # fmt: skip
+    """``sweep --adaptive``: the rounds under a progress bar, each round's answers on stderr."""
+    from negscale import sweep as sw
+    from negscale.sweep.adaptive import adaptive
+
+    raw = sw.read_raw(recipe, overrides)
+    err.print(
+        f"[bold]negscale sweep --adaptive[/bold] {grid.name}: up to {budget} runs (the grid has "
+        f"{len(grid.recipes)}), until every n's interval is within {target:g} doubling(s)"
+        + (f", shard {part[0]}/{part[1]}" if part else "") + f" -> {folder}",
+        highlight=False, soft_wrap=True,
+    )  # fmt: skip
+    start = time.perf_counter()
+    try:
+        with SweepProgress(err, metric) as progress, _sigterm_as_exit():
+            outcome = adaptive(raw, grid, folder, target=target, max_runs=budget, metric=metric,
+                               shard=part, jobs=jobs, device=device, report_to=report_to,
+                               listener=progress, on_round=_show_round)  # fmt: skip
+    except KeyboardInterrupt:
+        err.print("[red]interrupted:[/red] re-run the same command to resume the rounds",
+                  highlight=False)  # fmt: skip
+        raise typer.Exit(130) from None
+    done = sw.plan_points(raw, [(r.m, r.data.n, r.train.seed) for r in _recorded(grid, raw, folder)])
+    summary = sw.summarise(done, folder, list(dict.fromkeys([metric, "recall_at_1"])))
+    summary.update(adaptive=outcome.to_dict(), wall_s=time.perf_counter() - start)
+    summary["adaptive"]["grid_runs"] = len(grid.recipes)
+    summary["sweep"] = {"trained": outcome.trained}
+    if as_json:
+        print_json(summary)
+    else:
+        out.print(summary_table(summary))
+        from negscale.fit import render
+
+        render(outcome.report, out)
+    if plot is not None:
+        from negscale.sweep import plot_study
+
+        err.print(f"plot: {plot_study(summary, metric, plot)}", highlight=False)
+
+
+def _recorded(grid: Any, raw: dict, folder: Path) -> list[Any]:
+    """The recipes of every adaptive round written in ``folder``."""
+    from negscale import sweep as sw
+
+    rounds = sorted((folder / "adaptive").glob("round-*.json"))
+    points = [(r["m"], r["n"], r["seed"]) for f in rounds for r in json.loads(f.read_text())["runs"]]
+    return sw.plan_points(raw, points).recipes
+
+
+def _show_round(info: dict) -> None:
+    """One adaptive round on stderr: what it learned, what runs next, or why it stops."""
+    from negscale.fit.render import answer_text, n_text
+
+    rep = info["report"]
+    err.print(f"[bold]round {info['round']}[/bold]: {info['runs']} runs ({info['total']} in all)",
+              highlight=False)  # fmt: skip
+    for g in rep.groups:
+        err.print(f"  n = {n_text(g.n)}:  {answer_text(g)}", highlight=False, markup=False)
+    if info["stop"]:
+        why = {"pinned": "every n's interval is within the target",
+               "budget spent": "the run budget is spent",
+               "bound the m range cannot close": "an answer is a bound the m range cannot close"}
+        err.print(f"  stopped: {why.get(info['stop'], info['stop'])}", highlight=False)  # fmt: skip
+        for line in info["why"]:
+            err.print(f"    {line}", highlight=False, markup=False)
+        return
+    err.print(f"  next: {len(info['next'])} runs", highlight=False)
+    for s in info["next"]:
+        err.print(f"    seed {s['seed']}: {s['reason']}", highlight=False, markup=False)
 
 
 def _show_study(summary: dict, plan: Any, folder: Path, metric: str, fit_: bool,
@@ -733,6 +826,12 @@ def fit_cmd(
         "-v",
         help="Also print the levels, the forms checked, the balance point.",
     ),
+    suggest_k: int = typer.Option(
+        0, "--suggest", help="Also list the K runs (m, n, seed) that would narrow the answer most."
+    ),
+    target: float = typer.Option(
+        1.0, "--target", help="--suggest: an interval this many doublings wide is pinned."
+    ),
     as_json: bool = JsonOpt,
 ) -> None:
     """Fit the saturation point m_sat per n, how it scales with n, with 95% intervals."""
@@ -757,16 +856,40 @@ def fit_cmd(
     if group_col is None and label != col:
         kw["label"] = label
     reports = nf.fit_groups(df, group_col, **kw) if group_col else [(None, nf.fit(df, **kw))]
+    if suggest_k < 0 or target <= 0:
+        raise NegscaleError("--suggest must be >= 0 and --target > 0")
+    docs = []
     for value, rep in reports:
+        doc = rep.to_dict()
+        if suggest_k:
+            runs = nf.suggest(rep, suggest_k, rep.tested, target=target)
+            doc["suggestions"] = [s.to_dict() for s in runs]
+        docs.append(doc)
         if not as_json:
             nf.render(rep, out, verbose=verbose)
+            if suggest_k:
+                _show_suggestions(doc["suggestions"])
         if plot is not None:
             err.print(f"plot: {draw(rep, plot_path(plot, value))}", highlight=False)
     if plot is not None:
         _calibration_plot(sources, plot_path(plot, "calibration"))
     if as_json:
-        docs = [rep.to_dict() for _, rep in reports]
         print_json(docs if group_col else docs[0])
+
+
+def _show_suggestions(rows: list[dict]) -> None:
+    """The next runs, one a line, with the reason (plain text: wrapped, never cut)."""
+    from negscale.fit.render import wrap
+
+    if not rows:
+        text = "next runs: none (every n's interval is within --target, or it is a bound the " \
+               "m range cannot close)"  # fmt: skip
+        out.print("\n" + wrap(text, out.width), markup=False, highlight=False, soft_wrap=True)
+        return
+    lines = [f"next runs ({len(rows)}):"]
+    lines += [f"  m = {r['m']}, n = {r['n']}, seed {r['seed']}: {r['reason']}" for r in rows]
+    text = "\n".join(wrap(line, out.width) for line in lines)
+    out.print("\n" + text, markup=False, highlight=False, soft_wrap=True)
 
 
 def _calibration_plot(sources: list[Path], path: Path) -> None:

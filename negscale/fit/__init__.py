@@ -19,6 +19,7 @@ from negscale.fit.inputs import load_sources, lower_is_better
 from negscale.fit.pipeline import fit, fit_groups
 from negscale.fit.plots import plot, plot_path
 from negscale.fit.render import render, render_text
+from negscale.fit.suggest import Suggestion, suggest
 from negscale.fit.report import M_SAT_DEFINITION, FitReport, GroupReport
 
 __all__ = [
@@ -33,4 +34,6 @@ __all__ = [
     "plot_path",
     "render",
     "render_text",
+    "Suggestion",
+    "suggest",
 ]

@@ -186,8 +186,10 @@ def _narrow(ans: Answer, part: Curve, alpha: float) -> Answer:
         )
         lo, hi = min(L or 0.0, lo_law), max(U if U is not None else np.inf, hi_law)
         point = float(np.clip(best.m_sat, lo, hi))
-        ci = (lo or None, hi if np.isfinite(hi) else None)
-        return replace(ans, status=levels.REACHED, m_sat=point, ci=ci, basis=BASIS_LAW, used=names)
+        return replace(
+            ans, status=levels.REACHED, m_sat=point, ci=_within(lo, hi, m), basis=BASIS_LAW,
+            used=names,
+        )  # fmt: skip
     if best.m_sat > m[-1]:
         ans.extrapolated = {"m_sat": best.m_sat, "ci": [lo_law, hi_law], "forms": names}
         if ans.status != levels.NOT_REACHED:
@@ -209,6 +211,12 @@ def _narrow(ans: Answer, part: Curve, alpha: float) -> Answer:
         return ans
     point = float(np.clip(best.m_sat, lo, hi))
     return replace(
-        ans, status=levels.REACHED, m_sat=point, ci=(lo, hi if np.isfinite(hi) else None),
-        basis=BASIS_LAW, used=names,
+        ans, status=levels.REACHED, m_sat=point, ci=_within(lo, hi, m), basis=BASIS_LAW,
+        used=names,
     )  # fmt: skip
+
+
+def _within(lo: float, hi: float, m: np.ndarray) -> tuple[Bound, Bound]:
+    """An interval's ends as the data can state them: an end past the tested
+    levels is an extrapolation, so it is open (None), never a number."""
+    return (lo if lo >= m[0] else None, hi if hi <= m[-1] else None)

@@ -99,8 +99,21 @@ def fit(
     return FitReport(
         metric, prep.higher_is_better, prep.scale, setting, eps, tol_src, cells.sigma,
         cells.sigma_source, int(prep.m.size), int(bootstrap), confidence, groups, scal,
-        predictions, bal, cells.outliers, warnings, prep.dropped, label,
+        predictions, bal, cells.outliers, warnings, prep.dropped, label, tested=_tested(prep),
     )  # fmt: skip
+
+
+def _tested(prep: Prepared) -> set[tuple[int, float, int]]:
+    """(m, n, seed) of every run fitted (a run without a seed column counts as seed 0)."""
+    seeds = prep.seed if prep.seed is not None else np.zeros(prep.m.size)
+    out = set()
+    for m, n, s in zip(prep.m, prep.n, seeds, strict=True):
+        try:
+            seed = int(s)
+        except (TypeError, ValueError):
+            seed = 0
+        out.add((int(round(m)), float(n), seed))
+    return out
 
 
 def _noise(cells: cells_mod.Cells, tolerance: float | None) -> tuple[cells_mod.Cells, str]:

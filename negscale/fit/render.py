@@ -165,10 +165,11 @@ def render_text(r: FitReport, width: int = 80, verbose: bool = False) -> str:
         lines += balance_lines(r)
     else:
         lines += ["", "(--verbose for the levels, the forms checked and the balance point)"]
-    return "\n".join(_wrap(line, width) for line in lines)
+    return "\n".join(wrap(line, width) for line in lines)
 
 
-def _wrap(line: str, width: int) -> str:
+def wrap(line: str, width: int) -> str:
+    """One line wrapped to ``width`` with a hanging indent; never cut."""
     if len(line) <= width:
         return line
     lead = len(line) - len(line.lstrip())

@@ -136,6 +136,7 @@ class FitReport:
     dropped: list[str]
     label: str | None = None
     group: dict | None = None  # {"column", "value"} when fitted per value of --group-col
+    tested: set[tuple[int, float, int]] = field(default_factory=set)  # (m, n, seed) of the runs
 
     @property
     def unit(self) -> str:

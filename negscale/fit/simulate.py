@@ -26,6 +26,7 @@ import pandas as pd
 from scipy.special import expit
 
 Curve = Callable[[np.ndarray, float], np.ndarray]  # f(m, n), the metric in its own units
+_SIM = "negscale_simulation"  # table.attrs key: the design, seeds and noise sd it was drawn with
 
 
 @dataclass
@@ -39,6 +40,24 @@ class Study:
     higher_is_better: bool
     gamma: float | None = None  # the true exponent of m_sat in n, when the law has one
     fit_kwargs: dict = field(default_factory=dict)  # what a user would pass (tolerance, ...)
+
+    @property
+    def design(self) -> dict[float, np.ndarray]:
+        """The tested levels per n (as drawn)."""
+        return self.table.attrs[_SIM]["design"]
+
+    @property
+    def seeds(self) -> int:
+        return self.table.attrs[_SIM]["seeds"]
+
+    def run(self, m: float, n: float, seed: int, key: int = 0) -> dict:
+        """One more run at (m, n, seed): the law plus its noise (Gaussian, the
+        family's sd at m), reproducible from (m, n, seed, key)."""
+        sd = float(np.asarray(self.table.attrs[_SIM]["sigma"](np.array([m]), n))[0])
+        rng = np.random.default_rng([int(m), int(n), int(seed), int(key), 7])
+        value = float(self.curve(np.array([float(m)]), n)[0]) + sd * rng.standard_normal()
+        return {"m": float(m), "n": float(n), "seed": int(seed), self.metric: value,
+                "setting": "self-supervised", "run_id": f"sim-{int(m)}-{int(n)}-{int(seed)}"}  # fmt: skip
 
     def truth(self, n: float, eps: float) -> float:
         """The true m_sat(ε) at n: the definition applied to the noise-free curve."""
@@ -134,6 +153,7 @@ def runs(
     df = pd.DataFrame(rows)
     df["setting"] = setting
     df["run_id"] = [f"sim{i:04d}" for i in range(len(df))]
+    df.attrs[_SIM] = {"design": design, "seeds": seeds, "sigma": sigma}
     return df
 
 

@@ -24,7 +24,7 @@ from negscale.sweep.grid import (
     resolve_samples,
 )
 from negscale.sweep.locks import Claim, claim, lock_path, lock_state
-from negscale.sweep.plan import GridSpec, Plan, make_plan, plan_document
+from negscale.sweep.plan import GridSpec, Plan, make_plan, plan_document, plan_points, read_raw
 from negscale.sweep.plot import plot_study
 from negscale.sweep.state import plan_states, record_state, stray_files
 from negscale.sweep.summary import check_metric, study_frame, summarise
@@ -49,8 +49,10 @@ __all__ = [
     "parse_shard",
     "parse_values",
     "plan_document",
+    "plan_points",
     "plan_states",
     "plot_study",
+    "read_raw",
     "record_state",
     "resolve_jobs",
     "resolve_samples",

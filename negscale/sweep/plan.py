@@ -88,35 +88,28 @@ def _axes(
     return base, negatives, ratios, ns, seeds
 
 
-def make_plan(
-    source: str, overrides: Sequence[str] | None = None, grid: GridSpec | None = None
-) -> Plan:
-    """Resolve and validate every point of the grid before anything runs.
+def read_raw(source: str, overrides: Sequence[str] | None = None) -> dict[str, Any]:
+    """The recipe mapping with ``--set`` overrides applied and its name filled in."""
+    name, raw = read_recipe_file(source)
+    raw = apply_overrides(raw, list(overrides or []))
+    raw["name"] = raw.get("name", name)
+    return raw
+
+
+def resolve_points(raw: dict[str, Any], points: Sequence[tuple[int | None, int, int]]) -> list[Recipe]:
+    """Every (m, n, seed) validated into a recipe, deduplicated, in (n, m, seed) order.
 
     An infeasible point (m > n for a pool, m > B-1 for in-batch negatives) is
     one NegscaleError naming the point and how many others share the problem.
     """
-    grid = grid or GridSpec()
-    name, raw = read_recipe_file(source)
-    raw = apply_overrides(raw, list(overrides or []))
-    raw["name"] = raw.get("name", name)
-    base, negatives, ratios, ns, seeds = _axes(raw, grid)
-
-    points: list[tuple[int, int | None, int]] = []
-    for n in ns:
-        if ratios is not None:
-            ms: list[int | None] = sorted({m_from_ratio(r, n) for r in ratios})
-        else:
-            ms = list(negatives) if negatives is not None else [None]
-        points += [(n, m, seed) for m in ms for seed in seeds]
-
     recipes: list[Recipe] = []
     problems: list[str] = []
-    for n, m, seed in points:
+    for m, n, seed in points:
         try:
             r = validate(with_design(raw, m=m, n=n, seed=seed))  # the schema knows the sources
         except NegscaleError as exc:
-            problems.append(f"m={m if m is not None else base.m}, n={n}: {exc}")
+            shown = m if m is not None else validate(with_design(raw, n=n)).m
+            problems.append(f"m={shown}, n={n}: {exc}")
             continue
         recipes.append(r)
     if problems:
@@ -124,8 +117,57 @@ def make_plan(
             f"sweep: {len(problems)} of {len(points)} planned runs are invalid, e.g. {problems[0]}"
         )
     unique = {r.run_id(): r for r in recipes}
-    ordered = sorted(unique.values(), key=lambda r: (r.data.n, r.m, r.train.seed, r.run_id()))
-    return Plan(name=base.name, setting=base.setting, recipes=ordered)
+    return sorted(unique.values(), key=lambda r: (r.data.n, r.m, r.train.seed, r.run_id()))
+
+
+def make_plan(
+    source: str, overrides: Sequence[str] | None = None, grid: GridSpec | None = None
+) -> Plan:
+    """Resolve and validate every point of the grid before anything runs."""
+    grid = grid or GridSpec()
+    raw = read_raw(source, overrides)
+    base, negatives, ratios, ns, seeds = _axes(raw, grid)
+    points: list[tuple[int | None, int, int]] = []
+    for n in ns:
+        if ratios is not None:
+            ms: list[int | None] = sorted({m_from_ratio(r, n) for r in ratios})
+        else:
+            ms = list(negatives) if negatives is not None else [None]
+        points += [(m, n, seed) for m in ms for seed in seeds]
+    return Plan(name=base.name, setting=base.setting, recipes=resolve_points(raw, points))
+
+
+def plan_points(raw: dict[str, Any], points: Sequence[tuple[int, int, int]]) -> Plan:
+    """A plan of explicit (m, n, seed) points (an adaptive round): the same recipes,
+    hence the same run_ids, as a grid holding those points."""
+    recipes = resolve_points(raw, points)
+    base = recipes[0] if recipes else validate(with_design(raw, m=1))
+    return Plan(name=base.name, setting=base.setting, recipes=recipes)
+
+
+def largest_m(raw: dict[str, Any], n: int) -> int | None:
+    """The most negatives the recipe's source can supply at n (None: no limit found),
+    by bisection on the same validation a plan uses."""
+
+    def ok(m: int) -> bool:
+        try:
+            validate(with_design(raw, m=m, n=n, seed=0))
+        except NegscaleError:
+            return False
+        return True
+
+    if not ok(1):
+        return None
+    hi = 2
+    while ok(hi):
+        if hi > 2**40:
+            return None
+        hi *= 2
+    lo = hi // 2
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        lo, hi = (mid, hi) if ok(mid) else (lo, mid)
+    return lo
 
 
 def plan_document(

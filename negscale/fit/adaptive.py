@@ -1,0 +1,74 @@
+"""An adaptive study's rounds, as pure functions of the runs recorded so far.
+
+Round 0 is a coarse start: a few levels log-spaced over the m range, every n,
+two seeds. Each later round fits the runs of the rounds before it and trains
+what :func:`negscale.fit.suggest.suggest` says would narrow the widest
+answers most, until every n's interval is at most ``target`` doublings wide,
+the run budget is spent, or the answers left open are bounds the source's m
+range cannot close. Nothing here trains: :mod:`negscale.sweep.adaptive` runs
+the rounds on real recipes, ``benchmarks/bench_adaptive.py`` on simulated
+studies with a known answer; both read the same rules.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+
+from negscale.fit.pipeline import fit
+from negscale.fit.report import FitReport
+from negscale.fit.suggest import Suggestion, blocked, pinned, suggest
+
+START_LEVELS = 3  # levels of the coarse start, log-spaced over the m range
+START_SEEDS = 2
+PINNED = "pinned"
+BUDGET = "budget spent"
+BOUND = "bound the m range cannot close"
+
+
+def start_design(m_lo: int, m_hi: int, ns: list[float], levels: int = START_LEVELS,
+                 seeds: int = START_SEEDS) -> list[tuple[int, float, int]]:  # fmt: skip
+    """(m, n, seed) of round 0: ``levels`` distinct integers log-spaced over [m_lo, m_hi]."""
+    ms = sorted({int(round(x)) for x in np.geomspace(m_lo, m_hi, levels)})
+    return [(m, float(n), s) for n in ns for m in ms for s in range(seeds)]
+
+
+def round_size(groups: int) -> int:
+    """Runs a round: two per n group, at least four."""
+    return max(4, 2 * groups)
+
+
+@dataclass
+class Round:
+    """What the runs so far say, and what to train next (nothing when ``stop`` is set)."""
+
+    report: FitReport | None
+    runs: list[Suggestion] = field(default_factory=list)
+    stop: str | None = None
+    why: list[str] = field(default_factory=list)  # what blocks the answers left open
+
+
+def next_round(
+    table: pd.DataFrame,
+    *,
+    target: float,
+    budget_left: int,
+    cap: Callable[[float], int | None],
+    fit_kwargs: dict | None = None,
+) -> Round:
+    """Fit ``table`` (the runs so far) and plan the next round."""
+    report = fit(table, **(fit_kwargs or {}))
+    if all(pinned(g, target) for g in report.groups):
+        return Round(report, stop=PINNED)
+    if budget_left <= 0:
+        return Round(report, stop=BUDGET)
+    tested = {(int(m), float(n), int(s)) for m, n, s in
+              zip(table["m"], table["n"], table["seed"], strict=True)}  # fmt: skip
+    k = min(round_size(len(report.groups)), budget_left)
+    runs = suggest(report, k, tested, target=target, cap=cap)
+    if not runs:
+        return Round(report, stop=BOUND, why=blocked(report, cap, target))
+    return Round(report, runs)

@@ -1,0 +1,218 @@
+"""Which runs would narrow the answer most: the fit's own uncertainty, read per n.
+
+For each n group whose interval is wider than ``target`` doublings (or open),
+from the answer alone:
+
+* **not reached** (a lower bound): more negatives — the next doublings past
+  the largest m, up to what the source can supply;
+* **saturated at the smallest m** (an upper bound): fewer — halvings below
+  the smallest m, down to 1;
+* **reached**, wider than ``target``: where the interval spans gaps between
+  tested levels wider than a doubling, a new level at each gap's geometric
+  middle (the crossing may lie in it and no level can say where); where the
+  forms that pass their checks disagree about m_sat beyond their own noise,
+  a seed at the tested level where their curves differ most (that run tells
+  them apart); and more seeds at the two levels around m_sat (the interval
+  is set by noise).
+
+Groups are served widest interval first, round-robin, so K runs spread over
+the n that need them. A new level gets ``seeds`` seeds (0, 1, …); more seeds
+at a level take the next unused seed numbers. Pure: the same report and runs
+give the same suggestions, which is what makes an adaptive sweep's rounds
+reproducible from its records.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+
+from negscale.fit import levels
+from negscale.fit.fmt import fmt
+from negscale.fit.report import FitReport, GroupReport
+
+GAP = 1.5  # doublings between tested levels beyond which a new level beats more seeds
+
+
+@dataclass(frozen=True)
+class Suggestion:
+    """One run to train next, and why."""
+
+    m: int
+    n: float
+    seed: int
+    reason: str
+
+    def to_dict(self) -> dict:
+        n = int(self.n) if float(self.n).is_integer() else self.n
+        return {"m": self.m, "n": n, "seed": self.seed, "reason": self.reason}
+
+
+def width(g: GroupReport) -> float:
+    """The answer's interval width in doublings (∞ when open)."""
+    lo, hi = g.answer.ci
+    if lo is None or hi is None or lo <= 0:
+        return float("inf")
+    return float(np.log2(hi / lo))
+
+
+def pinned(g: GroupReport, target: float) -> bool:
+    """The interval is at most ``target`` doublings wide."""
+    return width(g) <= target
+
+
+def _seeds_at(runs: set[tuple[int, float, int]], m: int, n: float) -> list[int]:
+    return sorted(s for mm, nn, s in runs if mm == m and nn == n)
+
+
+def _new_level(g: GroupReport, m: float, runs, seeds: int, why: str) -> list[Suggestion]:
+    level = int(round(m))
+    taken = _seeds_at(runs, level, g.n)
+    todo = [s for s in range(seeds) if s not in taken]
+    return [Suggestion(level, g.n, s, why) for s in todo]
+
+
+def _more_seeds(g: GroupReport, level: float, runs, why: str) -> list[Suggestion]:
+    taken = _seeds_at(runs, int(level), g.n)
+    nxt = (max(taken) + 1) if taken else 0
+    return [Suggestion(int(level), g.n, nxt, why)]
+
+
+def _for_group(
+    g: GroupReport, runs, seeds: int, cap: Callable[[float], int | None]
+) -> list[Suggestion]:
+    """This group's candidate runs, most useful first (module docstring)."""
+    a = g.answer
+    m = a.m_levels
+    if a.status == levels.NOT_REACHED:
+        top = cap(g.n)
+        out = []
+        for k in (2, 4):
+            want = m[-1] * k if top is None else min(m[-1] * k, top)
+            if want > m[-1] and not any(s.m == int(want) for s in out):
+                why = f"m = {fmt(want)} at n = {fmt(g.n)}: not reached by m = {fmt(m[-1])}"
+                out += _new_level(g, want, runs, seeds, why)
+        return out
+    if a.status == levels.SATURATED:
+        out = []
+        for k in (2, 4):
+            want = max(1.0, m[0] / k)
+            if want < m[0] and not any(s.m == int(round(want)) for s in out):
+                why = f"m = {fmt(want)} at n = {fmt(g.n)}: saturated already at m = {fmt(m[0])}"
+                out += _new_level(g, want, runs, seeds, why)
+        return out
+    return _for_reached(g, runs, seeds)
+
+
+def _for_reached(g: GroupReport, runs, seeds: int) -> list[Suggestion]:
+    """Gaps first (a new level, one seed, at each gap the interval spans), then where
+    the forms that pass disagree most, then seeds around m_sat (noise)."""
+    a = g.answer
+    t = np.log2(a.m_levels)
+    lo, hi = a.ci
+    t_lo = np.log2(lo) if lo else t[0]
+    t_hi = np.log2(hi) if hi else t[-1]
+    point = np.log2(a.m_sat) if a.m_sat else 0.5 * (t_lo + t_hi)
+    out: list[Suggestion] = []
+    gaps = [(t[i + 1] - t[i], i) for i in range(t.size - 1) if t[i + 1] > t_lo and t[i] < t_hi]
+    for size, i in sorted(gaps, reverse=True):
+        mid = int(round(2.0 ** (0.5 * (t[i] + t[i + 1]))))
+        if size > GAP and mid not in (int(a.m_levels[i]), int(a.m_levels[i + 1])):
+            why = (
+                f"m = {fmt(mid)} at n = {fmt(g.n)}: the crossing may lie between "
+                f"{fmt(a.m_levels[i])} and {fmt(a.m_levels[i + 1])}, where no level is tested"
+            )
+            out += _new_level(g, mid, runs, 1, why)
+    out += _discriminating(g, runs)
+    below, above = a.m_levels[t <= point], a.m_levels[t > point]
+    for level in [float(x[0]) for x in (below[-1:], above[:1]) if x.size]:
+        why = f"seeds at m = {fmt(level)}, n = {fmt(g.n)}: the interval is set by noise"
+        out += _more_seeds(g, level, runs, why)
+    return out
+
+
+def _discriminating(g: GroupReport, runs) -> list[Suggestion]:
+    """Seeds at the tested levels where m_sat is decided, when the forms that pass
+    disagree about it beyond their own noise."""
+    from negscale.fit.laws import FORMS
+
+    a = g.answer
+    passing = [la for la in a.laws if la.passed]
+    if len(passing) < 2:
+        return []
+    cis = [la.ci(0.05) for la in passing]
+    widths = [np.log2(hi / lo) for lo, hi in cis if lo > 0 and np.isfinite(hi)]
+    hull = np.log2(max(c[1] for c in cis) / max(min(c[0] for c in cis), 1e-300))
+    if not widths or not hull > min(widths) + 0.25:
+        return []
+    c = g.curve
+    preds = []
+    for la in passing:
+        form = FORMS[la.form]
+        theta = np.array([[la.params[p] for p in form.params]])
+        preds.append(la.params["E"] - la.params["A"] * form.shape(theta, c.m)[0])
+    spread = (np.max(preds, axis=0) - np.min(preds, axis=0)) / c.se
+    # where the crossing is decided: from two doublings below m_sat to three above; a
+    # seed at each of those levels, widest disagreement first, lends every form's lack
+    # of fit the power to reject the shapes the data do not follow
+    point = a.m_sat or np.sqrt(c.m[0] * c.m[-1])
+    window = np.nonzero((c.m >= point / 4) & (c.m <= point * 8))[0]
+    names = ", ".join(la.form for la in passing)
+    out = []
+    for i in window[np.argsort(-spread[window])]:
+        why = (
+            f"seeds at m = {fmt(c.m[i])}, n = {fmt(g.n)}: the forms that fit ({names}) "
+            "disagree about m_sat; more seeds where it is decided tell them apart"
+        )
+        out += _more_seeds(g, float(c.m[i]), runs, why)
+    return out
+
+
+def suggest(
+    report: FitReport,
+    k: int,
+    runs: set[tuple[int, float, int]],
+    *,
+    target: float = 1.0,
+    seeds: int = 2,
+    cap: Callable[[float], int | None] | None = None,
+) -> list[Suggestion]:
+    """Up to ``k`` runs (m, n, seed) that would narrow the widest answers most.
+
+    ``runs`` are the (m, n, seed) already tested; ``cap(n)`` the largest m the
+    negative source can supply at n (None: no limit).
+    """
+    cap = cap or (lambda n: None)
+    open_groups = sorted((g for g in report.groups if not pinned(g, target)), key=width, reverse=True)
+    queues = [_for_group(g, runs, seeds, cap) for g in open_groups]
+    out: list[Suggestion] = []
+    seen: set[tuple[int, float, int]] = set(runs)
+    while len(out) < k and any(queues):
+        for q in queues:
+            while q:
+                s = q.pop(0)
+                if (s.m, s.n, s.seed) not in seen:
+                    seen.add((s.m, s.n, s.seed))
+                    out.append(s)
+                    break
+            if len(out) >= k:
+                break
+    return out
+
+
+def blocked(report: FitReport, cap: Callable[[float], int | None], target: float) -> list[str]:
+    """Groups whose answer is a bound the source's m range cannot close, and what to add."""
+    out = []
+    for g in report.groups:
+        a = g.answer
+        top = cap(g.n)
+        if a.status == levels.NOT_REACHED and top is not None and a.m_levels[-1] >= top:
+            out.append(
+                f"n = {fmt(g.n)}: not reached by m = {fmt(a.m_levels[-1])}, the most the source "
+                "supplies here: add larger m (a larger batch, or source independent/pool)"
+            )
+        if a.status == levels.SATURATED and a.m_levels[0] <= 1 and not pinned(g, target):
+            out.append(f"n = {fmt(g.n)}: saturated already at m = 1: m_sat ≤ 1")
+    return out

@@ -1,0 +1,94 @@
+"""--suggest: the next runs follow the fit's own uncertainty, with the reason."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+from typer.testing import CliRunner
+
+from negscale.cli import app
+from negscale.fit import fit, suggest
+from negscale.fit import simulate as sim
+from negscale.fit.adaptive import start_design
+
+runner = CliRunner()
+
+
+def _study(levels, seeds=3, curve=None, sd=0.002, n=4096.0, seed=0):
+    rng = np.random.default_rng(seed)
+    curve = curve or (lambda m: 0.6 + 0.3 * sim.hill(m, 8.0, 4.0))  # m_sat ≈ 26 at ε = 0.002
+    rows = [{"m": m, "n": n, "seed": s, "auc": float(curve(np.array([m]))[0] + sd * rng.standard_normal())}
+            for m in levels for s in range(seeds)]  # fmt: skip
+    return pd.DataFrame(rows)
+
+
+def _tested(df):
+    return {(int(m), float(n), int(s)) for m, n, s in zip(df.m, df.n, df.seed, strict=True)}
+
+
+def test_not_reached_asks_for_larger_m_up_to_the_cap():
+    df = _study([1, 2, 4, 8, 16], curve=lambda m: 0.9 - 0.3 * m**-0.3)
+    rep = fit(df, bootstrap=50)
+    assert rep.groups[0].answer.status == "not reached"
+    runs = suggest(rep, 4, _tested(df), cap=lambda n: 48)
+    assert {s.m for s in runs} == {32, 48} and {s.seed for s in runs} == {0, 1}
+    assert all("not reached by m = 16" in s.reason for s in runs)
+    from negscale.fit.suggest import blocked
+
+    capped = suggest(rep, 4, _tested(df), cap=lambda n: 16)
+    assert capped == [] and "add larger m" in blocked(rep, lambda n: 16, 1.0)[0]
+
+
+def test_saturated_asks_for_smaller_m():
+    df = _study([64, 128, 256, 512], curve=lambda m: 0.8 + 0.0 * m)
+    rep = fit(df, bootstrap=50, tolerance=0.01)
+    assert rep.groups[0].answer.status == "saturated at the smallest m"
+    runs = suggest(rep, 8, _tested(df), target=0.5)
+    assert sorted({s.m for s in runs}) == [16, 32] and "saturated already at m = 64" in runs[0].reason
+
+
+def test_a_wide_gap_around_the_crossing_gets_a_level_in_its_middle():
+    df = _study([1, 2, 4, 64, 128, 256, 512])
+    rep = fit(df, bootstrap=50, tolerance=0.005)  # m_sat ≈ 22
+    runs = suggest(rep, 3, _tested(df))
+    assert runs[0].m == 16 and runs[0].seed == 0  # √(4·64)
+    assert "between 4 and 64" in runs[0].reason
+
+
+def test_dense_but_noisy_asks_for_seeds_at_the_levels_around_m_sat():
+    df = _study(2.0 ** np.arange(10), seeds=2, sd=0.01, seed=3)
+    rep = fit(df, bootstrap=100)
+    a = rep.groups[0].answer
+    runs = suggest(rep, 2, _tested(df))
+    seeded = [s for s in runs if "seeds at" in s.reason]
+    assert seeded and all(s.seed == 2 for s in seeded)  # the next seed number
+    assert all(s.m in a.m_levels for s in seeded)
+
+
+def test_pinned_groups_get_nothing_and_the_same_report_gives_the_same_runs():
+    df = _study(2.0 ** np.arange(10), sd=0.0005)
+    rep = fit(df, bootstrap=100)
+    assert suggest(rep, 5, _tested(df), target=50.0) == []
+    wide = fit(_study([1, 4, 64, 512], seeds=2), bootstrap=50)
+    t = _tested(_study([1, 4, 64, 512], seeds=2))
+    assert suggest(wide, 4, t) == suggest(wide, 4, t)
+
+
+def test_the_start_design_spans_the_m_range_with_two_seeds():
+    d = start_design(1, 319, [1024.0, 4096.0])
+    assert sorted({m for m, _, _ in d}) == [1, 18, 319]
+    assert len(d) == 3 * 2 * 2
+
+
+def test_fit_suggest_on_any_table(tmp_path):
+    path = tmp_path / "t.csv"
+    _study([1, 2, 4, 64, 128, 256, 512]).to_csv(path, index=False)
+    args = ["fit", str(path), "--bootstrap", "50", "--tolerance", "0.005", "--suggest", "2"]
+    res = runner.invoke(app, [*args, "--json"])
+    assert res.exit_code == 0, res.output
+    rows = json.loads(res.stdout)["suggestions"]
+    assert len(rows) == 2 and set(rows[0]) == {"m", "n", "seed", "reason"}
+    text = " ".join(runner.invoke(app, args).stdout.split())  # wrapped at 80 columns
+    assert "next runs (2):" in text and "between 4 and 64" in text
