@@ -419,7 +419,9 @@ def _adaptive(recipe: str, overrides: list[str] | None, grid: Any, folder: Path,
         err.print("[red]interrupted:[/red] re-run the same command to resume the rounds",
                   highlight=False)  # fmt: skip
         raise typer.Exit(130) from None
-    done = sw.plan_points(raw, [(r.m, r.data.n, r.train.seed) for r in _recorded(grid, raw, folder)])
+    done = sw.plan_points(
+        raw, [(r.m, r.data.n, r.train.seed) for r in _recorded(grid, raw, folder)]
+    )
     summary = sw.summarise(done, folder, list(dict.fromkeys([metric, "recall_at_1"])))
     summary.update(adaptive=outcome.to_dict(), wall_s=time.perf_counter() - start)
     summary["adaptive"]["grid_runs"] = len(grid.recipes)
@@ -442,30 +444,32 @@ def _recorded(grid: Any, raw: dict, folder: Path) -> list[Any]:
     from negscale import sweep as sw
 
     rounds = sorted((folder / "adaptive").glob("round-*.json"))
-    points = [(r["m"], r["n"], r["seed"]) for f in rounds for r in json.loads(f.read_text())["runs"]]
+    points = [
+        (r["m"], r["n"], r["seed"]) for f in rounds for r in json.loads(f.read_text())["runs"]
+    ]
     return sw.plan_points(raw, points).recipes
 
 
 def _show_round(info: dict) -> None:
     """One adaptive round on stderr: what it learned, what runs next, or why it stops."""
-    from negscale.fit.render import answer_text, n_text
+    from negscale.fit.render import answer_text, n_text, wrap
 
     rep = info["report"]
-    err.print(f"[bold]round {info['round']}[/bold]: {info['runs']} runs ({info['total']} in all)",
-              highlight=False)  # fmt: skip
-    for g in rep.groups:
-        err.print(f"  n = {n_text(g.n)}:  {answer_text(g)}", highlight=False, markup=False)
+    lines = [f"round {info['round']}: {info['runs']} runs ({info['total']} in all)"]
+    lines += [f"  n = {n_text(g.n)}:  {answer_text(g)}" for g in rep.groups]
     if info["stop"]:
-        why = {"pinned": "every n's interval is within the target",
-               "budget spent": "the run budget is spent",
-               "bound the m range cannot close": "an answer is a bound the m range cannot close"}
-        err.print(f"  stopped: {why.get(info['stop'], info['stop'])}", highlight=False)  # fmt: skip
-        for line in info["why"]:
-            err.print(f"    {line}", highlight=False, markup=False)
-        return
-    err.print(f"  next: {len(info['next'])} runs", highlight=False)
-    for s in info["next"]:
-        err.print(f"    seed {s['seed']}: {s['reason']}", highlight=False, markup=False)
+        why = {
+            "pinned": "every n's interval is within the target",
+            "budget spent": "the run budget is spent",
+            "bound the m range cannot close": "an answer is a bound the m range cannot close",
+        }
+        lines.append(f"  stopped: {why.get(info['stop'], info['stop'])}")  # fmt: skip
+        lines += [f"    {line}" for line in info["why"]]
+    else:
+        lines.append(f"  next: {len(info['next'])} runs")
+        lines += [f"    seed {s['seed']}: {s['reason']}" for s in info["next"]]
+    text = "\n".join(wrap(line, err.width) for line in lines)
+    err.print(text, highlight=False, markup=False, soft_wrap=True)
 
 
 def _show_study(summary: dict, plan: Any, folder: Path, metric: str, fit_: bool,

@@ -59,7 +59,11 @@ def width(g: GroupReport) -> float:
 
 
 def pinned(g: GroupReport, target: float) -> bool:
-    """The interval is at most ``target`` doublings wide."""
+    """The interval is at most ``target`` doublings wide, or the answer is "saturated
+    by m = 1" (nothing smaller to test)."""
+    a = g.answer
+    if a.status == levels.SATURATED and a.ci[1] is not None and a.ci[1] <= 1.0:
+        return True
     return width(g) <= target
 
 
@@ -102,6 +106,13 @@ def _for_group(
             if want < m[0] and not any(s.m == int(round(want)) for s in out):
                 why = f"m = {fmt(want)} at n = {fmt(g.n)}: saturated already at m = {fmt(m[0])}"
                 out += _new_level(g, want, runs, seeds, why)
+        if a.ci[1] is None:  # not yet shown: the gain at the smallest levels is within noise
+            for level in m[:2]:
+                why = (
+                    f"seeds at m = {fmt(level)}, n = {fmt(g.n)}: the gain there is not yet "
+                    "shown to be at most ε"
+                )
+                out += _more_seeds(g, float(level), runs, why)
         return out
     return _for_reached(g, runs, seeds)
 
@@ -185,7 +196,9 @@ def suggest(
     negative source can supply at n (None: no limit).
     """
     cap = cap or (lambda n: None)
-    open_groups = sorted((g for g in report.groups if not pinned(g, target)), key=width, reverse=True)
+    open_groups = sorted(
+        (g for g in report.groups if not pinned(g, target)), key=width, reverse=True
+    )
     queues = [_for_group(g, runs, seeds, cap) for g in open_groups]
     out: list[Suggestion] = []
     seen: set[tuple[int, float, int]] = set(runs)
@@ -203,7 +216,8 @@ def suggest(
 
 
 def blocked(report: FitReport, cap: Callable[[float], int | None], target: float) -> list[str]:
-    """Groups whose answer is a bound the source's m range cannot close, and what to add."""
+    """Groups whose answer is a lower bound the source's m range cannot close, and what
+    to add."""
     out = []
     for g in report.groups:
         a = g.answer
@@ -213,6 +227,4 @@ def blocked(report: FitReport, cap: Callable[[float], int | None], target: float
                 f"n = {fmt(g.n)}: not reached by m = {fmt(a.m_levels[-1])}, the most the source "
                 "supplies here: add larger m (a larger batch, or source independent/pool)"
             )
-        if a.status == levels.SATURATED and a.m_levels[0] <= 1 and not pinned(g, target):
-            out.append(f"n = {fmt(g.n)}: saturated already at m = 1: m_sat ≤ 1")
     return out

@@ -146,7 +146,12 @@ def adaptive(
         if on_round is not None:
             on_round(info)
         if rnd.stop:
-            out.stop, out.why, out.report, out.runs = rnd.stop, rnd.why, rnd.report, len(done_points)
+            out.stop, out.why, out.report, out.runs = (
+                rnd.stop,
+                rnd.why,
+                rnd.report,
+                len(done_points),
+            )
             return out
         k += 1
         doc = _write_round(results, k, {"round": k, "runs": [s.to_dict() for s in rnd.runs]})

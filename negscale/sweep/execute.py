@@ -117,9 +117,9 @@ def execute(
                 held = _claim(results, recipe, stats, listener)
                 if held is None:
                     continue
-                listener.started(recipe)
                 start = time.perf_counter()
                 try:  # in this process the run trains inside submit: Ctrl-C, SIGTERM
+                    listener.started(recipe)
                     future = workers.submit(recipe, results)
                 except BaseException:
                     held.release()

@@ -96,7 +96,9 @@ def read_raw(source: str, overrides: Sequence[str] | None = None) -> dict[str, A
     return raw
 
 
-def resolve_points(raw: dict[str, Any], points: Sequence[tuple[int | None, int, int]]) -> list[Recipe]:
+def resolve_points(
+    raw: dict[str, Any], points: Sequence[tuple[int | None, int, int]]
+) -> list[Recipe]:
     """Every (m, n, seed) validated into a recipe, deduplicated, in (n, m, seed) order.
 
     An infeasible point (m > n for a pool, m > B-1 for in-batch negatives) is

@@ -46,7 +46,9 @@ def test_saturated_asks_for_smaller_m():
     rep = fit(df, bootstrap=50, tolerance=0.01)
     assert rep.groups[0].answer.status == "saturated at the smallest m"
     runs = suggest(rep, 8, _tested(df), target=0.5)
-    assert sorted({s.m for s in runs}) == [16, 32] and "saturated already at m = 64" in runs[0].reason
+    assert (
+        sorted({s.m for s in runs}) == [16, 32] and "saturated already at m = 64" in runs[0].reason
+    )
 
 
 def test_a_wide_gap_around_the_crossing_gets_a_level_in_its_middle():
