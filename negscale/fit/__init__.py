@@ -19,13 +19,14 @@ from negscale.fit.inputs import load_sources, lower_is_better
 from negscale.fit.pipeline import fit, fit_groups
 from negscale.fit.plots import plot, plot_path
 from negscale.fit.render import render, render_text
-from negscale.fit.suggest import Suggestion, suggest
 from negscale.fit.report import M_SAT_DEFINITION, FitReport, GroupReport
+from negscale.fit.suggest import Suggestion, suggest
 
 __all__ = [
     "M_SAT_DEFINITION",
     "FitReport",
     "GroupReport",
+    "Suggestion",
     "fit",
     "fit_groups",
     "load_sources",
@@ -34,6 +35,5 @@ __all__ = [
     "plot_path",
     "render",
     "render_text",
-    "Suggestion",
     "suggest",
 ]

@@ -32,7 +32,7 @@ BOUND = "bound the m range cannot close"
 def start_design(m_lo: int, m_hi: int, ns: list[float], levels: int = START_LEVELS,
                  seeds: int = START_SEEDS) -> list[tuple[int, float, int]]:  # fmt: skip
     """(m, n, seed) of round 0: ``levels`` distinct integers log-spaced over [m_lo, m_hi]."""
-    ms = sorted({int(round(x)) for x in np.geomspace(m_lo, m_hi, levels)})
+    ms = sorted({round(x) for x in np.geomspace(m_lo, m_hi, levels)})
     return [(m, float(n), s) for n in ns for m in ms for s in range(seeds)]
 
 

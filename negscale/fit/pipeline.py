@@ -112,7 +112,7 @@ def _tested(prep: Prepared) -> set[tuple[int, float, int]]:
             seed = int(s)
         except (TypeError, ValueError):
             seed = 0
-        out.add((int(round(m)), float(n), seed))
+        out.add((round(m), float(n), seed))
     return out
 
 

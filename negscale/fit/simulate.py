@@ -56,8 +56,9 @@ class Study:
         sd = float(np.asarray(self.table.attrs[_SIM]["sigma"](np.array([m]), n))[0])
         rng = np.random.default_rng([int(m), int(n), int(seed), int(key), 7])
         value = float(self.curve(np.array([float(m)]), n)[0]) + sd * rng.standard_normal()
+        run_id = f"sim-{int(m)}-{int(n)}-{int(seed)}"
         return {"m": float(m), "n": float(n), "seed": int(seed), self.metric: value,
-                "setting": "self-supervised", "run_id": f"sim-{int(m)}-{int(n)}-{int(seed)}"}  # fmt: skip
+                "setting": "self-supervised", "run_id": run_id}  # fmt: skip
 
     def truth(self, n: float, eps: float) -> float:
         """The true m_sat(ε) at n: the definition applied to the noise-free curve."""

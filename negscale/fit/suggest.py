@@ -72,7 +72,7 @@ def _seeds_at(runs: set[tuple[int, float, int]], m: int, n: float) -> list[int]:
 
 
 def _new_level(g: GroupReport, m: float, runs, seeds: int, why: str) -> list[Suggestion]:
-    level = int(round(m))
+    level = round(m)
     taken = _seeds_at(runs, level, g.n)
     todo = [s for s in range(seeds) if s not in taken]
     return [Suggestion(level, g.n, s, why) for s in todo]
@@ -103,7 +103,7 @@ def _for_group(
         out = []
         for k in (2, 4):
             want = max(1.0, m[0] / k)
-            if want < m[0] and not any(s.m == int(round(want)) for s in out):
+            if want < m[0] and not any(s.m == round(want) for s in out):
                 why = f"m = {fmt(want)} at n = {fmt(g.n)}: saturated already at m = {fmt(m[0])}"
                 out += _new_level(g, want, runs, seeds, why)
         if a.ci[1] is None:  # not yet shown: the gain at the smallest levels is within noise
@@ -129,7 +129,7 @@ def _for_reached(g: GroupReport, runs, seeds: int) -> list[Suggestion]:
     out: list[Suggestion] = []
     gaps = [(t[i + 1] - t[i], i) for i in range(t.size - 1) if t[i + 1] > t_lo and t[i] < t_hi]
     for size, i in sorted(gaps, reverse=True):
-        mid = int(round(2.0 ** (0.5 * (t[i] + t[i + 1]))))
+        mid = round(2.0 ** (0.5 * (t[i] + t[i + 1])))
         if size > GAP and mid not in (int(a.m_levels[i]), int(a.m_levels[i + 1])):
             why = (
                 f"m = {fmt(mid)} at n = {fmt(g.n)}: the crossing may lie between "

@@ -19,8 +19,11 @@ runner = CliRunner()
 def _study(levels, seeds=3, curve=None, sd=0.002, n=4096.0, seed=0):
     rng = np.random.default_rng(seed)
     curve = curve or (lambda m: 0.6 + 0.3 * sim.hill(m, 8.0, 4.0))  # m_sat ≈ 26 at ε = 0.002
-    rows = [{"m": m, "n": n, "seed": s, "auc": float(curve(np.array([m]))[0] + sd * rng.standard_normal())}
-            for m in levels for s in range(seeds)]  # fmt: skip
+    rows = []
+    for m in levels:
+        for s in range(seeds):
+            auc = float(curve(np.array([m]))[0] + sd * rng.standard_normal())
+            rows.append({"m": m, "n": n, "seed": s, "auc": auc})
     return pd.DataFrame(rows)
 
 
