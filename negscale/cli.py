@@ -90,7 +90,7 @@ def user_errors(fn: F) -> F:
         try:
             return fn(*args, **kwargs)
         except NegscaleError as exc:
-            err.print(f"[red]error:[/red] {exc}", highlight=False, soft_wrap=True)
+            err.print(f"[red]error:[/red] {escape(str(exc))}", highlight=False, soft_wrap=True)
             raise typer.Exit(2) from None
 
     return wrapper  # type: ignore[return-value]
@@ -158,12 +158,15 @@ def train(
     from step 0). Under torchrun (several processes) the recipe's batch is the
     global batch, split over the processes; rank 0 evaluates, records and prints.
     """
-    from negscale.recipe import load_recipe
+    from negscale.recipe import check_axis_overrides, load_recipe
     from negscale.report_to import check_report_to
     from negscale.results import check_results_dir, record_path, record_row
 
     check_device(device)
     check_report_to(report_to)
+    axes = {"negatives.m": (negatives, "--negatives"), "data.n": (samples, "--samples"),
+            "train.seed": (seed, "--seed")}  # fmt: skip
+    check_axis_overrides(set_ or [], axes)
     r = load_recipe(recipe, set_, m=negatives, n=samples, seed=seed)  # before torch is imported
     warn_ignored(r)
     folder = check_results_dir(results_dir(results, r.name))
@@ -172,6 +175,7 @@ def train(
         err.print(
             f"already recorded: {record_path(folder, r.run_id())} (--force retrains it)",
             highlight=False,
+            markup=False,
             soft_wrap=True,
         )
         _show_run(recorded, as_json)
@@ -182,11 +186,12 @@ def train(
     from negscale.train import checkpoint_path, run
 
     data = datasets.build(r.data, r.model)  # bad data is an error before anything is printed
+    check_run(r, data, device)
     main = distributed.env_info().is_main
     if main:
         err.print(
-            f"[bold]negscale train[/bold] {r.name}: source={r.negatives.source} m={r.m} "
-            f"n={r.data.n} seed={r.train.seed} -> {folder}",
+            f"[bold]negscale train[/bold] {escape(r.name)}: source={r.negatives.source} m={r.m} "
+            f"n={r.data.n} seed={r.train.seed} -> {escape(str(folder))}",
             highlight=False,
             soft_wrap=True,
         )
@@ -203,12 +208,22 @@ def train(
             else "re-run the same command to start it again (set train.checkpoint_every "
             "to keep checkpoints during training)"
         )
-        err.print(f"[red]interrupted:[/red] {how}", highlight=False, soft_wrap=True)
+        err.print(f"[red]interrupted:[/red] {escape(how)}", highlight=False, soft_wrap=True)
         raise typer.Exit(130) from None
     finally:
         distributed.shutdown()
     if main:
         _show_run(record.to_row(), as_json)
+
+
+def check_run(recipe: Any, data: Any, device: str | None) -> None:
+    """What a run would fail on only after its header: the device the recipe asks for,
+    the towers (names, timm architectures, local weight paths)."""
+    from negscale import encoders
+    from negscale.train import resolve_device
+
+    resolve_device(device or recipe.train.device)
+    encoders.check(recipe.model, data)
 
 
 def warn_ignored(recipe: Any) -> None:
@@ -371,6 +386,11 @@ def sweep(
     if plot is not None:
         plot = check_plot_path(plot)
     check_results_dir(folder)
+    if plan.recipes:  # a bad device or tower is one error now, not a failure in every run
+        from negscale import data as datasets
+
+        first = plan.recipes[0]
+        check_run(first, datasets.build(first.data, first.model), device)
     if adaptive:
         if target <= 0 or (max_runs is not None and max_runs < 1):
             raise NegscaleError("--target must be > 0 and --max-runs >= 1")
@@ -404,9 +424,10 @@ def _adaptive(recipe: str, overrides: list[str] | None, grid: Any, folder: Path,
 
     raw = sw.read_raw(recipe, overrides)
     err.print(
-        f"[bold]negscale sweep --adaptive[/bold] {grid.name}: up to {budget} runs (the grid has "
+        f"[bold]negscale sweep --adaptive[/bold] {escape(grid.name)}: up to {budget} runs "
+        f"(the grid has "
         f"{len(grid.recipes)}), until every n's interval is within {target:g} doubling(s)"
-        + (f", shard {part[0]}/{part[1]}" if part else "") + f" -> {folder}",
+        + (f", shard {part[0]}/{part[1]}" if part else "") + f" -> {escape(str(folder))}",
         highlight=False, soft_wrap=True,
     )  # fmt: skip
     start = time.perf_counter()
@@ -436,7 +457,7 @@ def _adaptive(recipe: str, overrides: list[str] | None, grid: Any, folder: Path,
     if plot is not None:
         from negscale.sweep import plot_study
 
-        err.print(f"plot: {plot_study(summary, metric, plot)}", highlight=False)
+        err.print(f"plot: {plot_study(summary, metric, plot)}", highlight=False, markup=False)
 
 
 def _recorded(grid: Any, raw: dict, folder: Path) -> list[Any]:
@@ -490,9 +511,11 @@ def _show_study(summary: dict, plan: Any, folder: Path, metric: str, fit_: bool,
     if plot is not None:
         from negscale.sweep import plot_study
 
-        err.print(f"plot: {plot_study(summary, metric, plot)}", highlight=False)
+        err.print(f"plot: {plot_study(summary, metric, plot)}", highlight=False, markup=False)
     if fit_warning:
-        err.print(f"[yellow]warning:[/yellow] {fit_warning}", highlight=False, soft_wrap=True)
+        err.print(
+            f"[yellow]warning:[/yellow] {escape(fit_warning)}", highlight=False, soft_wrap=True
+        )
 
 
 def _execute(plan: Any, folder: Path, part: tuple[int, int] | None, device: str | None,
@@ -502,11 +525,11 @@ def _execute(plan: Any, folder: Path, part: tuple[int, int] | None, device: str 
 
     sources = "/".join(sorted({r.negatives.source for r in plan.recipes}))
     err.print(
-        f"[bold]negscale sweep[/bold] {plan.name}: {len(plan.recipes)} runs "
+        f"[bold]negscale sweep[/bold] {escape(plan.name)}: {len(plan.recipes)} runs "
         f"({plan.setting}, source={sources})"
         + (f", shard {part[0]}/{part[1]}" if part else "")
         + (f", {jobs} at once" if jobs > 1 else "")
-        + f" -> {folder}",
+        + f" -> {escape(str(folder))}",
         highlight=False,
         soft_wrap=True,
     )
@@ -739,6 +762,8 @@ def results_cmd(
     """List recorded runs as a table, filtered by status and design."""
     from negscale.results import LIST_COLUMNS, load, select
 
+    if as_csv and as_json:
+        raise NegscaleError("--csv and --json: choose one output format")
     rows = select(load(folders), status=status, design=design)
     if as_csv:
         sys.stdout.write(rows.to_csv(index=False))
@@ -755,6 +780,7 @@ def results_cmd(
         title_justify="left",
         box=box.SIMPLE_HEAD,
         pad_edge=False,
+        collapse_padding=True,  # one space between columns: the table fits 80 columns
     )
     for col in LIST_COLUMNS:
         left = col in ("run_id", "design", "status")
@@ -874,7 +900,7 @@ def fit_cmd(
             if suggest_k:
                 _show_suggestions(doc["suggestions"])
         if plot is not None:
-            err.print(f"plot: {draw(rep, plot_path(plot, value))}", highlight=False)
+            err.print(f"plot: {draw(rep, plot_path(plot, value))}", highlight=False, markup=False)
     if plot is not None:
         _calibration_plot(sources, plot_path(plot, "calibration"))
     if as_json:
@@ -908,7 +934,7 @@ def _calibration_plot(sources: list[Path], path: Path) -> None:
     if {"excess_auc", "calibration_bound"} <= set(df.columns) and (
         df[["excess_auc", "calibration_bound"]].notna().all(axis=1).any()
     ):
-        err.print(f"plot: {plot_calibration(df, path)}", highlight=False)
+        err.print(f"plot: {plot_calibration(df, path)}", highlight=False, markup=False)
 
 
 # ------------------------------------------------------------------ bench
@@ -1021,7 +1047,7 @@ def list_(
     for col in rows[0] if rows else ["name"]:
         table.add_column(col)
     for row in rows:
-        table.add_row(*(str(v) for v in row.values()))
+        table.add_row(*(escape(str(v)) for v in row.values()))  # text from recipes: no markup
     out.print(table)
 
 

@@ -36,7 +36,9 @@ SETTING_OF_SOURCE: dict[str, str] = {name: spec.setting for name, spec in SPECS.
 
 
 class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    # strict: a TOML string where a number belongs is an error, never a coercion (a coerced
+    # value would train under the same run id as the number)
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, strict=True)
 
 
 class _DataBase(_Section):
@@ -44,7 +46,7 @@ class _DataBase(_Section):
 
     n: int = Field(4096, ge=2, description="training pairs (anchors)")
     n_eval: int = Field(1024, ge=2, description="held-out evaluation pairs")
-    seed: int = Field(1234, description="data seed: the fixed order (and synthetic task)")
+    seed: int = Field(1234, ge=0, description="data seed: the fixed order (and synthetic task)")
     workers: int | None = Field(
         None, ge=0, description="DataLoader processes; default 0 in memory, up to 4 when decoding"
     )
@@ -263,7 +265,7 @@ class TrainConfig(_Section):
     grad_clip: float = Field(1.0, ge=0, description="0 disables clipping")
     precision: Literal["auto", "fp32", "bf16"] = "auto"
     compile: Literal["auto", "on", "off"] = "auto"
-    seed: int = 0
+    seed: int = Field(0, ge=0, description="run seed: init, batch order, negative draws")
     device: Literal["auto", "cpu", "cuda"] = "auto"
     checkpoint_every: int = Field(0, ge=0, description="steps between checkpoints; 0: end only")
     micro_batch: int | None = Field(
@@ -556,6 +558,19 @@ def load_recipe(
     raw = apply_overrides(switch_dataset(raw, list(overrides or [])), list(overrides or []))
     raw["name"] = raw.get("name", name)
     return validate(with_design(raw, m=m, n=n, seed=seed))
+
+
+def check_axis_overrides(overrides: list[str], given: dict[str, tuple[Any, str]]) -> None:
+    """A design axis given twice (``--negatives 8`` and ``--set negatives.m=20``) is an
+    error: one would win without a word. ``given``: field -> (its flag's value, the flag)."""
+    for text in overrides:
+        keys, _ = parse_override(text)
+        key = ".".join(keys)
+        value, flag = given.get(key, (None, ""))
+        if value is not None:
+            raise NegscaleError(
+                f"{flag} and --set {text}: {key} is given twice; give it once ({flag}, or --set)"
+            )
 
 
 def with_design(

@@ -16,6 +16,7 @@ from __future__ import annotations
 import os
 import secrets
 import sys
+import tempfile
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
@@ -223,6 +224,8 @@ def record_files(paths: str | Path | Iterable[str | Path]) -> list[Path]:
     files: list[Path] = []
     for p in map(Path, paths):
         if p.is_file():
+            if p.suffix.lower() not in (".parquet", ".pq"):
+                raise NegscaleError(f"{p}: not a results folder or a run record (.parquet)")
             files.append(p)
         elif (p / "runs").is_dir():
             files += _records_in(p / "runs")
@@ -320,6 +323,12 @@ def check_results_dir(results: str | Path) -> Path:
         raise NegscaleError(f"--results: {existing} is a file, not a folder")
     if not os.access(existing, os.W_OK | os.X_OK):
         raise NegscaleError(f"--results: {existing} is not writable")
+    try:  # some folders pass the access check and still refuse (/proc, a read-only mount)
+        os.rmdir(tempfile.mkdtemp(dir=existing, prefix=".negscale-check-"))
+    except OSError as exc:
+        raise NegscaleError(
+            f"--results: cannot create folders in {existing} ({exc.strerror})"
+        ) from None
     return root
 
 
@@ -343,6 +352,7 @@ def _is_missing(value: Any) -> bool:
 
 
 LIST_COLUMNS = ("run_id", "design", "status", "m", "n", "seed", "auc", "recall_at_1")
+STATUSES = ("ok", "diverged", "collapsed")
 
 
 def select(frame: pd.DataFrame, *, status: str | None = None, design: str | None = None):
@@ -353,8 +363,21 @@ def select(frame: pd.DataFrame, *, status: str | None = None, design: str | None
     rows = frame
     if status:
         wanted = {s.strip() for s in status.split(",") if s.strip()}
+        unknown = sorted(wanted - set(STATUSES))
+        if unknown:
+            raise NegscaleError(
+                f"--status: unknown status {', '.join(unknown)} (known: {', '.join(STATUSES)})"
+            )
         rows = rows[rows["status"].isin(wanted)]
     if design:
-        rows = rows[rows["design"].fillna("").astype(str).str.startswith(design.strip())]
+        ids = rows["design"].fillna("").astype(str)
+        if not ids.str.startswith(design.strip()).any():
+            known = sorted(set(ids) - {""})
+            shown = ", ".join(d[:8] for d in known[:8]) + (", …" if len(known) > 8 else "")
+            raise NegscaleError(
+                f"--design: no design starts with {design.strip()!r} "
+                f"(designs here: {shown or 'none'})"
+            )
+        rows = rows[ids.str.startswith(design.strip())]
     keys = [k for k in ("design", "n", "m", "seed", "run_id") if k in rows.columns]
     return rows.sort_values(keys, kind="stable").reset_index(drop=True)

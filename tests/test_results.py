@@ -212,4 +212,12 @@ def test_select_filters_by_status_and_design_prefix(tmp_path) -> None:
     assert list(select(frame)["run_id"]) == ["r2", "r4", "r1", "r3"]  # design, then m
     assert list(select(frame, status="ok", design="aaaa")["run_id"]) == ["r4", "r1"]
     assert list(select(frame, status="collapsed,diverged")["run_id"]) == ["r2"]
-    assert select(frame, design="cc").empty
+    # a filter that matches nothing known is a typo: an error naming what is there
+    with pytest.raises(
+        NegscaleError, match=r"no design starts with 'cc' \(designs here: aaaa11, bbbb22\)"
+    ):
+        select(frame, design="cc")
+    with pytest.raises(
+        NegscaleError, match=r"unknown status okay \(known: ok, diverged, collapsed"
+    ):
+        select(frame, status="okay")

@@ -1,8 +1,8 @@
 """Small real datasets that ship with installed packages: offline, for CPU studies.
 
 ``digits``: scikit-learn's 8x8 handwritten digits (1797 images, 10 classes).
-``animal-mnist``: the PyPI package ``animal-mnist`` (optional extra
-``negscale[animal]``; install it with ``pip install --no-deps animal-mnist``,
+``animal-mnist``: the PyPI package ``animal-mnist`` (install it with
+``pip install --no-deps animal-mnist``,
 since its declared tensorflow dependency is not needed): 10,000 28x28
 silhouettes, 1000 per class, as gzip-pickled uint8 arrays. Its class ids follow
 the package's alphabetical list of animals.
@@ -31,8 +31,8 @@ from negscale.errors import NegscaleError
 DIGIT_NAMES = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"]
 ANIMALS = ["bear", "bird", "cat", "cow", "dog", "elephant", "giraffe", "horse", "sheep", "zebra"]
 ANIMAL_INSTALL = (
-    "pip install --no-deps animal-mnist (the extra negscale[animal] works too,"
-    " but also pulls the tensorflow the package declares)"
+    "pip install --no-deps animal-mnist (--no-deps: the package declares tensorflow, which"
+    " reading its data files does not need)"
 )
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 from torch import nn
 
@@ -71,7 +72,8 @@ register("timm", ("image",), "timm:<arch> backbone; weights from model.image_pat
 register("hf", ("tokens",), "transformers model from the local folder model.text_path")(_hf)
 
 
-def _tower(field: str, name: str, modality: Modality, cfg: ModelConfig) -> nn.Module:
+def _entry(field: str, name: str, modality: Modality, cfg: ModelConfig) -> EncoderEntry:
+    """The registry entry for a tower, after every check that needs no weights."""
     key, _, variant = name.partition(":")
     entry = ENCODERS.get(key)
     if entry is None:
@@ -83,7 +85,43 @@ def _tower(field: str, name: str, modality: Modality, cfg: ModelConfig) -> nn.Mo
             f"model.{field}: encoder '{name}' takes {'/'.join(entry.kinds)}, "
             f"the data gives {modality.kind}"
         )
+    if key == "timm":
+        _check_timm(variant, cfg)
+    if key == "hf":
+        _check_hf(cfg)
+    return entry
+
+
+def _check_timm(variant: str, cfg: ModelConfig) -> None:
+    import timm
+
+    if not variant:
+        raise NegscaleError("model.image_encoder: name the architecture, e.g. 'timm:resnet18'")
+    if variant not in timm.list_models():
+        raise NegscaleError(f"model.image_encoder: timm has no architecture '{variant}'")
+    if cfg.image_path is not None and not Path(cfg.image_path).is_file():
+        raise NegscaleError(f"model.image_path: no checkpoint file at {cfg.image_path}")
+
+
+def _check_hf(cfg: ModelConfig) -> None:
+    if cfg.text_path is None or not Path(cfg.text_path).is_dir():
+        raise NegscaleError(
+            "model.text_path: the 'hf' text encoder needs a local transformers model folder"
+        )
+
+
+def _tower(field: str, name: str, modality: Modality, cfg: ModelConfig) -> nn.Module:
+    entry = _entry(field, name, modality, cfg)
+    _, _, variant = name.partition(":")
     return entry.build(modality, cfg, variant or None)
+
+
+def check(cfg: ModelConfig, data: PairedData) -> None:
+    """Every check a tower's build would make, without building it: names, the data's
+    modality, timm architectures, local weight paths (a bad one is an error before a
+    run's header is printed)."""
+    _entry("image_encoder", cfg.image_encoder, data.image, cfg)
+    _entry("text_encoder", cfg.text_encoder, data.text, cfg)
 
 
 def build(cfg: ModelConfig, data: PairedData) -> DualEncoder:
@@ -92,4 +130,4 @@ def build(cfg: ModelConfig, data: PairedData) -> DualEncoder:
     return DualEncoder(image, text, cfg.embed_dim, cfg.tau, cfg.learn_tau)
 
 
-__all__ = ["ENCODERS", "DualEncoder", "build", "register"]
+__all__ = ["ENCODERS", "DualEncoder", "build", "check", "register"]

@@ -122,6 +122,30 @@ def resolve_points(
     return sorted(unique.values(), key=lambda r: (r.data.n, r.m, r.train.seed, r.run_id()))
 
 
+def _check_axes(
+    overrides: Sequence[str], grid: GridSpec, raw: dict[str, Any], m_axis: bool
+) -> None:
+    """A grid flag and ``--set`` of the same field (``--negatives 8 --set negatives.m=20``)
+    is an error, and so is a "study" with no axis at all: that is one run."""
+    from negscale.recipe import check_axis_overrides
+
+    # (data.n with --samples is no conflict: a --samples value <= 1 is a fraction of it)
+    m_flag = "--negatives" if grid.negatives else "--ratios"
+    given = {
+        "negatives.m": (grid.negatives or grid.ratios, m_flag),
+        "train.seed": (grid.seeds, "--seeds"),
+    }
+    check_axis_overrides(list(overrides), given)
+    sweep_raw = raw.get("sweep") if isinstance(raw.get("sweep"), dict) else {}
+    seeds = grid.seeds is not None or len(sweep_raw.get("seeds") or []) > 1
+    samples = grid.samples is not None or bool(sweep_raw.get("samples"))
+    if not (m_axis or samples or seeds):
+        raise NegscaleError(
+            "sweep: no axis to sweep (no m, n or seeds in the recipe's [sweep] or on the command "
+            "line): that is one run, `negscale train`; or give --negatives/--samples/--seeds"
+        )
+
+
 def make_plan(
     source: str, overrides: Sequence[str] | None = None, grid: GridSpec | None = None
 ) -> Plan:
@@ -129,6 +153,7 @@ def make_plan(
     grid = grid or GridSpec()
     raw = read_raw(source, overrides)
     base, negatives, ratios, ns, seeds = _axes(raw, grid)
+    _check_axes(overrides or [], grid, raw, m_axis=negatives is not None or ratios is not None)
     points: list[tuple[int | None, int, int]] = []
     for n in ns:
         if ratios is not None:
