@@ -342,6 +342,12 @@ def sweep(
         None, "--max-runs", help="--adaptive: the run budget (default: the full grid's size)."
     ),
     metric: str = typer.Option("auc", "--metric", help="Metric of the summary (and of --fit)."),
+    metric2: str = typer.Option(
+        "auto",
+        "--metric2",
+        help="The summary's second metric (auto: zeroshot_top1 where captions are class "
+        "templates, else recall_at_1).",
+    ),
     plot: Path | None = typer.Option(
         None, "--plot", help="Draw the study: metric against m, a line per n, seed bands (PNG)."
     ),
@@ -368,7 +374,9 @@ def sweep(
     check_device(device)
     check_report_to(report_to)
     sw.check_metric(metric)
-    workers = sw.resolve_jobs(jobs, device)
+    if metric2 != "auto":
+        sw.check_metric(metric2)
+    sw.resolve_jobs(jobs, device)  # a bad --jobs is an error before the plan
     grid = sw.GridSpec(negatives=negatives, ratios=ratios, samples=samples, seeds=seeds)
     plan = sw.make_plan(recipe, set_, grid)
     if plan.recipes:
@@ -386,11 +394,16 @@ def sweep(
     if plot is not None:
         plot = check_plot_path(plot)
     check_results_dir(folder)
+    workers = sw.resolve_jobs(jobs, device)
     if plan.recipes:  # a bad device or tower is one error now, not a failure in every run
         from negscale import data as datasets
 
         first = plan.recipes[0]
-        check_run(first, datasets.build(first.data, first.model), device)
+        data = datasets.build(first.data, first.model)
+        check_run(first, data, device)
+        workers = sw.plan_jobs(jobs, device, decodes=bool(getattr(data.train, "decodes", False)))
+        if str(jobs) == "auto":
+            err.print(f"--jobs auto: {workers.text()}", highlight=False, markup=False)
     if adaptive:
         if target <= 0 or (max_runs is not None and max_runs < 1):
             raise NegscaleError("--target must be > 0 and --max-runs >= 1")
@@ -399,8 +412,8 @@ def sweep(
                   target, budget, plot, as_json)  # fmt: skip
         return
     start = time.perf_counter()
-    stats = _execute(plan, folder, part, device, metric, report_to, workers)
-    metrics = list(dict.fromkeys([metric, "recall_at_1"]))
+    metrics = list(dict.fromkeys([metric, _second(metric2, plan)]))
+    stats = _execute(plan, folder, part, device, metrics, report_to, workers)
     summary = sw.summarise(plan, folder, metrics)
     summary.update(shard=list(part) if part else None, sweep=stats.to_dict())
     summary["wall_s"] = time.perf_counter() - start
@@ -432,7 +445,7 @@ def _adaptive(recipe: str, overrides: list[str] | None, grid: Any, folder: Path,
     )  # fmt: skip
     start = time.perf_counter()
     try:
-        with SweepProgress(err, metric) as progress, _sigterm_as_exit():
+        with SweepProgress(err, metric, _second("auto", grid)) as progress, _sigterm_as_exit():
             outcome = adaptive(raw, grid, folder, target=target, max_runs=budget, metric=metric,
                                shard=part, jobs=jobs, device=device, report_to=report_to,
                                listener=progress, on_round=_show_round)  # fmt: skip
@@ -443,7 +456,7 @@ def _adaptive(recipe: str, overrides: list[str] | None, grid: Any, folder: Path,
     done = sw.plan_points(
         raw, [(r.m, r.data.n, r.train.seed) for r in _recorded(grid, raw, folder)]
     )
-    summary = sw.summarise(done, folder, list(dict.fromkeys([metric, "recall_at_1"])))
+    summary = sw.summarise(done, folder, list(dict.fromkeys([metric, _second("auto", grid)])))
     summary.update(adaptive=outcome.to_dict(), wall_s=time.perf_counter() - start)
     summary["adaptive"]["grid_runs"] = len(grid.recipes)
     summary["sweep"] = {"trained": outcome.trained}
@@ -493,6 +506,15 @@ def _show_round(info: dict) -> None:
     err.print(text, highlight=False, markup=False, soft_wrap=True)
 
 
+def _second(metric2: str, plan: Any) -> str:
+    """--metric2: given, or the data's own (sweep.second_metric)."""
+    from negscale import sweep as sw
+
+    if metric2 != "auto":
+        return metric2
+    return sw.second_metric(plan.recipes[0]) if plan.recipes else "recall_at_1"
+
+
 def _show_study(summary: dict, plan: Any, folder: Path, metric: str, fit_: bool,
                 plot: Path | None, as_json: bool) -> None:  # fmt: skip
     """Render the summary (and the fit, and the plot) of a finished sweep."""
@@ -519,7 +541,7 @@ def _show_study(summary: dict, plan: Any, folder: Path, metric: str, fit_: bool,
 
 
 def _execute(plan: Any, folder: Path, part: tuple[int, int] | None, device: str | None,
-             metric: str, report_to: str | None, jobs: int) -> Any:  # fmt: skip
+             metrics: list[str], report_to: str | None, jobs: int) -> Any:  # fmt: skip
     """Run the sweep under a progress bar; SIGTERM and Ctrl-C leave no lock and say what next."""
     from negscale import sweep as sw
 
@@ -528,13 +550,13 @@ def _execute(plan: Any, folder: Path, part: tuple[int, int] | None, device: str 
         f"[bold]negscale sweep[/bold] {escape(plan.name)}: {len(plan.recipes)} runs "
         f"({plan.setting}, source={sources})"
         + (f", shard {part[0]}/{part[1]}" if part else "")
-        + (f", {jobs} at once" if jobs > 1 else "")
+        + (f", {at_once} at once" if (at_once := getattr(jobs, "jobs", jobs)) > 1 else "")
         + f" -> {escape(str(folder))}",
         highlight=False,
         soft_wrap=True,
     )
     try:
-        with SweepProgress(err, metric) as progress, _sigterm_as_exit():
+        with SweepProgress(err, *metrics[:2]) as progress, _sigterm_as_exit():
             return sw.execute(plan, folder, shard=part, device=device, listener=progress,
                               report_to=report_to, jobs=jobs)  # fmt: skip
     except KeyboardInterrupt:
@@ -598,8 +620,8 @@ class SweepProgress:
     the runs left, minus the time the current run has already taken.
     """
 
-    def __init__(self, console: Console, metric: str) -> None:
-        self.metric = metric
+    def __init__(self, console: Console, metric: str, metric2: str = "recall_at_1") -> None:
+        self.metric, self.metric2 = metric, metric2
         self.durations: list[float] = []
         self.current: float | None = None
         self.left = 0
@@ -656,7 +678,8 @@ class SweepProgress:
         if record.status == "ok":
             line = (
                 f"{where}  {self.metric} {_fmt(record.to_row().get(self.metric))}"
-                f"  recall_at_1 {_fmt(record.recall_at_1)}  {seconds:.1f}s  {record.run_id}"
+                f"  {self.metric2} {_fmt(record.to_row().get(self.metric2))}  {seconds:.1f}s"
+                f"  {record.run_id}"
             )
         else:
             line = (

@@ -27,12 +27,13 @@ from negscale.sweep.locks import Claim, claim, lock_path, lock_state
 from negscale.sweep.plan import GridSpec, Plan, make_plan, plan_document, plan_points, read_raw
 from negscale.sweep.plot import plot_study
 from negscale.sweep.state import plan_states, record_state, stray_files
-from negscale.sweep.summary import check_metric, study_frame, summarise
-from negscale.sweep.workers import resolve_jobs
+from negscale.sweep.summary import check_metric, second_metric, study_frame, summarise
+from negscale.sweep.workers import JobPlan, plan_jobs, resolve_jobs
 
 __all__ = [
     "Claim",
     "GridSpec",
+    "JobPlan",
     "Listener",
     "Plan",
     "SilentListener",
@@ -49,6 +50,7 @@ __all__ = [
     "parse_shard",
     "parse_values",
     "plan_document",
+    "plan_jobs",
     "plan_points",
     "plan_states",
     "plot_study",
@@ -56,6 +58,7 @@ __all__ = [
     "record_state",
     "resolve_jobs",
     "resolve_samples",
+    "second_metric",
     "stray_files",
     "study_frame",
     "summarise",

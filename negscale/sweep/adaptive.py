@@ -29,6 +29,7 @@ from negscale.sweep.execute import Listener, SilentListener, execute
 from negscale.sweep.plan import Plan, largest_m, plan_points
 from negscale.sweep.state import record_state
 from negscale.sweep.summary import study_frame
+from negscale.sweep.workers import JobPlan
 
 POLL_S = 2.0  # seconds between looks at a round another shard is finishing
 
@@ -105,7 +106,7 @@ def adaptive(
     max_runs: int,
     metric: str,
     shard: tuple[int, int] | None = None,
-    jobs: int = 1,
+    jobs: int | JobPlan = 1,
     device: str | None = None,
     report_to: str | None = None,
     listener: Listener | None = None,

@@ -20,7 +20,7 @@ from negscale.results import RunRecord, record_path
 from negscale.sweep.locks import Claim, claim
 from negscale.sweep.plan import Plan
 from negscale.sweep.state import record_state, stray_files
-from negscale.sweep.workers import Workers
+from negscale.sweep.workers import JobPlan, Workers
 
 
 class Listener(Protocol):
@@ -91,7 +91,7 @@ def execute(
     device: str | None = None,
     listener: Listener | None = None,
     report_to: str | None = None,
-    jobs: int = 1,
+    jobs: int | JobPlan = 1,
 ) -> SweepStats:
     """Train every run of this shard that has no valid record, each under a claim.
 
@@ -111,6 +111,7 @@ def execute(
         listener.notice(f"{stats.done_before} of {len(mine)} runs already recorded: skipped")
     listener.begin(len(todo))
     running: dict[Future, tuple[Recipe, Claim, float]] = {}
+    at_once = jobs.jobs if isinstance(jobs, JobPlan) else jobs
     try:
         with Workers(jobs, device, report_to, listener.notice) as workers:
             for recipe in todo:
@@ -125,7 +126,7 @@ def execute(
                     held.release()
                     raise
                 running[future] = (recipe, held, start)
-                while len(running) >= jobs:
+                while len(running) >= at_once:
                     _collect(workers, running, stats, listener, FIRST_COMPLETED)
             while running:
                 _collect(workers, running, stats, listener, ALL_COMPLETED)

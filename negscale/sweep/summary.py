@@ -9,11 +9,22 @@ from pathlib import Path
 from typing import Any
 
 from negscale.errors import NegscaleError
+from negscale.recipe import Recipe
 from negscale.results import RunRecord, is_valid_record, load, record_path
 from negscale.sweep.plan import Plan
 
 _COST_COLUMNS = {"epochs", "tau", "wall_s", "train_s", "samples_per_s", "peak_mem_mb",
                  "loss_gflops", "negatives_used"}  # fmt: skip
+
+
+def second_metric(recipe: Recipe) -> str:
+    """The summary's second column: zero-shot accuracy where captions are class templates
+    (recall@1 is at chance there: every image of a class has the same captions), recall@1
+    where captions are distinct."""
+    data = recipe.data
+    if hasattr(data, "templates") and getattr(data, "views", "pair") == "pair":
+        return "zeroshot_top1"
+    return "recall_at_1"
 
 
 def check_metric(metric: str) -> None:

@@ -15,6 +15,7 @@ import multiprocessing
 import os
 from collections.abc import Callable
 from concurrent.futures import Future, ProcessPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +24,60 @@ from negscale.recipe import Recipe
 from negscale.results import RunRecord
 
 Notice = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class JobPlan:
+    """How a sweep shares the cores: runs at once x loader workers x torch threads."""
+
+    jobs: int
+    threads: int  # torch intra-op threads of each run
+    loader_workers: int | None  # DataLoader processes of each run (None: the data's default)
+    why: str
+
+    def text(self) -> str:
+        loaders = (
+            "" if self.loader_workers is None else f" x {self.loader_workers} loader worker(s)"
+        )
+        return f"{self.jobs} run(s) at once x {self.threads} thread(s){loaders}: {self.why}"
+
+
+def plan_jobs(
+    jobs: str | int, device: str | None, decodes: bool, cores: int | None = None
+) -> JobPlan:
+    """``--jobs`` as a plan within the cores, so runs, their loader workers and their
+    threads never oversubscribe the machine (on file data, 2 runs x 1 loader worker each
+    on 2 cores ran at half the speed of 1 run with its loader worker).
+
+    * a count: that many runs, the cores shared among them, loader workers capped to
+      what each run's share leaves;
+    * ``auto`` on a GPU: one run, its loader workers on the cores;
+    * ``auto`` on CPU, data in memory: one run a core, one thread each, no loader workers;
+    * ``auto`` on CPU, data decoded from files: each run takes 4 cores (all of them below
+      8), half for its compute threads, half for its loader workers that decode.
+    """
+    cores = cores or _cores()
+    count = resolve_jobs(jobs, device)
+    if str(jobs) != "auto":
+        share = max(1, cores // count)
+        loaders = min(4, max(0, share - 1)) if decodes else None
+        return JobPlan(count, share, loaders, "as asked")
+    if count == 1 and not _on_cpu(device):
+        return JobPlan(1, cores, min(4, max(0, cores - 1)) if decodes else None, "one GPU run")
+    if not decodes:
+        return JobPlan(cores, 1, 0, "the data are in memory: one run a core")
+    jobs_n = max(1, cores // 4) if cores >= 8 else 1
+    share = cores // jobs_n
+    threads = max(1, share // 2)
+    return JobPlan(jobs_n, threads, max(0, share - threads), "the data decode from files")
+
+
+def _cores() -> int:
+    return max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 1)
+
+
+def _on_cpu(device: str | None) -> bool:
+    return device == "cpu" or (device in (None, "auto") and not _cuda_available())
 
 
 def resolve_jobs(jobs: str | int, device: str | None) -> int:
@@ -36,7 +91,7 @@ def resolve_jobs(jobs: str | int, device: str | None) -> int:
         raise NegscaleError(f"--jobs: expected auto or a count >= 1, got {jobs!r}")
     if device == "cuda" or (device in (None, "auto") and _cuda_available()):
         return 1
-    return max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 1)
+    return _cores()
 
 
 def _cuda_available() -> bool:
@@ -87,25 +142,40 @@ def _train_in_worker(
 class Workers:
     """Trains submitted runs in this process (jobs = 1) or in a pool of ``jobs`` processes."""
 
-    def __init__(self, jobs: int, device: str | None, report_to: str | None, notice: Notice):
+    def __init__(
+        self, jobs: int | JobPlan, device: str | None, report_to: str | None, notice: Notice
+    ):
+        plan = jobs if isinstance(jobs, JobPlan) else None
+        jobs = plan.jobs if plan is not None else int(jobs)
         if jobs > 1 and int(os.environ.get("WORLD_SIZE", "1")) > 1:
             raise NegscaleError("--jobs: under torchrun the ranks train one run together; use 1")
+        self.plan = plan
         self.jobs, self.device, self.report_to, self.notice = jobs, device, report_to, notice
         self.cache = DataCache()
         self.pool: ProcessPoolExecutor | None = None
 
     def __enter__(self) -> Workers:
-        if self.jobs > 1:
-            import torch
+        import torch
 
-            threads = max(1, torch.get_num_threads() // self.jobs)
+        threads = self.plan.threads if self.plan else max(1, torch.get_num_threads() // self.jobs)
+        if self.jobs > 1:
             self.pool = ProcessPoolExecutor(
                 self.jobs,
                 mp_context=multiprocessing.get_context("spawn"),
                 initializer=_pin_threads,
                 initargs=(threads,),
             )
+        elif self.plan is not None:
+            torch.set_num_threads(threads)  # the sweep's own process trains the runs
         return self
+
+    def _planned(self, recipe: Recipe) -> Recipe:
+        """The recipe with the plan's loader workers, unless the recipe sets its own
+        (``data.workers`` is not part of the run id: batches do not depend on it)."""
+        want = self.plan.loader_workers if self.plan else None
+        if want is None or recipe.data.workers is not None:
+            return recipe
+        return recipe.model_copy(update={"data": recipe.data.model_copy(update={"workers": want})})
 
     def __exit__(self, *exc: object) -> None:
         if self.pool is not None:
@@ -113,6 +183,7 @@ class Workers:
 
     def submit(self, recipe: Recipe, results: Path) -> Future:
         """Start a run; in this process it has ended by the time the future returns."""
+        recipe = self._planned(recipe)
         if self.pool is not None:
             return self.pool.submit(
                 _train_in_worker, recipe, str(results), self.device, self.report_to
