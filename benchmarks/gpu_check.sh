@@ -1,194 +1,236 @@
 #!/usr/bin/env bash
 # GPU check: the CUDA paths (bf16 autocast, TF32, fused AdamW, torch.compile,
-# NCCL) on real hardware, in under 5 minutes on one GPU, as one table:
+# NCCL) on real hardware, in under 8 minutes on one GPU, as one table:
 #
 #   train      negscale train quickstart --device cuda, bf16, compile off / on: steps/s
-#   loss       negscale bench loss at B = 16384 and 65536, dense and tiled vs open_clip:
-#              time and peak memory
+#   loss       negscale bench loss at B = 16384 and 65536, tiled vs open_clip (or the
+#              dense reference): time and peak memory; a peer that runs out of memory
+#              is a result, the tiled loss is then measured alone
 #   model      timm vit_base_patch16_224 + a BERT-base text tower (from config, no
 #              weights), one train step at B = 256: FLOPs from FlopCounterMode,
-#              achieved TFLOP/s and MFU against the H200's 989 TFLOP/s bf16 dense peak
+#              achieved TFLOP/s and MFU against the GPU's bf16 dense peak
 #   torchrun   a 1-process torchrun run (joins an NCCL process group): steps/s
 #
-# Without CUDA it runs tiny CPU versions of each row (so CI exercises the
-# script, under a minute), names the CUDA rows it skipped, and exits 0.
+# Made for a GPU machine with PyTorch installed and no network. It never
+# installs anything into that Python: negscale is imported from this checkout
+# (a symlink in a temporary folder on PYTHONPATH, no dependencies installed),
+# the missing runtime dependencies are named, and the rows that need them are
+# skipped with the reason. `python benchmarks/gpu_wheels.py` lists the wheels to
+# bring (and the pip download line for a connected machine); --wheels DIR
+# installs them into a temporary folder for this run only.
 #
-# usage: bash benchmarks/gpu_check.sh      (PYTHON=... to choose the interpreter;
-#        PEAK_TFLOPS=... for another GPU's bf16 dense peak)
+# Without CUDA it runs tiny CPU versions of each row (CI exercises the script
+# so, under a minute) and names the CUDA rows it skipped.
+#
+# usage: bash benchmarks/gpu_check.sh [--out DIR] [--wheels DIR] [--site DIR]...
+#   --out DIR     where gpu_check.tsv, gpu_check.md and logs/ go (default: a new temp dir)
+#   --wheels DIR  wheels to install (pip --no-deps --no-index --target) into a temp dir
+#   --site DIR    a folder of installed dependencies to import from (repeatable)
+# environment: PYTHON (the interpreter, default python or python3), PEAK_TFLOPS (bf16
+#   dense peak for MFU when the GPU is not in gpu_rows.py's list), GPU_CHECK_BUDGET_S
+#   (seconds for all rows, default 450; each row also has its own limit)
+# exit status: 0 when no row failed or timed out (skipped rows are fine), 1 otherwise,
+#   2 on a usage error or when torch cannot be imported
 set -euo pipefail
 
-PY=${PYTHON:-python}
-PEAK=${PEAK_TFLOPS:-989}
-WORK=$(mktemp -d)
-trap 'rm -rf "$WORK"' EXIT
-export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}
+HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+REPO=$(dirname "$HERE")
+usage() { sed -n '/^# usage:/,/^# exit status/p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; }
 
-GPU=$("$PY" -c "import torch; print(torch.cuda.get_device_name(0) if torch.cuda.is_available() else '')")
+OUT=""
+WHEELS=""
+SITES=()
+while [ $# -gt 0 ]; do
+  case $1 in
+    --out) OUT=${2:?--out needs a folder}; shift 2 ;;
+    --out=*) OUT=${1#*=}; shift ;;
+    --wheels) WHEELS=${2:?--wheels needs a folder}; shift 2 ;;
+    --wheels=*) WHEELS=${1#*=}; shift ;;
+    --site) SITES+=("$(cd "${2:?--site needs a folder}" && pwd)"); shift 2 ;;
+    --site=*) SITES+=("$(cd "${1#*=}" && pwd)"); shift ;;
+    -h | --help) usage; exit 0 ;;
+    *) echo "gpu_check.sh: unknown argument $1" >&2; usage >&2; exit 2 ;;
+  esac
+done
+
+if [ -n "${PYTHON:-}" ]; then PY=$PYTHON
+elif command -v python >/dev/null 2>&1; then PY=python
+else PY=python3; fi
+case $PY in */*) PY="$(cd "$(dirname "$PY")" && pwd)/$(basename "$PY")" ;; esac  # rows run elsewhere
+PEAK=${PEAK_TFLOPS:-}
+BUDGET=${GPU_CHECK_BUDGET_S:-450}
+export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}
+export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1  # nothing here needs the network: fail fast
+
+WORK=$(mktemp -d "${TMPDIR:-/tmp}/negscale-gpu-work.XXXXXX")
+trap 'rm -rf "$WORK"' EXIT
+if [ -z "$OUT" ]; then OUT=$(mktemp -d "${TMPDIR:-/tmp}/negscale-gpu-check.XXXXXX"); fi
+mkdir -p "$OUT/logs"
+OUT=$(cd "$OUT" && pwd)
+LOGS="$OUT/logs"
+
+# ---------------------------------------------------------------- imports: nothing installed
+# negscale from this checkout, without its dependencies: only the package is on the path.
+mkdir -p "$WORK/site"
+ln -s "$REPO/negscale" "$WORK/site/negscale"
+PATHS="$WORK/site"
+if [ -n "$WHEELS" ]; then
+  shopt -s nullglob
+  whl=("$WHEELS"/*.whl)
+  shopt -u nullglob
+  if [ ${#whl[@]} -eq 0 ]; then
+    echo "gpu_check.sh: no *.whl in $WHEELS" >&2
+    exit 2
+  fi
+  if "$PY" -m pip --version >/dev/null 2>&1; then
+    # --isolated: no pip config or PIP_* variables (a container's PIP_CONSTRAINT, an index)
+    "$PY" -m pip --isolated install --quiet --disable-pip-version-check --no-index --no-deps \
+      --target "$WORK/deps" "${whl[@]}" >"$LOGS/wheels.log" 2>&1 || {
+      cat "$LOGS/wheels.log" >&2
+      exit 2
+    }
+  else  # no pip: unzip them (what --target does, less console scripts)
+    "$PY" "$HERE/gpu_wheels.py" --unpack "$WORK/deps" "${whl[@]}"
+  fi
+  PATHS="$PATHS:$WORK/deps"
+fi
+for s in "${SITES[@]+"${SITES[@]}"}"; do PATHS="$PATHS:$s"; done
+export PYTHONPATH="$PATHS${PYTHONPATH:+:$PYTHONPATH}"
+cd "$WORK"  # rows never import from the caller's folder
+
+"$PY" -c "import torch" 2>"$LOGS/torch.err" || {
+  echo "gpu_check.sh: $PY cannot import torch (the check needs the installed PyTorch):" >&2
+  tail -n 3 "$LOGS/torch.err" >&2
+  exit 2
+}
+mapfile -t INFO < <("$PY" - <<'PY'
+import os, platform, torch, negscale
+print(torch.cuda.get_device_name(0) if torch.cuda.is_available() else "")
+cuda = f", CUDA {torch.version.cuda}" if torch.version.cuda else ""
+print(f"torch {torch.__version__}{cuda}, Python {platform.python_version()}, "
+      f"negscale {negscale.__version__} from {os.path.realpath(negscale.__path__[0])}")
+PY
+)
+GPU=${INFO[0]:-}
+ABOUT=${INFO[1]:-}
 if [ -n "$GPU" ]; then MODE=cuda; else MODE=cpu; fi
+
+# what each row lacks (benchmarks/gpu_wheels.py: pyproject.toml and the closure of its deps)
+declare -A LACKS=()
+LACK_TSV=$("$PY" "$HERE/gpu_wheels.py" --rows)
+while IFS=$'\t' read -r key names; do LACKS[$key]=$names; done <<<"$LACK_TSV"
+MISSING=${LACKS[missing]:-}
+MISSING=${MISSING//;/, }
+
+echo "negscale GPU check, $(date -u +%Y-%m-%d) on ${GPU:-no CUDA device}"
+echo "$ABOUT"
+echo "missing runtime dependencies: ${MISSING:-none}${MISSING:+ (benchmarks/gpu_wheels.py lists the wheels to bring)}"
+
 ROWS="$WORK/rows.tsv"
 : >"$ROWS"
+FAILED=0
+END=$((SECONDS + BUDGET))
+HAVE_TIMEOUT=$(command -v timeout || true)
 
-# ---------------------------------------------------------------- train rows (the CLI)
-train_row() {  # name, extra negscale args...
-  local name=$1
+add() { printf '%s\t%s\t%s\t%s\t%s\n' "$@" >>"$ROWS"; }
+
+# skip_for ROW NAME...: true (and skipped rows added) when ROW lacks a dependency
+skip_for() {
+  local key=$1 names
   shift
-  "$PY" -m negscale.cli train quickstart --results "$WORK/$name" --json "$@" \
-    >"$WORK/$name.json" 2>"$WORK/$name.err" || {
-    cat "$WORK/$name.err" >&2
-    exit 1
-  }
-  "$PY" - "$WORK/$name.json" "$name" >>"$ROWS" <<'PY'
-import json, sys
-r = json.load(open(sys.argv[1]))
-sps = r["steps"] / r["train_s"] if r["train_s"] else float("nan")
-note = f"status={r['status']} {r['precision']} world={r['world_size']} auc={r['auc'] or float('nan'):.3f} (train_s incl. any compile)"
-print(f"{sys.argv[2]}\t{r['device']}\t{sps:.1f} steps/s\t{note}")
-PY
+  names=${LACKS[$key]:-}
+  [ -z "$names" ] && return 1
+  local shown n
+  shown=$(echo "$names" | cut -d';' -f1-6 | sed 's/;/, /g')
+  n=$(echo "$names" | tr ';' '\n' | wc -l)
+  if [ "$n" -gt 6 ]; then shown="$shown (+$((n - 6)) more)"; fi
+  for name in "$@"; do add "$name" skipped - - "missing $shown"; done
+  return 0
 }
 
-if [ "$MODE" = cuda ]; then
-  for c in off on; do
-    train_row "train-compile-$c" --device cuda --set train.precision=bf16 --set "train.compile=$c"
-  done
-else
-  train_row "train-compile-off" --device cpu --set train.steps=20 --set data.n=1024 \
-    --set data.n_eval=256 --set eval.prototypes=256 --set train.batch_size=128
-  printf 'train-compile-on\tskipped\t-\tneeds CUDA\n' >>"$ROWS"
+# attempt NAME LIMIT CMD...: runs CMD with stdout to logs/NAME.out, stderr to logs/NAME.err,
+# under min(LIMIT, what is left of the budget); on failure adds a failed/timeout row, returns 1
+attempt() {
+  local name=$1 limit=$2 left rc=0
+  shift 2
+  left=$((END - SECONDS))
+  if [ "$left" -lt 15 ]; then
+    add "$name" skipped - - "out of time (GPU_CHECK_BUDGET_S=$BUDGET)"
+    return 1
+  fi
+  if [ "$left" -lt "$limit" ]; then limit=$left; fi
+  echo "  running $name (at most ${limit}s) ..." >&2
+  if [ -n "$HAVE_TIMEOUT" ]; then
+    timeout -k 10 "$limit" "$@" >"$LOGS/$name.out" 2>"$LOGS/$name.err" || rc=$?
+  else
+    "$@" >"$LOGS/$name.out" 2>"$LOGS/$name.err" || rc=$?
+  fi
+  if [ "$rc" -eq 124 ] || [ "$rc" -eq 137 ]; then
+    add "$name" timeout "$MODE" - "over ${limit}s; see logs/$name.err"
+    FAILED=1
+    return 1
+  elif [ "$rc" -ne 0 ]; then
+    add "$name" failed "$MODE" "exit $rc" "$(grep -v '^\s*$' "$LOGS/$name.err" | tail -n 1 | cut -c1-200)"
+    FAILED=1
+    return 1
+  fi
+  return 0
+}
+
+# ---------------------------------------------------------------- train rows (the CLI)
+train_row() {  # name, limit, extra negscale args...
+  local name=$1 limit=$2
+  shift 2
+  attempt "$name" "$limit" "$PY" -m negscale.cli train quickstart --results "$WORK/$name" \
+    --json "$@" || return 0
+  "$PY" "$HERE/gpu_rows.py" run "$name" "$LOGS/$name.out" >>"$ROWS" || FAILED=1
+}
+
+if ! skip_for train train-compile-off train-compile-on; then
+  if [ "$MODE" = cuda ]; then
+    train_row train-compile-off 120 --device cuda --set train.precision=bf16 --set train.compile=off
+    train_row train-compile-on 240 --device cuda --set train.precision=bf16 --set train.compile=on
+  else
+    train_row train-compile-off 120 --device cpu --set train.steps=20 --set data.n=1024 \
+      --set data.n_eval=256 --set eval.prototypes=256 --set train.batch_size=128
+    add train-compile-on skipped - - "needs CUDA"
+  fi
 fi
 
 # ---------------------------------------------------------------- loss and model rows
-"$PY" - "$MODE" "$PEAK" >>"$ROWS" <<'PY'
-import sys
-import time
-
-import torch
-import torch.nn.functional as F
-from torch import nn
-from torch.utils.flop_counter import FlopCounterMode
-
-from negscale.bench import bench_loss
-from negscale.losses import contrastive_loss
-
-mode, peak = sys.argv[1], float(sys.argv[2])
-dev = torch.device(mode)
-if mode == "cuda":
-    torch.backends.cuda.matmul.allow_tf32 = True
-
-# loss: the function `negscale bench loss` calls, at the check's sizes
-batches, dim = ([16384, 65536], 512) if mode == "cuda" else ([512], 64)
-for row in bench_loss(batches, dim, None, mode, tile=4096 if mode == "cuda" else 128, repeats=3):
-    ratio = row["time_ratio"]
-    vs = f"time x{ratio:.2f} open_clip" if ratio else ""
-    print(
-        f"loss-B{row['batch']}-{row['impl']}\t{mode}\t{row['ms']:.1f} ms\t"
-        f"peak {row['peak_mb']:.0f} MiB {vs}"
-    )
-if mode == "cpu":
-    print("loss-B16384,B65536\tskipped\t-\tneeds CUDA (ran B=512 on CPU)")
-
-
-# model: ViT-B/16 + BERT-base from config, one bf16 train step at B = 256
-def towers():
-    import timm
-    from transformers import BertConfig, BertModel
-
-    if mode == "cuda":
-        vit = timm.create_model("vit_base_patch16_224", pretrained=False, num_classes=0)
-        bert = BertModel(BertConfig(), add_pooling_layer=False)  # BERT-base sized, random
-        return vit, bert, 256, 224, 77
-    vit = timm.create_model(
-        "vit_tiny_patch16_224", pretrained=False, num_classes=0, img_size=32, patch_size=8
-    )
-    cfg = BertConfig(hidden_size=64, num_hidden_layers=2, num_attention_heads=2,
-                     intermediate_size=128, vocab_size=1000)
-    return vit, BertModel(cfg, add_pooling_layer=False), 8, 32, 16
-
-
-class Clip(nn.Module):
-    def __init__(self, vit, bert):
-        super().__init__()
-        self.vit, self.bert = vit, bert
-        self.img_proj = nn.Linear(vit.num_features, 512, bias=False)
-        self.txt_proj = nn.Linear(bert.config.hidden_size, 512, bias=False)
-
-    def forward(self, x, ids):
-        img = F.normalize(self.img_proj(self.vit(x)), dim=-1)
-        txt = F.normalize(self.txt_proj(self.bert(input_ids=ids).last_hidden_state[:, 0]), dim=-1)
-        return contrastive_loss(img, txt, tau=0.07, form="infonce")
-
-
-vit, bert, b, size, length = towers()
-model = Clip(vit, bert).to(dev)
-opt = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=mode == "cuda")
-x = torch.randn(b, 3, size, size, device=dev)
-ids = torch.randint(0, bert.config.vocab_size, (b, length), device=dev)
-amp = torch.autocast(mode, dtype=torch.bfloat16, enabled=mode == "cuda")
-
-
-def step():
-    with amp:
-        loss = model(x, ids)
-    loss.backward()
-    opt.step()
-    opt.zero_grad(set_to_none=True)
-
-
-counter = FlopCounterMode(display=False)
-with counter:
-    step()
-flops = counter.get_total_flops()
-for _ in range(2):
-    step()
-reps = 10 if mode == "cuda" else 2
-if mode == "cuda":
-    torch.cuda.synchronize()
-t0 = time.perf_counter()
-for _ in range(reps):
-    step()
-if mode == "cuda":
-    torch.cuda.synchronize()
-sec = (time.perf_counter() - t0) / reps
-tflops = flops / sec / 1e12
-mfu = f"MFU {100 * tflops / peak:.1f}% of {peak:g}" if mode == "cuda" else "MFU n/a on CPU"
-name = "model-vitb16+bert-B256" if mode == "cuda" else "model-tiny-vit+bert-B8"
-print(f"{name}\t{mode}\t{tflops:.3g} TFLOP/s\t{flops / 1e9:.4g} GFLOP/step, {sec * 1e3:.0f} ms, {mfu}")
-if mode == "cpu":
-    print("model-vitb16+bert-B256\tskipped\t-\tneeds CUDA (ran a tiny ViT + BERT on CPU)")
-PY
+if attempt loss 180 "$PY" "$HERE/gpu_rows.py" loss "$MODE"; then
+  cat "$LOGS/loss.out" >>"$ROWS"
+fi
+if [ "$MODE" = cuda ]; then MODEL_ROWS=(model-vitb16+bert-B256); else
+  MODEL_ROWS=(model-tiny-vit+bert-B8 model-vitb16+bert-B256); fi
+if ! skip_for model "${MODEL_ROWS[@]}"; then
+  if attempt model 150 "$PY" "$HERE/gpu_rows.py" model "$MODE" "$PEAK"; then
+    cat "$LOGS/model.out" >>"$ROWS"
+  fi
+fi
 
 # ---------------------------------------------------------------- torchrun, one process
-PORT=$("$PY" -c "import socket; s = socket.socket(); s.bind(('127.0.0.1', 0)); print(s.getsockname()[1])")
 if [ "$MODE" = cuda ]; then
   TR_ARGS=(--device cuda --set train.steps=100)
   TR_NAME=torchrun-1proc-nccl
+  TR_ROWS=(torchrun-1proc-nccl)
 else
   TR_ARGS=(--device cpu --set train.steps=10 --set data.n=512 --set data.n_eval=128
     --set eval.prototypes=128 --set train.batch_size=64)
   TR_NAME=torchrun-1proc-gloo
-  printf 'torchrun-1proc-nccl\tskipped\t-\tneeds CUDA (ran gloo on CPU)\n' >>"$ROWS"
+  TR_ROWS=(torchrun-1proc-gloo torchrun-1proc-nccl)
 fi
-"$PY" -m torch.distributed.run --nproc_per_node 1 --master_port "$PORT" -m negscale.cli \
-  train quickstart --results "$WORK/tr" --json "${TR_ARGS[@]}" >"$WORK/tr.json" 2>"$WORK/tr.err" || {
-  cat "$WORK/tr.err" >&2
-  exit 1
-}
-"$PY" - "$WORK/tr.json" "$TR_NAME" >>"$ROWS" <<'PY'
-import json, sys
-r = json.load(open(sys.argv[1]))
-sps = r["steps"] / r["train_s"] if r["train_s"] else float("nan")
-print(f"{sys.argv[2]}\t{r['device']}\t{sps:.1f} steps/s\tstatus={r['status']} {r['precision']}")
-PY
+if ! skip_for torchrun "${TR_ROWS[@]}"; then
+  PORT=$("$PY" -c "import socket; s = socket.socket(); s.bind(('127.0.0.1', 0)); print(s.getsockname()[1])")
+  if attempt "$TR_NAME" 150 "$PY" -m torch.distributed.run --nproc_per_node 1 --master_port "$PORT" \
+    -m negscale.cli train quickstart --results "$WORK/tr" --json "${TR_ARGS[@]}"; then
+    "$PY" "$HERE/gpu_rows.py" run "$TR_NAME" "$LOGS/$TR_NAME.out" >>"$ROWS" || FAILED=1
+  fi
+  if [ "$MODE" = cpu ]; then add torchrun-1proc-nccl skipped - - "needs CUDA (ran gloo on CPU)"; fi
+fi
 
 # ---------------------------------------------------------------- the table
-echo "negscale GPU check, $(date -u +%Y-%m-%d) on ${GPU:-no CUDA device}"
-"$PY" - "$ROWS" <<'PY'
-import sys
-rows = [line.rstrip("\n").split("\t") for line in open(sys.argv[1]) if line.strip()]
-head = ["check", "device", "result", "notes"]
-width = [max(len(r[i]) for r in [head, *rows]) for i in range(4)]
-for r in [head, ["-" * w for w in width], *rows]:
-    print("  ".join(c.ljust(w) for c, w in zip(r, width)).rstrip())
-skipped = [r[0] for r in rows if r[1] == "skipped"]
-if skipped:
-    print(f"skipped without CUDA: {', '.join(skipped)}")
-PY
+TITLE="$(date -u +%Y-%m-%d) on ${GPU:-no CUDA device}; $ABOUT; missing runtime dependencies: ${MISSING:-none}"
+"$PY" "$HERE/gpu_rows.py" table "$ROWS" "$OUT" "$TITLE"
+echo "table: $OUT/gpu_check.tsv and $OUT/gpu_check.md (logs in $LOGS)"
+exit "$FAILED"
