@@ -885,6 +885,15 @@ def fit_cmd(
     target: float = typer.Option(
         1.0, "--target", help="--suggest: an interval this many doublings wide is pinned."
     ),
+    from_: str = typer.Option(
+        "table",
+        "--from",
+        help="table: negscale results folders and CSV/Parquet tables | open_clip: open_clip "
+        "log folders (params.txt, checkpoints/results.jsonl), m from the global batch.",
+    ),
+    epoch: int | None = typer.Option(
+        None, "--epoch", help="--from open_clip: the evaluation at this epoch (default: the last)."
+    ),
     as_json: bool = JsonOpt,
 ) -> None:
     """Fit the saturation point m_sat per n, how it scales with n, with 95% intervals."""
@@ -894,12 +903,23 @@ def fit_cmd(
 
     if plot is not None:  # checked before any work: no report, then a failed plot
         plot = check_plot_path(plot)
-    col = metric_col or metric or "auc"
-    label = metric or col
-    df = nf.load_sources(
-        sources, m_col=m_col, n_col=n_col, metric_col=col, seed_col=seed_col,
-        group_col=group_col, ratio_col=ratio_col,
-    )  # fmt: skip
+    if from_ not in ("table", "open_clip"):
+        raise NegscaleError(f"--from: expected table or open_clip, got {from_!r}")
+    if from_ == "open_clip":
+        from negscale.fit.openclip import default_metric, read_open_clip
+
+        df = read_open_clip(sources, epoch)
+        col = metric_col or metric or default_metric(df)
+        label = metric or col
+        if col not in df.columns:
+            raise NegscaleError(f"--metric {col}: the open_clip runs have {', '.join(df.columns)}")
+    else:
+        col = metric_col or metric or "auc"
+        label = metric or col
+        df = nf.load_sources(
+            sources, m_col=m_col, n_col=n_col, metric_col=col, seed_col=seed_col,
+            group_col=group_col, ratio_col=ratio_col,
+        )  # fmt: skip
     if higher is None and group_col != "metric":
         higher = not nf.lower_is_better(label)  # --metric, else the column's own name
     kw: dict[str, Any] = dict(

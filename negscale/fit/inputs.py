@@ -19,6 +19,7 @@ from negscale.errors import NegscaleError
 from negscale.fit.fmt import fmt
 
 DROPPED_ATTR = "negscale_dropped"
+NOTES_ATTR = "negscale_notes"  # what a reader assumed (open_clip's m, n), said in the report
 _LOWER = re.compile(r"(loss|rank|error|(^|_)err($|_)|^excess_)", re.IGNORECASE)
 
 
@@ -273,7 +274,7 @@ def prepare(
         if bad.any():
             dropped.append(f"{int(bad.sum())} run(s) with missing/non-numeric {name}")
             keep &= ~bad
-    late = selected_at_the_end(df[keep], m_col, n_col)
+    late = list(df.attrs.get(NOTES_ATTR, [])) + selected_at_the_end(df[keep], m_col, n_col)
     if seed_col is not None and seed_col != "seed" and seed_col not in df.columns:
         _need(df, seed_col, "seeds", "input table")
     seed = (
