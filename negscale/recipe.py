@@ -202,7 +202,32 @@ class ModelConfig(_Section):
     tau: float = Field(0.1, ge=0.01, description="temperature, at least 0.01 (CLIP's clamp)")
     learn_tau: bool = False
     image_path: str | None = Field(None, description="local pretrained image tower (timm)")
-    text_path: str | None = Field(None, description="local pretrained text tower (transformers)")
+    text_path: str | None = Field(
+        None,
+        description="local pretrained text tower (transformers): a folder, or"
+        " 'package:NAME/SUBDIR' for a model an installed package ships",
+    )
+    # per-tower training (negscale/encoders/tuning.py)
+    image_lr_scale: float | None = Field(
+        None, gt=0, description="image tower lr = this x train.lr (unset: 1; 0.1 with image_path)"
+    )
+    text_lr_scale: float | None = Field(
+        None, gt=0, description="text tower lr = this x train.lr (unset: 1; 0.1 with text_path)"
+    )
+    image_weight_decay: float | None = Field(
+        None, ge=0, description="the image tower's weight decay (unset: train.weight_decay)"
+    )
+    text_weight_decay: float | None = Field(
+        None, ge=0, description="the text tower's weight decay (unset: train.weight_decay)"
+    )
+    lock_image: bool = Field(False, description="freeze the image tower (LiT)")
+    lock_text: bool = Field(False, description="freeze the text tower")
+    lock_image_unlocked: int = Field(
+        0, ge=0, description="with lock_image: its last N layer groups still train"
+    )
+    lock_text_unlocked: int = Field(
+        0, ge=0, description="with lock_text: its last N layers still train"
+    )
 
 
 class NegativesConfig(_Section):

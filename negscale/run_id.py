@@ -23,6 +23,12 @@ Version 2 (negscale 0.2): ``negatives.pool_exact_max`` and
 changes (left at the defaults, with B // 2 < m <= 1024, or an estimator with
 B // 2 < m < n) hashes the new meaning and so gets a new id; every other run, and
 every run that sets the two fields, keeps its version-1 id.
+
+Version 3 (negscale 0.3): a tower loaded from local weights (``model.image_path``,
+``model.text_path``) trains at 0.1 x ``train.lr`` unless its
+``model.*_lr_scale`` says otherwise (negscale/encoders/tuning.py). Such a run,
+left at the default, hashes the scale and gets a new id; every other run keeps
+its id.
 """
 
 from __future__ import annotations
@@ -32,8 +38,9 @@ import json
 from typing import Any
 
 from negscale.negatives import pool_rule
+from negscale.towers import PRETRAINED_LR_SCALE, TOWERS
 
-RUN_ID_VERSION = 2
+RUN_ID_VERSION = 3
 # execution details that never change what a run computes, and the study's bookkeeping
 EXCLUDED = (
     "name",
@@ -118,11 +125,23 @@ def hashed_fields(flat: dict[str, Any], defaults: dict[str, Any]) -> dict[str, A
     each newer field that differs from ``defaults`` (the current schema's defaults)."""
     out = {k: flat.get(k, v) for k, v in V1_DEFAULTS.items()}
     out.update(pool_rule.v1_hashed(flat))  # version 2: the pool defaults follow B
+    out.update(pretrained_lr_hashed(flat))  # version 3: pretrained towers train at 0.1 x lr
     for key, value in flat.items():
         if key in out:
             continue
         if key == "negatives.m" or key not in defaults or value != defaults[key]:
             out[key] = value
+    return out
+
+
+def pretrained_lr_hashed(flat: dict[str, Any]) -> dict[str, Any]:
+    """Version 3: a tower loaded from local weights with no lr scale of its own now trains
+    at 0.1 x train.lr; that meaning is hashed, so such a run gets a new id. A run without
+    local weights, or with the scale given, hashes as before (the scale only when set)."""
+    out = {}
+    for tower in TOWERS:
+        if flat.get(f"model.{tower}_path") and flat.get(f"model.{tower}_lr_scale") is None:
+            out[f"model.{tower}_lr_scale"] = PRETRAINED_LR_SCALE
     return out
 
 

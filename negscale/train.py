@@ -28,6 +28,7 @@ from negscale import data as datasets
 from negscale.data import loader
 from negscale.data.base import PairedData, PairSet
 from negscale.encoders.dual import DualEncoder
+from negscale.encoders.tuning import describe as describe_towers
 from negscale.errors import NegscaleError
 from negscale.flops import encoder_flops_per_item
 from negscale.losses import contrastive_loss
@@ -139,15 +140,9 @@ def _optimizer(model: torch.nn.Module, recipe: Recipe, fused: bool) -> torch.opt
     import inspect
     import types
 
-    decay, no_decay = [], []
-    for name, p in model.named_parameters():
-        if not p.requires_grad:
-            continue
-        (no_decay if p.ndim < 2 or name == "logit_scale" else decay).append(p)
-    groups = [
-        {"params": decay, "weight_decay": recipe.train.weight_decay},
-        {"params": no_decay, "weight_decay": 0.0},
-    ]
+    from negscale.encoders.tuning import param_groups
+
+    groups = param_groups(model, recipe.model, recipe.train.lr, recipe.train.weight_decay)
     if fused:
         return torch.optim.AdamW(groups, lr=recipe.train.lr, fused=True)
     add = getattr(torch.optim.Optimizer.add_param_group, "__wrapped__", None)
@@ -621,6 +616,16 @@ def _resume(trainer: Trainer, ckpt: Path, rebuild: Callable[[], Trainer], say: N
     return trainer
 
 
+def _what_to_try(recipe: Recipe) -> str:
+    """The learning rates a collapsed run trained at, and what to change."""
+    towers = describe_towers(recipe.model, recipe.train.lr)
+    lrs = f"train.lr {recipe.train.lr:g}" + (f"; {towers}" if towers else "")
+    return (
+        f" [{lrs}]; try a lower train.lr, a smaller model.*_lr_scale for a pretrained tower, "
+        "or model.lock_image / model.lock_text (LiT)"
+    )
+
+
 def _learned(trainer: Trainer, metrics: dict) -> str | None:
     """Why the finished run did not learn (collapse checks), or None."""
     img, txt = trainer.embed(trainer.data.eval, collapse.SPREAD_SAMPLE)
@@ -670,6 +675,9 @@ def run(
 
     trainer = build()
     data = trainer.data  # a rebuilt trainer reuses it
+    towers = describe_towers(recipe.model, recipe.train.lr)
+    if towers and runtime.dist.is_main:
+        say(towers)
     ckpt = checkpoint_path(Path(results), recipe.run_id())
     if resume:
         trainer = _resume(trainer, ckpt, build, say)
@@ -683,6 +691,8 @@ def run(
             metrics = trainer.evaluate()
             message = _learned(trainer, metrics)
             status = "collapsed" if message else "ok"
+            if message:
+                message += _what_to_try(recipe)
     except Diverged as exc:
         status, message = "diverged", str(exc)
     record = _record(

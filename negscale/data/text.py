@@ -91,8 +91,10 @@ def tokenizer(
     folder: str | None, text_path: str | None, captions: Iterable[str], size: int, length: int
 ) -> WordTokens | HFTokens:
     """``data.tokenizer`` if set, else an ``hf`` tower's own folder, else the word tokenizer."""
+    from negscale.local_paths import resolve
+
     if folder:
-        return HFTokens(folder, length)
+        return HFTokens(resolve(folder, "data.tokenizer"), length)
     if text_path:
-        return HFTokens(text_path, length, field="model.text_path")
+        return HFTokens(resolve(text_path, "model.text_path"), length, field="model.text_path")
     return WordTokens(captions, size, length)

@@ -18,6 +18,7 @@ from negscale.data.base import Modality, PairedData
 from negscale.encoders.dual import DualEncoder
 from negscale.encoders.tiny import tiny_tower
 from negscale.errors import NegscaleError
+from negscale.local_paths import resolve
 from negscale.recipe import ModelConfig
 
 TowerBuilder = Callable[[Modality, ModelConfig, str | None], nn.Module]
@@ -99,12 +100,14 @@ def _check_timm(variant: str, cfg: ModelConfig) -> None:
         raise NegscaleError("model.image_encoder: name the architecture, e.g. 'timm:resnet18'")
     if variant not in timm.list_models():
         raise NegscaleError(f"model.image_encoder: timm has no architecture '{variant}'")
-    if cfg.image_path is not None and not Path(cfg.image_path).is_file():
-        raise NegscaleError(f"model.image_path: no checkpoint file at {cfg.image_path}")
+    path = resolve(cfg.image_path, "model.image_path")
+    if path is not None and not Path(path).is_file():
+        raise NegscaleError(f"model.image_path: no checkpoint file at {path}")
 
 
 def _check_hf(cfg: ModelConfig) -> None:
-    if cfg.text_path is None or not Path(cfg.text_path).is_dir():
+    path = resolve(cfg.text_path, "model.text_path")
+    if path is None or not Path(path).is_dir():
         raise NegscaleError(
             "model.text_path: the 'hf' text encoder needs a local transformers model folder"
         )
@@ -125,9 +128,14 @@ def check(cfg: ModelConfig, data: PairedData) -> None:
 
 
 def build(cfg: ModelConfig, data: PairedData) -> DualEncoder:
+    """The two towers, their projections and the temperature; locked towers frozen."""
+    from negscale.encoders.tuning import apply_locks
+
     image = _tower("image_encoder", cfg.image_encoder, data.image, cfg)
     text = _tower("text_encoder", cfg.text_encoder, data.text, cfg)
-    return DualEncoder(image, text, cfg.embed_dim, cfg.tau, cfg.learn_tau)
+    model = DualEncoder(image, text, cfg.embed_dim, cfg.tau, cfg.learn_tau)
+    apply_locks(model, cfg)
+    return model
 
 
 __all__ = ["ENCODERS", "DualEncoder", "build", "check", "register"]

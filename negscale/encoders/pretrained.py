@@ -18,6 +18,7 @@ from torch import nn
 from negscale.data.base import Modality
 from negscale.encoders.tiny import masked_mean, token_mask
 from negscale.errors import NegscaleError
+from negscale.local_paths import resolve
 from negscale.recipe import ModelConfig
 
 
@@ -50,7 +51,9 @@ class HFTextTower(nn.Module):
                 "model.text_path: the 'hf' text encoder needs a local transformers model folder"
             )
         from transformers import AutoModel
+        from transformers.utils import logging as hf_logging
 
+        hf_logging.disable_progress_bar()  # a local load needs no progress bar on stderr
         try:
             self.net = AutoModel.from_pretrained(path, local_files_only=True)
         except (OSError, ValueError) as exc:
@@ -72,8 +75,8 @@ class HFTextTower(nn.Module):
 
 
 def timm_tower(arch: str, modality: Modality, cfg: ModelConfig) -> nn.Module:
-    return TimmTower(arch, modality, cfg.image_path)
+    return TimmTower(arch, modality, resolve(cfg.image_path, "model.image_path"))
 
 
 def hf_tower(modality: Modality, cfg: ModelConfig) -> nn.Module:
-    return HFTextTower(modality, cfg.text_path)
+    return HFTextTower(modality, resolve(cfg.text_path, "model.text_path"))
