@@ -59,7 +59,7 @@ def test_a_locked_tower_does_not_train_and_the_rest_does():
 
 
 def test_locking_keeps_the_last_timm_groups_trainable():
-    r, model = _model(["model.image_encoder='timm:resnet18'", "model.lock_image=true",
+    _, model = _model(["model.image_encoder='timm:resnet18'", "model.lock_image=true",
                        "model.lock_image_unlocked=1"], "digits-supervised")  # fmt: skip
     groups = layer_groups(model.image_tower)
     assert len(groups) > 2
