@@ -95,9 +95,14 @@ def build(
     screen = _screen_scale(raw)
     outliers: list[Outlier] = []
     curves = []
-    for ix, cells in zip(groups, raw, strict=True):
+    for gi, (ix, cells) in enumerate(zip(groups, raw, strict=True)):
         g = float(n[ix[0]])
-        kept = _drop_outliers(g, cells, screen, sign, outliers)
+
+        def scale(i: int, t: float, gi: int = gi) -> float:
+            local = _local_scale(raw, gi, i)
+            return max(screen(t), local or 0.0)
+
+        kept = _drop_outliers(g, cells, scale if screen is not None else None, sign, outliers)
         curves.append(_curve(g, cells, kept))
     if screen is None:
         return Cells(curves, None, 0.0, "no seeds", outliers, seeded=False)
@@ -152,17 +157,39 @@ def _clear_slope(lv: np.ndarray, t: np.ndarray, d: np.ndarray) -> float:
     return slope if abs(slope) >= TREND_Z * se else 0.0
 
 
+def _local_scale(raw: list[list], gi: int, i: int) -> float | None:
+    """Robust noise sd near cell i of group gi, without cell i itself: its neighbours
+    in log m and the cells at its m in the other n groups. Noise that jumps at small
+    m (unstable runs at m = 1, say) is noise of that m, not an outlier."""
+    cells = raw[gi]
+    level = cells[i][0]
+    near = [cells[j][1] for j in (i - 1, i + 1) if 0 <= j < len(cells)]
+    near += [vals for k, other in enumerate(raw) if k != gi for lvl, vals, _ in other if lvl == level]
+    diffs = np.concatenate([_pair_diffs(v) for v in near]) if near else np.empty(0)
+    if diffs.size < 3:
+        return None
+    return 1.4826 * float(np.median(diffs)) / np.sqrt(2.0)
+
+
+def _pair_diffs(vals: np.ndarray) -> np.ndarray:
+    if vals.size < 2:
+        return np.empty(0)
+    i, j = np.triu_indices(vals.size, 1)
+    return np.abs(vals[i] - vals[j])
+
+
 def _drop_outliers(
     n: float,
     cells: list,
-    screen: Callable[[float], float] | None,
+    scale: Callable[[int, float], float] | None,
     sign: float,
     outliers: list[Outlier],
 ) -> list[np.ndarray]:
     """Per cell, a mask of the runs kept; left-out runs go to ``outliers``.
 
     With 3 or more runs, a run is out when it lies more than OUTLIER_Z sds
-    (the screen's, at its m) from the median of the others. With 2, the one
+    from the median of the others, the sd being the larger of the screen's at
+    its m and the spread of the cells around it (:func:`_local_scale`). With 2, the one
     farther from the line through the neighbouring cells' medians is out when
     the two disagree by more than OUTLIER_Z·√2 sds and the other agrees with
     the neighbours. One run cannot be told from the curve: it stays.
@@ -172,8 +199,8 @@ def _drop_outliers(
     kept = []
     for i, (level, vals, ids) in enumerate(cells):
         keep = np.ones(vals.size, bool)
-        if screen is not None and vals.size >= 2:
-            z = _outlier_z(vals, i, ts, meds, screen(ts[i]))
+        if scale is not None and vals.size >= 2:
+            z = _outlier_z(vals, i, ts, meds, scale(i, ts[i]))
             for j in np.nonzero(z > OUTLIER_Z)[0]:
                 keep[j] = False
                 rid = None if ids is None else str(ids[j])
