@@ -368,6 +368,27 @@ def test_damaged_header_and_sparse_member_are_errors(tmp_path: Path) -> None:
         scan(path, "caption", None)
 
 
+def test_checksum_forms_tarfile_accepts(tmp_path: Path) -> None:
+    """Signed sums (old Sun tars) and a 7-digit field are checksums tarfile accepts."""
+    members = [("ключ.jpg", b"u" * 600), ("ключ.txt", b"signed"), ("b.jpg", b"b"), ("b.txt", b"7")]
+    path = _tar(tmp_path / "s.tar", members, tarfile.GNU_FORMAT)
+    raw = bytearray(path.read_bytes())
+    with tarfile.open(path) as tar:
+        at = [m.offset for m in tar]
+    for i, pos in enumerate(at):
+        head = raw[pos : pos + 512]
+        head[148:156] = b" " * 8
+        if i < 2:  # bytes over 127 in the name: the signed sum differs
+            total = sum(b - 256 if b > 127 else b for b in head)
+            head[148:156] = b"%06o\0 " % total
+        else:
+            head[148:156] = b"%07o\0" % sum(head)
+        raw[pos : pos + 512] = head
+    path.write_bytes(bytes(raw))
+    assert scan(path, "caption", None) == _reference(path)
+    assert scan(path, "caption", None)["captions"] == ["signed", "7"]
+
+
 def test_empty_shard_has_no_samples(tmp_path: Path) -> None:
     tarfile.open(tmp_path / "00009.tar", "w").close()  # the end blocks and nothing else
     assert scan(tmp_path / "00009.tar", "caption", None) == _reference(tmp_path / "00009.tar")
@@ -412,3 +433,11 @@ def test_index_of_an_older_version_is_rebuilt(shards: Path) -> None:
     assert not shards_mod._is_fresh(cache, fresh["stamp"])
     assert load_index(shard, "caption", None) == fresh
     assert shards_mod._is_fresh(cache, fresh["stamp"])
+
+
+def test_an_error_in_a_pool_worker_names_the_shard(tmp_path: Path, monkeypatch) -> None:
+    paths = tar_shards(tmp_path, [3, 3, 3])
+    _cut(paths[1], 2048)
+    monkeypatch.setattr(shards_mod, "_workers", lambda jobs: 2)
+    with pytest.raises(NegscaleError, match=r"cannot read shard .*00001\.tar \(truncated"):
+        build(_cfg(str(tmp_path), n=2, n_eval=2))

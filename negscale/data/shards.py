@@ -30,6 +30,7 @@ import glob
 import hashlib
 import io
 import json
+import mmap
 import multiprocessing
 import os
 import sys
@@ -84,7 +85,8 @@ def _cache_file(shard: Path) -> Path:
 
 IMAGE, TXT, JSON, OTHER = range(4)
 _EXT_KIND = {**dict.fromkeys(IMAGE_EXTS, IMAGE), "txt": TXT, "json": JSON}
-_PACKED_EXT = {int.from_bytes(e.encode(), "little"): k for e, k in _EXT_KIND.items()}
+_PACKED_EXT = {int.from_bytes(e.encode(), "little"): k for e, k in _EXT_KIND.items()}  # 3-4 letters
+_PAD = 5
 
 
 def _key_ext(name: str) -> tuple[str, int] | None:
@@ -99,59 +101,60 @@ def _key_ext(name: str) -> tuple[str, int] | None:
 def _split(cols: np.ndarray, names: dict[int, str]) -> tuple[np.ndarray, np.ndarray, dict]:
     """:func:`_key_ext` for every name field at once, in numpy.
 
-    ``cols`` holds the name fields column by column (one row per byte position),
-    so each step is one vector operation over all members. Returns per member
-    where its key ends (-1: no dot, no key; ``len(cols)``: the key is in the
-    returned dict, for long names and a name whose only slash leads) and its
-    kind. Byte-wise is exact: '/' and '.' never occur inside a UTF-8 character.
+    ``cols`` is :func:`_columns`. Returns per member where its key ends (-1: no
+    dot, no key; ``len(cols)``: the key is in the returned dict, for long names
+    and a name whose only slash leads) and its kind. Byte-wise is exact: '/'
+    and '.' never occur inside a UTF-8 character.
     """
-    width, n = cols.shape
+    n = cols.shape[1]
     alive = np.ones(n, dtype=bool)  # still before the name's first NUL
-    length = np.zeros(n, dtype=np.int64)
-    last = np.full(n, -1, dtype=np.int64)  # the last slash
-    end = np.full(n, -1, dtype=np.int64)  # the first dot after it
-    for j, c in enumerate(cols):
+    last = np.full(n, -1, dtype=np.int32)  # the last slash
+    end = np.full(n, -1, dtype=np.int32)  # the first dot after it
+    for j, c in enumerate(cols[:-_PAD]):
         alive &= c != 0
-        length += alive
         slash = alive & (c == ord("/"))
         last[slash], end[slash] = j, -1
         end[alive & (c == ord(".")) & (end < 0)] = j
-    n_ext, every = length - end - 1, np.arange(n)
-    packed = np.zeros(n, dtype=np.uint32)
-    for k in range(4):  # up to 4 extension bytes in one number, ASCII lower case
-        byte = cols[np.minimum(end + 1 + k, width - 1), every].astype(np.uint32) | 0x20
-        packed |= np.where(n_ext > k, byte, 0) << (8 * k)
+    every = np.arange(n)
+    ext = [cols[end + k, every].astype(np.uint32) for k in range(1, 6)]  # 0 past the name
+    packed = ext[3] | np.where(ext[3] != 0, 0x20, 0)  # 3 letters: a NUL 4th byte
+    for k in range(3):
+        packed = packed << 8 | ext[2 - k] | 0x20  # ASCII lower case
+    ends = (ext[3] == 0) | (ext[4] == 0)  # 4 letters: then a NUL
     kind = np.full(n, OTHER, dtype=np.int8)
-    short = (n_ext == 3) | (n_ext == 4)
     for value, k in _PACKED_EXT.items():
-        kind[short & (packed == value)] = k
+        kind[ends & (packed == value)] = k
     keys = {}
     for row in sorted({*names, *np.flatnonzero(last == 0).tolist()}):
         got = _key_ext(names.get(row) or tarscan.name_of(cols[:, row]))
-        end[row] = -1 if got is None else width
+        end[row] = -1 if got is None else len(cols)
         if got is not None:
             keys[row], kind[row] = got
     return end, kind, keys
 
 
 def _columns(fields: np.ndarray) -> np.ndarray:
-    """The name fields as columns, cut after the last used one (names are short)."""
+    """The name fields column by column (one row per byte position, so each step of
+    :func:`_split` is one vector operation over all members), cut after the last used
+    column (names are short), then ``_PAD`` zero rows: an extension's end is there."""
     used = np.flatnonzero(fields.any(axis=0))
-    return np.ascontiguousarray(fields[:, : used[-1] + 1 if len(used) else 1].T)
+    width = used[-1] + 1 if len(used) else 0
+    cols = np.zeros((width + _PAD, len(fields)), dtype=np.uint8)
+    cols[:width] = fields[:, :width].T
+    return cols
 
 
 def _runs(cols: np.ndarray, end: np.ndarray, alone: np.ndarray) -> tuple[np.ndarray, list[str]]:
     """Where runs of members with equal keys start, and the key of each run."""
     if not len(end):
         return np.zeros(0, dtype=np.int64), []
-    same = ~(alone[1:] | alone[:-1])  # a key from Python is a run of its own
-    for j, c in enumerate(cols):
-        byte = np.where(end > j, c, 0)
-        same &= byte[1:] == byte[:-1]
+    same = ~(alone[1:] | alone[:-1]) & (end[1:] == end[:-1])  # a Python key: a run of its own
+    top = max(1, int(end[~alone].max(initial=0)))
+    for j, c in enumerate(cols[:top]):
+        same &= (c[1:] == c[:-1]) | (end[1:] <= j)
     starts = np.flatnonzero(np.concatenate([[True], ~same]))
-    width = len(cols)
-    key_bytes = np.where(np.arange(width)[:, None] < end[starts], cols[:, starts], 0)
-    flat = np.ascontiguousarray(key_bytes.T.astype(np.uint8)).view(f"S{width}").ravel()
+    key_bytes = np.where(np.arange(top)[:, None] < end[starts], cols[:top, starts], 0)
+    flat = np.ascontiguousarray(key_bytes.T.astype(np.uint8)).view(f"S{top}").ravel()
     # keys hold no NUL: one decode for all of them
     keys = b"\0".join(flat.tolist()).decode("utf-8", "surrogateescape").split("\0")
     return starts, keys
@@ -168,7 +171,8 @@ def _group(fields: np.ndarray, names: dict[int, str]) -> tuple[list[str], np.nda
     cols = _columns(fields)
     end, kind, py_keys = _split(cols, names)
     rows = np.flatnonzero(end >= 0)
-    starts, keys = _runs(cols[:, rows], end[rows], end[rows] == len(cols))
+    sub = cols if len(rows) == cols.shape[1] else cols[:, rows]
+    starts, keys = _runs(sub, end[rows], end[rows] == len(cols))
     for run in np.flatnonzero(end[rows[starts]] == len(cols)).tolist():
         keys[run] = py_keys[int(rows[starts[run]])]
     last = np.full((3, len(starts)), -1, dtype=np.int64)
@@ -193,13 +197,19 @@ def _meta(text: str) -> dict:
     return meta if isinstance(meta, dict) else {}
 
 
-def _texts(mm, members: tarscan.Members, rows: np.ndarray) -> list[str]:
+def _texts(mm: mmap.mmap, members: tarscan.Members, rows: np.ndarray) -> list[str]:
     """The data of members ``rows`` as text (captions, metadata): small, read from the map."""
     at, size = members.offset[rows].tolist(), members.size[rows].tolist()
     return [mm[o : o + n].decode("utf-8", "replace") for o, n in zip(at, size, strict=True)]
 
 
-def _captions(mm, members, last, caption_key, label_key) -> tuple[list, list | None]:
+def _captions(
+    mm: mmap.mmap,
+    members: tarscan.Members,
+    last: np.ndarray,
+    caption_key: str,
+    label_key: str | None,
+) -> tuple[list, list | None]:
     """Per group: its caption (None: none) from its .txt, else its .json, and its
     label from the .json when ``label_key`` is set (else no list at all)."""
     _, txt, meta = last
@@ -220,7 +230,14 @@ def _captions(mm, members, last, caption_key, label_key) -> tuple[list, list | N
     return captions, labels
 
 
-def _samples(mm, members: tarscan.Members, keys, last, caption_key, label_key) -> dict:
+def _samples(
+    mm: mmap.mmap,
+    members: tarscan.Members,
+    keys: list[str],
+    last: np.ndarray,
+    caption_key: str,
+    label_key: str | None,
+) -> dict[str, Any]:
     """The index columns: per group with an image its key, image offset and size,
     caption and label (``labels`` None without ``label_key``); the rest in ``bad``.
 
