@@ -126,7 +126,7 @@ def _split(cols: np.ndarray, names: dict[int, str]) -> tuple[np.ndarray, np.ndar
         kind[ends & (packed == value)] = k
     keys = {}
     for row in sorted({*names, *np.flatnonzero(last == 0).tolist()}):
-        got = _key_ext(names.get(row) or tarscan.name_of(cols[:, row]))
+        got = _key_ext(names[row] if row in names else tarscan.name_of(cols[:, row]))
         end[row] = -1 if got is None else len(cols)
         if got is not None:
             keys[row], kind[row] = got
