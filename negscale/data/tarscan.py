@@ -12,12 +12,15 @@ numpy. What it reports is what ``tarfile`` (and so webdataset) reports for a
 regular file: the name with its ustar prefix, GNU ``L`` long names and pax
 ``path`` records applied, and the size with pax ``size`` applied.
 
-It is stricter than ``tarfile`` on damage: ``tarfile`` ends an archive
+The archive ends at its first all-zero block, as ``tarfile`` reads it. This
+module is stricter than ``tarfile`` on damage: ``tarfile`` ends an archive
 silently at a bad checksum or a cut-off header after the first member, which
 would shrink a dataset without a word; here a bad checksum, a header or member
 cut off by the end of the file, and a file that ends without the all-zero
 end-of-archive block are each a :class:`TarError` naming the byte offset.
 GNU sparse members (never written by webdataset) are refused, not misread.
+A file must not be cut short in place while it is mapped (reading a page past
+its new end is a SIGBUS); img2dataset and webdataset write whole new files.
 """
 
 from __future__ import annotations
