@@ -41,8 +41,9 @@ class ImageSource(Protocol):
 
     def name(self, row: int) -> str: ...
 
-    def check(self, row: int) -> str | None:
-        """Why row's image is unusable (cheap: header only), or None."""
+    def check(self, row: int, full: bool = False) -> str | None:
+        """Why row's image is unusable, or None: from the header (cheap), or by a
+        full decode with ``full``."""
         ...
 
 
@@ -61,12 +62,15 @@ def decode(data: io.BytesIO | Path | str, name: str, field: str = "data.path"):
         raise NegscaleError(f"{field}: cannot decode image {name} ({_reason(exc)})") from None
 
 
-def header_ok(data: io.BytesIO | Path | str) -> str | None:
-    """None when PIL recognises the file (reads the header only), else why not."""
+def header_ok(data: io.BytesIO | Path | str, full: bool = False) -> str | None:
+    """None when PIL recognises the file, else why not: from the header only, or, with
+    ``full``, by decoding it (a truncated body passes the header check)."""
     from PIL import Image
 
     try:
-        with Image.open(data):
+        with Image.open(data) as im:
+            if full:
+                im.load()
             return None
     except Exception as exc:
         return _reason(exc)
@@ -87,8 +91,8 @@ class FileImages:
     def name(self, row: int) -> str:
         return str(self.paths[row])
 
-    def check(self, row: int) -> str | None:
-        return header_ok(self.paths[row])
+    def check(self, row: int, full: bool = False) -> str | None:
+        return header_ok(self.paths[row], full)
 
 
 @dataclass
@@ -110,7 +114,7 @@ class ArrayImages:
     def name(self, row: int) -> str:
         return f"{self.label}[{row}]"
 
-    def check(self, row: int) -> str | None:
+    def check(self, row: int, full: bool = False) -> str | None:
         return None
 
 
@@ -121,7 +125,9 @@ def usable(
 
     Only as many rows as needed are checked, in order, so a smaller n is still
     a prefix of a larger one. Without ``skip_bad`` any bad row is an error that
-    names the first few files.
+    names the first few files, and the check reads headers only (a corrupt body
+    fails later, naming its file); with ``skip_bad`` each image is decoded once
+    here, so a corrupt body is skipped and counted too.
     """
     want = len(rows) if need < 0 else need
     good: list[int] = []
@@ -132,7 +138,8 @@ def usable(
         while len(good) < want and start < len(rows):
             part = rows[start : start + max(64, want - len(good))]
             start += len(part)
-            for row, why in zip(part, pool.map(source.check, part), strict=True):
+            checked = pool.map(lambda row: source.check(row, skip_bad), part)
+            for row, why in zip(part, checked, strict=True):
                 if why is None:
                     good.append(int(row))
                 else:

@@ -396,8 +396,8 @@ class ShardImages:
     def name(self, row: int) -> str:
         return f"{self.shards[self.shard_of[row]]}:{self.keys[row]}"
 
-    def check(self, row: int) -> str | None:
-        return header_ok(self._bytes(row))
+    def check(self, row: int, full: bool = False) -> str | None:
+        return header_ok(self._bytes(row), full)
 
 
 def read_shards(spec: str, field: str, cfg) -> tuple[ShardImages, PackedStrings, list, list[str]]:

@@ -164,7 +164,9 @@ def _local_scale(raw: list[list], gi: int, i: int) -> float | None:
     cells = raw[gi]
     level = cells[i][0]
     near = [cells[j][1] for j in (i - 1, i + 1) if 0 <= j < len(cells)]
-    near += [vals for k, other in enumerate(raw) if k != gi for lvl, vals, _ in other if lvl == level]
+    near += [
+        vals for k, other in enumerate(raw) if k != gi for lvl, vals, _ in other if lvl == level
+    ]
     diffs = np.concatenate([_pair_diffs(v) for v in near]) if near else np.empty(0)
     if diffs.size < 3:
         return None

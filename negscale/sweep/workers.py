@@ -153,6 +153,7 @@ class Workers:
         self.jobs, self.device, self.report_to, self.notice = jobs, device, report_to, notice
         self.cache = DataCache()
         self.pool: ProcessPoolExecutor | None = None
+        self._threads_before: int | None = None
 
     def __enter__(self) -> Workers:
         import torch
@@ -165,7 +166,8 @@ class Workers:
                 initializer=_pin_threads,
                 initargs=(threads,),
             )
-        elif self.plan is not None:
+        elif self.plan is not None and threads != torch.get_num_threads():
+            self._threads_before = torch.get_num_threads()  # restored on exit
             torch.set_num_threads(threads)  # the sweep's own process trains the runs
         return self
 
@@ -180,6 +182,10 @@ class Workers:
     def __exit__(self, *exc: object) -> None:
         if self.pool is not None:
             self.pool.shutdown(wait=True, cancel_futures=True)
+        if self._threads_before is not None:
+            import torch
+
+            torch.set_num_threads(self._threads_before)
 
     def submit(self, recipe: Recipe, results: Path) -> Future:
         """Start a run; in this process it has ended by the time the future returns."""

@@ -1,0 +1,36 @@
+"""--jobs as a plan within the cores: runs x threads x loader workers never oversubscribe."""
+
+from __future__ import annotations
+
+import torch
+
+from negscale.sweep.workers import JobPlan, Workers, plan_jobs
+
+
+def test_auto_on_in_memory_data_is_one_run_a_core():
+    p = plan_jobs("auto", "cpu", decodes=False, cores=8)
+    assert (p.jobs, p.threads, p.loader_workers) == (8, 1, 0)
+
+
+def test_auto_on_file_data_leaves_cores_for_decoding():
+    two = plan_jobs("auto", "cpu", decodes=True, cores=2)
+    assert (two.jobs, two.threads, two.loader_workers) == (1, 1, 1)  # was 2 runs x 1 worker
+    sixteen = plan_jobs("auto", "cpu", decodes=True, cores=16)
+    assert (sixteen.jobs, sixteen.threads, sixteen.loader_workers) == (4, 2, 2)
+    for p in (two, sixteen):
+        assert p.jobs * (p.threads + p.loader_workers) <= (2 if p is two else 16)
+    assert "decode from files" in two.text()
+
+
+def test_a_count_shares_the_cores_and_caps_the_loader_workers():
+    p = plan_jobs("2", "cpu", decodes=True, cores=2)
+    assert (p.jobs, p.threads, p.loader_workers) == (2, 1, 0)
+    q = plan_jobs("1", "cpu", decodes=False, cores=4)
+    assert (q.jobs, q.threads, q.loader_workers) == (1, 4, None)
+
+
+def test_the_plan_changes_no_thread_setting_beyond_the_sweep():
+    before = torch.get_num_threads()
+    with Workers(JobPlan(1, before + 1, None, "test"), "cpu", None, lambda s: None):
+        assert torch.get_num_threads() == before + 1
+    assert torch.get_num_threads() == before
