@@ -184,6 +184,7 @@ def test_local_hf_tokenizer_and_hf_text_tower(tmp_path: Path, shapes: Path, tiny
             "model.text_encoder='hf'",
             f"model.text_path='{tmp_path / 'bert'}'",
             "train.steps=12",  # enough to pass the trainer's collapse check
+            "model.text_lr_scale=1.0",  # a random tiny BERT: not weights to protect
             "train.select=last",
         ],
     )
