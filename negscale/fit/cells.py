@@ -8,10 +8,10 @@ skipped mean: robust to one diverged seed, efficient without one).
 
 The noise is pooled over all cells. Two numbers come out of it:
 
-* the run-to-run sd σ that sets the default ε: the within-cell variance
-  pooled over all cells (Σ squares / Σ (k − 1)) once outliers are out. The
-  outlier screen itself uses a robust scale (1.4826·median|x_a − x_b|/√2
-  over all pairs of runs in a cell), which one bad run barely moves;
+* the run-to-run sd σ that sets the default ε: a typical cell's, the median
+  of the cells' variances (bias-corrected) once outliers are out, so the few
+  noisy cells of unstable small-m runs do not set what "a doubling gains less
+  than the noise" means;
 * each cell's standard error: its own variance shrunk toward a smooth trend
   of the variance in log m fitted over all cells (an empirical-Bayes blend,
   prior weight PRIOR_DOF), so noise that changes with m is followed without
@@ -108,10 +108,22 @@ def build(
         return Cells(curves, None, 0.0, "no seeds", outliers, seeded=False)
     ss = sum(float(np.nansum(c.sd**2 * c.dof)) for c in curves)
     dof = float(sum(c.dof.sum() for c in curves))
-    sigma = float(np.sqrt(ss / dof)) if dof > 0 and ss > 0 else float(np.finfo(float).tiny)
-    trend = _variance_trend(curves, sigma**2)
-    source = "pooled seed sd (all cells, outliers left out)"
-    return Cells([_moderate(c, trend) for c in curves], sigma, dof, source, outliers)
+    pooled = ss / dof if dof > 0 and ss > 0 else float(np.finfo(float).tiny) ** 2
+    trend = _variance_trend(curves, pooled)
+    source = "the seed sd of a typical cell (median over the cells, outliers left out)"
+    return Cells([_moderate(c, trend) for c in curves], _typical_sd(curves, pooled), dof, source,
+                 outliers)  # fmt: skip
+
+
+def _typical_sd(curves: list[Curve], pooled: float) -> float:
+    """The run-to-run sd of a typical cell: the median of the cells' variances, each
+    divided by the median of χ²_d/d (so it estimates σ² without bias). A few noisy
+    cells (small m, where runs are less stable) do not set it, as they would a mean."""
+    d = np.concatenate([c.dof[c.dof > 0] for c in curves])
+    v = np.concatenate([c.sd[c.dof > 0] ** 2 for c in curves])
+    if v.size == 0 or not (v > 0).any():
+        return float(np.sqrt(pooled))
+    return float(np.sqrt(np.median(v / (stats.chi2.median(d) / d))))
 
 
 def _cell_lists(
