@@ -13,7 +13,14 @@ from pathlib import Path
 from typing import Any
 
 from negscale.errors import NegscaleError
-from negscale.recipe import Recipe, apply_overrides, read_recipe_file, validate, with_design
+from negscale.recipe import (
+    Recipe,
+    apply_overrides,
+    read_recipe_file,
+    switch_dataset,
+    validate,
+    with_design,
+)
 from negscale.sweep.grid import m_from_ratio, parse_ints, parse_seeds, parse_values, resolve_samples
 from negscale.sweep.state import plan_states
 
@@ -91,7 +98,8 @@ def _axes(
 def read_raw(source: str, overrides: Sequence[str] | None = None) -> dict[str, Any]:
     """The recipe mapping with ``--set`` overrides applied and its name filled in."""
     name, raw = read_recipe_file(source)
-    raw = apply_overrides(raw, list(overrides or []))
+    overrides = list(overrides or [])
+    raw = apply_overrides(switch_dataset(raw, overrides), overrides)  # as load_recipe does
     raw["name"] = raw.get("name", name)
     return raw
 

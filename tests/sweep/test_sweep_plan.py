@@ -132,3 +132,14 @@ def test_dry_run_lists_the_plan_and_what_is_done(tmp_path, fast) -> None:
         assert rid in table.stdout
     assert "1 done, 3 pending" in table.stdout
     assert len(records_on_disk(tmp_path)) == 1  # a dry run trains nothing
+
+
+def test_a_sweep_can_switch_the_dataset_like_train_does(tiny) -> None:
+    # quickstart's [data] carries synthetic-only keys (flavour, classes, ...): --set data.name
+    # keeps only what the new dataset has, as `negscale train` does
+    sets = [*tiny, "data.name='digits'", "data.n=400", "data.n_eval=100"]
+    plan = make_plan("quickstart", sets, GridSpec(negatives="1,4"))
+    assert {r.data.name for r in plan.recipes} == {"digits"}
+    assert {r.run_id() for r in plan.recipes} == {
+        load_recipe("quickstart", sets, m=m).run_id() for m in (1, 4)
+    }
