@@ -155,7 +155,7 @@ def _tolerance(
         return float(tolerance), "given"
     if cells.seeded:
         count = sum(len(c) for c in cells.curves)
-        return float(cells.sigma), f"default: the seed sd of a typical cell, median of {count}"
+        return float(cells.sigma), f"default: a typical cell's seed sd, of {count}"
     if prep.higher_is_better:
         eps = FALLBACK_TOL_BOUNDED * (100.0 if prep.scale == "percent" else 1.0)
         return eps, f"assumed without seeds: 0.5 % of the metric's range ({eps:g} {unit})"

@@ -187,7 +187,7 @@ def test_default_tolerance_is_the_seed_sd_of_a_typical_cell():
     var = df.groupby(["m", "n"])["auc"].var(ddof=1)  # 3 seeds a cell: 2 dof each
     ref = float(np.sqrt(np.median(var) / (stats.chi2.median(2) / 2)))
     assert r.tolerance == pytest.approx(ref)
-    assert "typical cell, median of 24" in r.tolerance_source
+    assert "typical cell's seed sd, of 24" in r.tolerance_source
     noisy = df.copy()  # a few very noisy cells do not move it much (a mean would)
     small = noisy["m"] == noisy["m"].min()
     noisy.loc[small, "auc"] += np.random.default_rng(1).normal(0, 0.05, small.sum())
