@@ -357,8 +357,10 @@ def sweep(
         "1",
         "--jobs",
         "-j",
-        help="Runs trained at once, each in its own process: a count, or auto (every CPU"
-        " core; 1 with a GPU). Results are the same as with 1 at the same threads per run.",
+        help="Runs trained at once, each in its own process: a count, or auto (a plan for"
+        " the cores: one run a core on in-memory data, one run with loader workers on data"
+        " decoded from files or on a GPU; the plan is printed). Results are the same as"
+        " with 1 at the same threads per run.",
     ),
     as_json: bool = JsonOpt,
 ) -> None:
@@ -840,7 +842,7 @@ def fit_cmd(
         None,
         "--tolerance",
         help="ε in the metric's units: m_sat is where one more doubling of m gains <= ε "
-        "(default: the run-to-run sd pooled over all cells).",
+        "(default: a typical cell's run-to-run sd).",
     ),
     bootstrap: int = typer.Option(
         1000, "--bootstrap", help="Parametric replicates behind a law's interval (0: none)."
@@ -868,10 +870,11 @@ def fit_cmd(
         "the metric's chance level).",
     ),
     scale: str = typer.Option("auto", "--scale", help="auto | percent | fraction."),
-    higher: bool | None = typer.Option(
-        None,
-        "--higher-is-better/--lower-is-better",
-        help="The metric's direction (default: from its name).",
+    higher_flag: bool = typer.Option(
+        False, "--higher-is-better", help="The metric rises as models improve (default: its name)."
+    ),
+    lower_flag: bool = typer.Option(
+        False, "--lower-is-better", help="The metric falls as models improve (loss, rank, error)."
     ),
     verbose: bool = typer.Option(
         False,
@@ -905,6 +908,9 @@ def fit_cmd(
         plot = check_plot_path(plot)
     if from_ not in ("table", "open_clip"):
         raise NegscaleError(f"--from: expected table or open_clip, got {from_!r}")
+    if higher_flag and lower_flag:
+        raise NegscaleError("--higher-is-better and --lower-is-better: give one of them")
+    higher: bool | None = True if higher_flag else (False if lower_flag else None)
     if from_ == "open_clip":
         from negscale.fit.openclip import default_metric, read_open_clip
 

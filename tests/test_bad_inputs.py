@@ -5,6 +5,8 @@ conflicting flags, unknown filter values, unwritable paths, markup)."""
 
 from __future__ import annotations
 
+import json
+
 import pandas as pd
 import pytest
 import torch
@@ -108,6 +110,17 @@ def test_fit_plot_to_an_unwritable_place_fails_before_the_fit(tmp_path):
     res = runner.invoke(app, ["fit", str(table), "--plot", str(tmp_path / "no" / "f.png")])
     one_error(res, "--plot")
     assert res.stdout == ""
+
+
+def test_fit_both_directions_given(tmp_path):
+    table = tmp_path / "t.csv"
+    m = [1, 2, 4, 8, 16, 32]
+    pd.DataFrame({"m": m, "n": 10, "auc": [0.6, 0.7, 0.75, 0.78, 0.79, 0.79]}).to_csv(table)
+    res = runner.invoke(app, ["fit", str(table), "--higher-is-better", "--lower-is-better"])
+    one_error(res, "--higher-is-better", "--lower-is-better")
+    res = runner.invoke(app, ["fit", str(table), "--lower-is-better", "--json"])
+    assert res.exit_code == 0, res.output  # one flag alone is obeyed
+    assert json.loads(res.stdout)["higher_is_better"] is False
 
 
 def test_markup_in_recipe_text_is_printed_as_is():
