@@ -52,7 +52,7 @@ def write_shards(root: Path, count: int = 800, per_shard: int = 200) -> str:
                     info = tarfile.TarInfo(f"{i:06d}.{ext}")
                     info.size = len(data)
                     tar.addfile(info, io.BytesIO(data))
-    return str(root) + "/{00000..%05d}.tar" % (count // per_shard - 1)
+    return str(root) + f"/{{00000..{count // per_shard - 1:05d}}}.tar"
 
 
 def sweep_seconds(sets: list[str], grid: list[str], jobs: str, results: Path) -> float:

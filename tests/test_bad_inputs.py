@@ -75,7 +75,7 @@ def test_a_recipe_without_sweep_axes_is_not_a_study(tmp_path):
 
 def test_results_filters_must_name_known_values(tmp_path):
     from negscale.results import write
-    from tests.test_results import make_record
+    from test_results import make_record
 
     write(make_record("r1", design="abcd1234", status="ok", m=4), tmp_path)
     one_error(runner.invoke(app, ["results", str(tmp_path), "--status", "okay"]), "known: ok")
@@ -137,7 +137,7 @@ def test_a_corrupt_image_in_a_shard_is_skipped_with_skip_bad(tmp_path):
     import io
     import tarfile
 
-    from tests.data_fixtures import item, png_bytes
+    from data_fixtures import item, png_bytes
 
     shard = tmp_path / "00000.tar"
     with tarfile.open(shard, "w") as tar:

@@ -64,7 +64,8 @@ def test_gpu_check_runs_cpu_rows_and_names_the_skipped_cuda_rows(tmp_path: Path)
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
     lines = done.stdout.splitlines()
     assert lines[0].startswith("negscale GPU check") and "no CUDA device" in lines[0]
-    assert f"negscale {negscale.__version__} from {ROOT / 'negscale'}" in lines[1]  # this checkout's
+    here = f"negscale {negscale.__version__} from {ROOT / 'negscale'}"
+    assert here in lines[1]  # this checkout's
     assert lines[2] == "missing runtime dependencies: none"
     rows = _table(tmp_path / "out")
     for ran in ("train-compile-off", "loss-B512-tiled", "model-tiny-vit+bert-B8"):

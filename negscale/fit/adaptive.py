@@ -70,5 +70,6 @@ def next_round(
     k = min(round_size(len(report.groups)), budget_left)
     runs = suggest(report, k, tested, target=target, cap=cap)
     if not runs:
-        return Round(report, stop=BOUND, why=blocked(report, cap, target))
+        why = blocked(report, cap, target) or ["no run left to suggest would narrow them"]
+        return Round(report, stop=BOUND, why=why)
     return Round(report, runs)

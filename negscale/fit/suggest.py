@@ -6,7 +6,8 @@ from the answer alone:
 * **not reached** (a lower bound): more negatives — the next doublings past
   the largest m, up to what the source can supply;
 * **saturated at the smallest m** (an upper bound): fewer — halvings below
-  the smallest m, down to 1;
+  the smallest m, down to 1; once m = 1 is tested, [1, upper] is a closed
+  interval and is narrowed as a reached answer is;
 * **reached**, wider than ``target``: where the interval spans gaps between
   tested levels wider than a doubling, a new level at each gap's geometric
   middle (the crossing may lie in it and no level can say where); where the
@@ -62,8 +63,8 @@ def pinned(g: GroupReport, target: float) -> bool:
     """The interval is at most ``target`` doublings wide, or the answer is "saturated
     by m = 1" (nothing smaller to test)."""
     a = g.answer
-    if a.status == levels.SATURATED and a.ci[1] is not None and a.ci[1] <= 1.0:
-        return True
+    if a.status == levels.SATURATED and a.ci[1] is not None and a.m_levels[0] <= 1:
+        return bool(np.log2(max(a.ci[1], 1.0)) <= target)  # m = 1 closes it below
     return width(g) <= target
 
 
@@ -113,6 +114,8 @@ def _for_group(
                     "shown to be at most ε"
                 )
                 out += _more_seeds(g, float(level), runs, why)
+        elif not out:  # m = 1 closes it below: narrow [1, upper] as a reached answer is
+            out += _for_reached(g, runs, seeds)
         return out
     return _for_reached(g, runs, seeds)
 
@@ -216,8 +219,7 @@ def suggest(
 
 
 def blocked(report: FitReport, cap: Callable[[float], int | None], target: float) -> list[str]:
-    """Groups whose answer is a lower bound the source's m range cannot close, and what
-    to add."""
+    """Groups whose answer is a bound the m range cannot close, and what to add."""
     out = []
     for g in report.groups:
         a = g.answer

@@ -54,6 +54,24 @@ def test_saturated_asks_for_smaller_m():
     )
 
 
+def test_saturated_at_m_1_with_its_upper_end_shown_is_narrowed_inside_it():
+    """Nothing is smaller than m = 1, so [1, upper] is a closed interval: new levels go
+    in its gaps (not halvings, and not a stop as if the m range could not close it)."""
+    from negscale.fit.suggest import pinned
+
+    def curve(m):
+        return 0.72 + 0.03 * np.log2(m) * (m < 8) + 0.09 * (m >= 8)
+
+    df = _study([1, 6, 31], curve=curve, sd=0.03, seeds=4, seed=1)
+    rep = fit(df, bootstrap=50, tolerance=0.034)
+    a = rep.groups[0].answer
+    assert a.status == "saturated at the smallest m" and a.ci[1] == 31.0
+    runs = suggest(rep, 4, _tested(df))
+    assert {2, 14} <= {s.m for s in runs} and all(s.m >= 1 for s in runs)
+    assert "between 6 and 31" in next(s.reason for s in runs if s.m == 14)
+    assert not pinned(rep.groups[0], 1.0) and pinned(rep.groups[0], 5.0)  # log2(31) ≈ 4.95
+
+
 def test_a_wide_gap_around_the_crossing_gets_a_level_in_its_middle():
     df = _study([1, 2, 4, 64, 128, 256, 512])
     rep = fit(df, bootstrap=50, tolerance=0.005)  # m_sat ≈ 22
