@@ -74,8 +74,9 @@ def test_a_recipe_without_sweep_axes_is_not_a_study(tmp_path):
 
 
 def test_results_filters_must_name_known_values(tmp_path):
-    from negscale.results import write
     from test_results import make_record
+
+    from negscale.results import write
 
     write(make_record("r1", design="abcd1234", status="ok", m=4), tmp_path)
     one_error(runner.invoke(app, ["results", str(tmp_path), "--status", "okay"]), "known: ok")
