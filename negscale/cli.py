@@ -491,7 +491,7 @@ def _show_round(info: dict) -> None:
     from negscale.fit.render import answer_text, n_text, wrap
 
     rep = info["report"]
-    lines = [f"round {info['round']}: {info['runs']} runs ({info['total']} in all)"]
+    lines = [f"round {info['round']}: {_count(info['runs'], 'run')} ({info['total']} in all)"]
     lines += [f"  n = {n_text(g.n)}:  {answer_text(g)}" for g in rep.groups]
     if info["stop"]:
         why = {
@@ -502,7 +502,7 @@ def _show_round(info: dict) -> None:
         lines.append(f"  stopped: {why.get(info['stop'], info['stop'])}")  # fmt: skip
         lines += [f"    {line}" for line in info["why"]]
     else:
-        lines.append(f"  next: {len(info['next'])} runs")
+        lines.append(f"  next: {_count(len(info['next']), 'run')}")
         lines += [f"    seed {s['seed']}: {s['reason']}" for s in info["next"]]
     text = "\n".join(wrap(line, err.width) for line in lines)
     err.print(text, highlight=False, markup=False, soft_wrap=True)
