@@ -2,9 +2,12 @@
 
 A study's plateau must be set by m and n, not by the optimisation budget: at
 the largest m of the grid, doubling the budget must move the metric by less
-than the tolerance the fit uses (ε: by default the seed sd at the largest m,
-pooled over the n checked, as ``negscale fit`` pools it over the n groups;
-0.005 without seeds). The budget is ``train.epochs`` when
+than the fit's tolerance ε. Only the largest m is trained here, so by default
+ε is estimated from its seeds (their sd, pooled over the n checked; 0.005
+without seeds). ``negscale fit`` takes ε from the whole grid (a typical
+cell's seed sd), which this check cannot see: pass that value with
+``--tolerance`` (the ``tolerance`` of ``negscale fit RESULTS --json``) to judge
+against exactly the fit's ε. The budget is ``train.epochs`` when
 the recipe has it (the quickstart studies: the same epochs at every n, steps =
 round(epochs·n/B)), and doubling it doubles the epochs and so the steps at
 every n (up to rounding); otherwise it is ``train.steps`` (the same samples
@@ -163,17 +166,17 @@ def check(
 
 
 def pooled(results: list[BudgetCheck]) -> list[BudgetCheck]:
-    """Every n judged against the tolerance ``negscale fit`` uses for the whole study.
+    """Every n judged against one tolerance for the whole study, as the fit judges it.
 
-    The fit's default ε is the seed sd at each n's largest m, pooled over the n
-    groups (root mean variance); the per-n sd of 2-3 seeds is itself noisy. Only
-    checks whose tolerance came from their own seeds are pooled.
+    The per-n sd of 2-3 seeds is itself noisy, so the n's seed sds are pooled
+    (root mean variance). Only checks whose tolerance came from their own seeds
+    are pooled.
     """
     own = [r for r in results if r.tolerance_source == "seed sd at the largest m"]
     if len(own) < 2:
         return results
     eps = statistics.fmean(r.tolerance**2 for r in own) ** 0.5
-    source = "seed sd at the largest m, pooled over n, as negscale fit"
+    source = "seed sd at the largest m, pooled over n"
     return [replace(r, tolerance=eps, tolerance_source=source) if r in own else r for r in results]
 
 

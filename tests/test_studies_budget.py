@@ -95,8 +95,8 @@ def test_cli_on_a_tiny_config_prints_the_verdict(capsys, tmp_path) -> None:
     assert capsys.readouterr().out == first
 
 
-def test_all_n_judges_every_n_against_the_fits_pooled_tolerance() -> None:
-    """sd 3e-4 and 5e-4 at two n pool to sqrt((9 + 25) / 2) e-4 = 4.12e-4, as negscale fit's ε."""
+def test_all_n_judges_every_n_against_one_pooled_tolerance() -> None:
+    """sd 3e-4 and 5e-4 at two n pool to sqrt((9 + 25) / 2) e-4 = 4.12e-4."""
 
     def check(n: int, sd: float, delta: float):
         base = [0.9 - sd / 2**0.5, 0.9 + sd / 2**0.5]  # two seeds whose sd is `sd`
@@ -109,7 +109,7 @@ def test_all_n_judges_every_n_against_the_fits_pooled_tolerance() -> None:
     out = bench.pooled([first, second])
     assert [r.tolerance for r in out] == pytest.approx([(17e-8) ** 0.5] * 2)
     assert [r.capped for r in out] == [False, False]
-    assert out[0].tolerance_source.endswith("pooled over n, as negscale fit")
+    assert out[0].tolerance_source.endswith("at the largest m, pooled over n")
     given = replace(first, tolerance=1e-4, tolerance_source="given")
     assert bench.pooled([given, second]) == [given, second]  # one own sd: nothing to pool
 
