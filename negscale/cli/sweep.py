@@ -33,61 +33,91 @@ from negscale.cli.sweep_render import SweepProgress, plan_table, summary_table
 from negscale.cli.train import check_run, warn_ignored
 from negscale.errors import NegscaleError
 
+_Recipe = typer.Argument(..., help="Recipe file or bundled recipe name (e.g. quickstart).")
+
+_Negatives = typer.Option(
+    None, "--negatives", "-m", help="m values: 1,2,4 | 2**0..2**10 | geom:1:1024:11."
+)
+
+_Ratios = typer.Option(
+    None, "--ratios", help="m as fractions of n, m = round(ratio·n): 0.01,0.1,0.4,0.7,1."
+)
+
+_Samples = typer.Option(
+    None, "--samples", "-n", help="n values (same forms); a value <= 1 is a fraction of data.n."
+)
+
+_Seeds = typer.Option(None, "--seeds", help="Seeds: 0,1,2 or 0..4.")
+
+_Shard = typer.Option(
+    None, "--shard", help="Run only shard I of N (1..N), e.g. 2/4: a fixed split of the plan."
+)
+
+_DryRun = typer.Option(False, "--dry-run", help="Print the plan and exit.")
+
+_Fit = typer.Option(False, "--fit", help="Fit the saturation point on the study.")
+
+_Adaptive = typer.Option(
+    False,
+    "--adaptive",
+    help="Run in rounds: a coarse start, then the runs that narrow the answer most, "
+    "until every n's interval is within --target (the grid gives the m range and n).",
+)
+
+_Target = typer.Option(
+    1.0, "--target", help="--adaptive: the interval width to reach, in doublings of m."
+)
+
+_MaxRuns = typer.Option(
+    None, "--max-runs", help="--adaptive: the run budget (default: the full grid's size)."
+)
+
+_Metric = typer.Option("auc", "--metric", help="Metric of the summary (and of --fit).")
+
+_Metric2 = typer.Option(
+    "auto",
+    "--metric2",
+    help="The summary's second metric (auto: zeroshot_top1 where captions are class "
+    "templates, else recall_at_1).",
+)
+
+_Plot = typer.Option(
+    None, "--plot", help="Draw the study: metric against m, a line per n, seed bands (PNG)."
+)
+
+_Jobs = typer.Option(
+    "1",
+    "--jobs",
+    "-j",
+    help="Runs trained at once, each in its own process: a count, or auto (a plan for"
+    " the cores: one run a core on in-memory data, one run with loader workers on data"
+    " decoded from files or on a GPU; the plan is printed). Results are the same as"
+    " with 1 at the same threads per run.",
+)
+
 
 @app.command()
 @user_errors
 def sweep(
-    recipe: str = typer.Argument(..., help="Recipe file or bundled recipe name (e.g. quickstart)."),
-    negatives: str | None = typer.Option(
-        None, "--negatives", "-m", help="m values: 1,2,4 | 2**0..2**10 | geom:1:1024:11."
-    ),
-    ratios: str | None = typer.Option(
-        None, "--ratios", help="m as fractions of n, m = round(ratio·n): 0.01,0.1,0.4,0.7,1."
-    ),
-    samples: str | None = typer.Option(
-        None, "--samples", "-n", help="n values (same forms); a value <= 1 is a fraction of data.n."
-    ),
-    seeds: str | None = typer.Option(None, "--seeds", help="Seeds: 0,1,2 or 0..4."),
+    recipe: str = _Recipe,
+    negatives: str | None = _Negatives,
+    ratios: str | None = _Ratios,
+    samples: str | None = _Samples,
+    seeds: str | None = _Seeds,
     set_: list[str] | None = SetOpt,
     results: Path | None = ResultsOpt,
-    shard: str | None = typer.Option(
-        None, "--shard", help="Run only shard I of N (1..N), e.g. 2/4: a fixed split of the plan."
-    ),
-    dry_run: bool = typer.Option(False, "--dry-run", help="Print the plan and exit."),
-    fit_: bool = typer.Option(False, "--fit", help="Fit the saturation point on the study."),
-    adaptive: bool = typer.Option(
-        False,
-        "--adaptive",
-        help="Run in rounds: a coarse start, then the runs that narrow the answer most, "
-        "until every n's interval is within --target (the grid gives the m range and n).",
-    ),
-    target: float = typer.Option(
-        1.0, "--target", help="--adaptive: the interval width to reach, in doublings of m."
-    ),
-    max_runs: int | None = typer.Option(
-        None, "--max-runs", help="--adaptive: the run budget (default: the full grid's size)."
-    ),
-    metric: str = typer.Option("auc", "--metric", help="Metric of the summary (and of --fit)."),
-    metric2: str = typer.Option(
-        "auto",
-        "--metric2",
-        help="The summary's second metric (auto: zeroshot_top1 where captions are class "
-        "templates, else recall_at_1).",
-    ),
-    plot: Path | None = typer.Option(
-        None, "--plot", help="Draw the study: metric against m, a line per n, seed bands (PNG)."
-    ),
+    shard: str | None = _Shard,
+    dry_run: bool = _DryRun,
+    fit_: bool = _Fit,
+    adaptive: bool = _Adaptive,
+    target: float = _Target,
+    max_runs: int | None = _MaxRuns,
+    metric: str = _Metric,
+    metric2: str = _Metric2,
+    plot: Path | None = _Plot,
     device: str | None = DeviceOpt,
     report_to: str | None = ReportOpt,
-    jobs: str = typer.Option(
-        "1",
-        "--jobs",
-        "-j",
-        help="Runs trained at once, each in its own process: a count, or auto (a plan for"
-        " the cores: one run a core on in-memory data, one run with loader workers on data"
-        " decoded from files or on a GPU; the plan is printed). Results are the same as"
-        " with 1 at the same threads per run.",
-    ),
+    jobs: str = _Jobs,
     as_json: bool = JsonOpt,
 ) -> None:
     """Train a grid over m, n and seeds; resumable, shardable; summarise (and fit) the study.
@@ -112,26 +142,13 @@ def sweep(
     part = sw.parse_shard(shard) if shard else None
     folder = results_dir(results, plan.name)
     if dry_run:
-        doc = sw.plan_document(plan, folder, part)
-        if as_json:
-            print_json(doc)
-        else:
-            out.print(plan_table(doc))
+        _show_plan(sw.plan_document(plan, folder, part), as_json)
         return
 
     if plot is not None:
         plot = check_plot_path(plot)
     check_results_dir(folder)
-    workers = sw.resolve_jobs(jobs, device)
-    if plan.recipes:  # a bad device or tower is one error now, not a failure in every run
-        from negscale import data as datasets
-
-        first = plan.recipes[0]
-        data = datasets.build(first.data, first.model)
-        check_run(first, data, device)
-        workers = sw.plan_jobs(jobs, device, decodes=bool(getattr(data.train, "decodes", False)))
-        if str(jobs) == "auto":
-            err.print(f"--jobs auto: {workers.text()}", highlight=False, markup=False)
+    workers = _workers(plan, jobs, device)
     if adaptive:
         if target <= 0 or (max_runs is not None and max_runs < 1):
             raise NegscaleError("--target must be > 0 and --max-runs >= 1")
@@ -153,6 +170,32 @@ def sweep(
             highlight=False,
         )
         raise typer.Exit(1)
+
+
+def _show_plan(doc: dict[str, Any], as_json: bool) -> None:
+    """``sweep --dry-run``: the plan as JSON or as a table."""
+    if as_json:
+        print_json(doc)
+    else:
+        out.print(plan_table(doc))
+
+
+def _workers(plan: Any, jobs: str, device: str | None) -> Any:
+    """The runs at once (--jobs); the first run's data, device and towers checked first:
+    a bad device or tower is one error now, not a failure in every run."""
+    from negscale import sweep as sw
+
+    workers = sw.resolve_jobs(jobs, device)
+    if plan.recipes:
+        from negscale import data as datasets
+
+        first = plan.recipes[0]
+        data = datasets.build(first.data, first.model)
+        check_run(first, data, device)
+        workers = sw.plan_jobs(jobs, device, decodes=bool(getattr(data.train, "decodes", False)))
+        if str(jobs) == "auto":
+            err.print(f"--jobs auto: {workers.text()}", highlight=False, markup=False)
+    return workers
 
 
 def _adaptive(recipe: str, overrides: list[str] | None, grid: Any, folder: Path,
