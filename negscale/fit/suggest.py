@@ -60,8 +60,8 @@ def width(g: GroupReport) -> float:
 
 
 def pinned(g: GroupReport, target: float) -> bool:
-    """The interval is at most ``target`` doublings wide, or the answer is "saturated
-    by m = 1" (nothing smaller to test)."""
+    """The interval is at most ``target`` doublings wide; for an answer saturated at a
+    tested m = 1 (nothing smaller to test), [1, upper end] is that interval."""
     a = g.answer
     if a.status == levels.SATURATED and a.ci[1] is not None and a.m_levels[0] <= 1:
         return bool(np.log2(max(a.ci[1], 1.0)) <= target)  # m = 1 closes it below
