@@ -67,6 +67,13 @@ def auc_by_counting(scores: torch.Tensor, pos: torch.Tensor) -> torch.Tensor:
     return _wins(scores, pos) / (n_pos * n_neg)
 
 
+def _instance_auc(scores: torch.Tensor, p: torch.Tensor) -> torch.Tensor:
+    """AUC of rows whose positive scores ``p``: negatives below, plus half the equal ones."""
+    below = (scores < p).sum(dim=1).double()
+    ties = (scores == p).sum(dim=1).double() - 1.0
+    return (below + 0.5 * ties) / (scores.shape[1] - 1)
+
+
 def _instance_counts(scores: torch.Tensor, start: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Rank and AUC of rows whose positive is key ``start + row`` (what the masks compute).
 
@@ -78,9 +85,47 @@ def _instance_counts(scores: torch.Tensor, start: int) -> tuple[torch.Tensor, to
     p = scores[torch.arange(count), torch.arange(start, start + count)][:, None]
     itself = (p == p).long().squeeze(1)
     at_least = (scores >= p).sum(dim=1) - itself
-    below = (scores < p).sum(dim=1).double()
-    ties = (scores == p).sum(dim=1).double() - 1.0
-    return 1 + at_least, (below + 0.5 * ties) / (scores.shape[1] - 1)
+    return 1 + at_least, _instance_auc(scores, p)
+
+
+def _per_query(
+    queries: torch.Tensor,
+    keys: torch.Tensor,
+    labels: torch.Tensor | None,
+    chunk: int,
+    ranks: bool,
+) -> tuple[torch.Tensor | None, np.ndarray]:
+    """Per query: the rank (when ``ranks``) and the AUC, a chunk of score rows at a time."""
+    dtype = torch.promote_types(torch.promote_types(queries.dtype, keys.dtype), torch.float32)
+    queries, keys = queries.detach().to("cpu", dtype), keys.detach().to("cpu", dtype)
+    if queries.shape[0] != keys.shape[0]:
+        raise ValueError("queries and keys must be row-paired (same number of rows)")
+    labels = None if labels is None else labels.detach().cpu()
+    n = queries.shape[0]
+    rank_parts, aucs = [], []
+    for start in range(0, n, chunk):
+        rows = slice(start, min(start + chunk, n))
+        scores = queries[rows] @ keys.T
+        if labels is None:  # the positive is the diagonal: no masks (a 3x faster eval)
+            if ranks:
+                rank, auc_rows = _instance_counts(scores, start)
+                rank_parts.append(rank)
+            else:  # selection needs the AUC only: two comparison passes, not three
+                at = torch.arange(scores.shape[0])
+                auc_rows = _instance_auc(scores, scores[at, at + start][:, None])
+            aucs.append(auc_rows)
+            continue
+        pos = labels[rows, None] == labels[None, :]  # every key of the query's class
+        if ranks:
+            best_pos = scores.masked_fill(~pos, float("-inf")).max(dim=1).values
+            rank_parts.append(1 + ((scores >= best_pos[:, None]) & ~pos).sum(dim=1))
+        aucs.append(auc_by_counting(scores, pos))
+    rank = torch.cat(rank_parts).double() if ranks else None
+    return rank, torch.cat(aucs).numpy()
+
+
+def _mean_auc(auc: np.ndarray) -> float:
+    return float(np.nanmean(auc)) if np.isfinite(auc).any() else float("nan")
 
 
 def retrieval_metrics(
@@ -91,32 +136,35 @@ def retrieval_metrics(
     chunk: int = 1024,
 ) -> dict[str, float]:
     """recall_at_{1,5,10}, auc and mean_rank for the queries -> keys direction."""
-    dtype = torch.promote_types(torch.promote_types(queries.dtype, keys.dtype), torch.float32)
-    queries, keys = queries.detach().to("cpu", dtype), keys.detach().to("cpu", dtype)
-    if queries.shape[0] != keys.shape[0]:
-        raise ValueError("queries and keys must be row-paired (same number of rows)")
-    labels = None if labels is None else labels.detach().cpu()
-    n = queries.shape[0]
-    ranks, aucs = [], []
-    for start in range(0, n, chunk):
-        rows = slice(start, min(start + chunk, n))
-        scores = queries[rows] @ keys.T
-        if labels is None:  # the positive is the diagonal: no masks (a 3x faster eval)
-            rank, auc_rows = _instance_counts(scores, start)
-            ranks.append(rank)
-            aucs.append(auc_rows)
-            continue
-        pos = labels[rows, None] == labels[None, :]  # every key of the query's class
-        best_pos = scores.masked_fill(~pos, float("-inf")).max(dim=1).values
-        neg_at_least = ((scores >= best_pos[:, None]) & ~pos).sum(dim=1)
-        ranks.append(1 + neg_at_least)
-        aucs.append(auc_by_counting(scores, pos))
-    rank = torch.cat(ranks).double()
-    auc = torch.cat(aucs).numpy()
+    rank, auc = _per_query(queries, keys, labels, chunk, ranks=True)
+    assert rank is not None
     out = {f"recall_at_{k}": float((rank <= k).double().mean()) for k in RECALL_KS}
-    out["auc"] = float(np.nanmean(auc)) if np.isfinite(auc).any() else float("nan")
+    out["auc"] = _mean_auc(auc)
     out["mean_rank"] = float(rank.mean())
     return out
+
+
+def retrieval_auc(
+    queries: torch.Tensor,
+    keys: torch.Tensor,
+    labels: torch.Tensor | None = None,
+    *,
+    chunk: int = 1024,
+) -> float:
+    """``retrieval_metrics(...)["auc"]``, the same number, without ranks (selection's metric)."""
+    return _mean_auc(_per_query(queries, keys, labels, chunk, ranks=False)[1])
+
+
+def mean_auc(
+    image_emb: torch.Tensor,
+    text_emb: torch.Tensor,
+    labels: torch.Tensor | None = None,
+    *,
+    class_level: bool = False,
+) -> float:
+    """``evaluate(...)["auc"]`` (the mean of both directions), the same number, AUC only."""
+    by = labels if class_level else None
+    return 0.5 * (retrieval_auc(image_emb, text_emb, by) + retrieval_auc(text_emb, image_emb, by))
 
 
 def zeroshot_top1(

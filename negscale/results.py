@@ -95,6 +95,8 @@ class RunRecord:
     # cost
     wall_s: float = 0.0
     train_s: float = 0.0
+    select_s: float = 0.0  # selection's validation evaluations (train.select = "best")
+    eval_s: float = 0.0  # the held-out evaluations (step 0 and the end, ground truth included)
     samples_per_s: float = 0.0
     peak_mem_mb: float = 0.0
     loss_gflops: float = 0.0

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from negscale.metrics import evaluate, retrieval_metrics, zeroshot_top1
+from negscale.metrics import evaluate, mean_auc, retrieval_auc, retrieval_metrics, zeroshot_top1
 
 roc_auc_score = pytest.importorskip("sklearn.metrics").roc_auc_score
 
@@ -67,6 +67,22 @@ def test_perfect_and_reversed_scorers() -> None:
     assert retrieval_metrics(e, e)["auc"] == 1.0
     assert retrieval_metrics(e, e)["recall_at_1"] == 1.0
     assert retrieval_metrics(e, -e + 1)["auc"] == 0.0
+
+
+@pytest.mark.parametrize("round_to", [None, 0])
+@pytest.mark.parametrize("class_level", [False, True])
+def test_selection_auc_is_evaluates_auc_bit_for_bit(round_to, class_level: bool) -> None:
+    """Selection ranks steps by ``mean_auc``: it must be exactly the number ``evaluate``
+    reports (a last-bit difference could pick another step), ties and chunks included."""
+    q, k = _pair(70, 5, 4, 1.2)
+    if round_to is not None:
+        q, k = q.round(decimals=round_to), k.round(decimals=round_to)  # many ties
+    labels = torch.arange(70) % 6
+    want = evaluate(q, k, labels, class_level=class_level)["auc"]
+    assert mean_auc(q, k, labels, class_level=class_level) == want
+    by = labels if class_level else None
+    assert retrieval_auc(q, k, by, chunk=16) == retrieval_metrics(q, k, by, chunk=16)["auc"]
+    assert retrieval_auc(q, k, by) == pytest.approx(brute(q, k, by)["auc"], abs=1e-12)
 
 
 def test_zeroshot_uses_class_prototypes() -> None:

@@ -113,6 +113,24 @@ def test_batches_cover_each_epoch_without_repeats() -> None:
     assert not torch.equal(batch_indices(40, 8, 0, 5), batch_indices(40, 8, 0, 0))
 
 
+def test_batch_order_is_each_epochs_fresh_seeded_permutation_whatever_the_cache() -> None:
+    """The epoch order is cached; a step's batch must equal a fresh draw's slice,
+    in any order of asking (a resumed run asks for a later epoch first)."""
+    from negscale.negatives.base import step_generator
+    from negscale.train import _BATCH_STREAM
+
+    n, b, seed = 50, 8, 3
+    steps = [13, 0, 7, 6, 12, 1, 30, 5]  # epochs 2, 0, 1, 1, 2, 0, 5, 0
+    for step in steps:
+        epoch, pos = divmod(step, n // b)
+        fresh = torch.randperm(n, generator=step_generator(seed, epoch, _BATCH_STREAM))
+        got = batch_indices(n, b, seed, step)
+        assert torch.equal(got, fresh[pos * b : (pos + 1) * b])
+        got[:] = -1  # a caller that writes into its batch must not change the cache
+    assert torch.equal(batch_indices(n, b, seed, 13), batch_indices(n, b, seed, 13))
+    assert (batch_indices(n, b, seed, 13) >= 0).all()
+
+
 def test_images_and_captions_train_with_tiny_cnn_and_transformer(tmp_path, tiny_overrides) -> None:
     r = load_recipe(
         "quickstart",

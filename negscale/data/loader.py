@@ -94,8 +94,11 @@ class _Fetched(Dataset):
 
     def __getitem__(self, item: Slice):
         try:
-            with seeded(step_seed(self.seed, item.step)):
+            if not getattr(self.pairs, "draws_random", True):  # nothing to seed
                 x, y = self.pairs.fetch(item.mine)
+            else:
+                with seeded(step_seed(self.seed, item.step)):
+                    x, y = self.pairs.fetch(item.mine)
         except NegscaleError as exc:
             return str(exc)
         return item.index, x, y
