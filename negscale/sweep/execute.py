@@ -83,6 +83,17 @@ class SweepStats:
         }
 
 
+def longest_first(recipes: list[Recipe]) -> list[Recipe]:
+    """Runs in order of decreasing work (steps x batch, then m), ties in plan order.
+
+    Why: with several runs at once, a grid in plan order ends on its largest n,
+    and one worker trains the last long run while the others wait (about 6 %
+    of the quickstart's wall on 2 cores); longest first leaves only short runs
+    for the end. Run ids and records do not depend on the order.
+    """
+    return sorted(recipes, key=lambda r: (-r.train.steps * r.train.batch_size, -(r.m or 0)))
+
+
 def execute(
     plan: Plan,
     results: str | Path,
@@ -112,6 +123,8 @@ def execute(
     listener.begin(len(todo))
     running: dict[Future, tuple[Recipe, Claim, float]] = {}
     at_once = jobs.jobs if isinstance(jobs, JobPlan) else jobs
+    if at_once > 1:
+        todo = longest_first(todo)
     try:
         with Workers(jobs, device, report_to, listener.notice) as workers:
             for recipe in todo:

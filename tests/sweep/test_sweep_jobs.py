@@ -9,6 +9,7 @@ import pytest
 from negscale.cli import app
 from negscale.errors import NegscaleError
 from negscale.sweep import GridSpec, execute, make_plan, resolve_jobs
+from negscale.sweep.execute import longest_first
 
 from .helpers import expected_ids, leftovers, records_on_disk, runner, set_args
 
@@ -28,6 +29,16 @@ def test_two_workers_record_what_one_process_records(tmp_path, fast) -> None:
     for rid in a:  # worker processes pin torch to 1 thread here, as the tests do
         assert [a[rid][k] for k in OUTCOMES] == [b[rid][k] for k in OUTCOMES]
     assert leftovers(tmp_path / "two") == []
+
+
+def test_several_at_once_start_the_longest_runs_first_ties_in_plan_order(tiny) -> None:
+    sets = [*tiny, "train.batch_size=32", "train.epochs=2"]  # steps = 2 n / 32: 16 and 64
+    plan = make_plan("quickstart", sets, GridSpec(negatives="1,8", samples="256,1024", seeds="0,1"))
+    assert [r.train.steps for r in plan.recipes] == [16] * 4 + [64] * 4
+    got = [(r.data.n, r.m, r.train.seed) for r in longest_first(list(plan.recipes))]
+    want = [(1024, 8, 0), (1024, 8, 1), (1024, 1, 0), (1024, 1, 1),
+            (256, 8, 0), (256, 8, 1), (256, 1, 0), (256, 1, 1)]  # fmt: skip
+    assert got == want
 
 
 def test_jobs_counts_and_auto() -> None:
