@@ -1,13 +1,24 @@
-"""Time the quickstart study end to end: `negscale sweep quickstart` into a fresh folder.
+"""Time the quickstart study end to end, where its time goes, and two floors beside it.
 
 Runs the installed CLI exactly as a user would (a new process, a fresh results
 folder in a temporary directory, the recipe's default grid), so the time
 includes start-up, data generation, every training run, evaluation, records
-and the summary. Prints one line the README quotes, then the sweep's summary
-table (or, with ``--json``, one JSON document with the timing and the summary).
+and the summary. Prints one line the README quotes, then:
+
+* the **breakdown**, from the records' cost columns: training steps
+  (``train_s``), selection's validation evaluations (``select_s``), the step-0
+  and final evaluations (``eval_s``), the rest of each run (building the model
+  and source, the checkpoint, the history write: ``wall_s`` minus those), and
+  what lies outside the runs (process start-up, data generation, records,
+  idle workers at the end: processes x wall minus the runs' ``wall_s``); with
+  ``--fit``, the fit, timed as its own ``negscale fit`` call;
+* two **floors** measured in the same run (``quickstart_floors.py``): a tight
+  hand-written loop of the same model, batches and loss at every (n, m) of the
+  study, alternated with negscale's own step, and the study's training
+  arithmetic at this machine's measured sgemm rate. ``--no-floors`` skips them.
 
     python benchmarks/bench_quickstart.py [--recipe quickstart] [--fit] [--jobs J] [--json]
-        [--keep DIR]
+        [--keep DIR] [--no-floors] [--floor-steps K]
 
 ``--jobs`` is passed to the sweep (the README's command uses ``--jobs auto``).
 
@@ -21,11 +32,13 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
 import tempfile
 import time
+from typing import Any
 
 
 def command(recipe: str, results: str, fit: bool, jobs: str) -> list[str]:
@@ -35,45 +48,130 @@ def command(recipe: str, results: str, fit: bool, jobs: str) -> list[str]:
     return [*base, "sweep", recipe, "--results", results, "--json", *extra]
 
 
+def processes(jobs: str, stderr: str) -> int:
+    """Runs at once: ``--jobs N``, or what ``--jobs auto`` said it chose."""
+    found = re.search(r"--jobs auto: (\d+) run\(s\) at once", stderr)
+    return int(found.group(1)) if found else (1 if jobs == "auto" else int(jobs))
+
+
+def breakdown(records: Any, wall: float, procs: int, fit_s: float | None) -> dict[str, float]:
+    """Seconds of the study's processes by part (they sum to processes x wall)."""
+    parts = {
+        "training steps": float(records["train_s"].sum()),
+        "selection evaluations": float(records["select_s"].sum()),
+        "final evaluations": float(records["eval_s"].sum()),
+    }
+    inside = float(records["wall_s"].sum())
+    parts["rest of a run (build, checkpoint, history)"] = inside - sum(parts.values())
+    parts["outside runs (start-up, data, records, idle)"] = procs * wall - inside
+    if fit_s is not None:
+        parts["fit (its own call, part of the above)"] = fit_s
+    return parts
+
+
+def floors(recipe: str, records: Any, procs: int, steps: int) -> dict[str, Any]:
+    """The hand-loop and arithmetic floors of the recorded study, in study wall seconds."""
+    import quickstart_floors as qf
+
+    cells = sorted({(int(n), int(m)) for n, m in zip(records["n"], records["m"], strict=True)})
+    rows = qf.step_times(recipe, cells, steps)
+    per_cell = {(r["n"], r["m"]): r for r in rows}
+    runs = list(zip(records["n"], records["m"], records["steps"], strict=True))
+
+    def total(key: str) -> float:
+        return sum(int(s) * per_cell[(int(n), int(m))][key] / 1e3 for n, m, s in runs)
+
+    hand, ours = total("hand_ms"), total("negscale_ms")
+    gflop = float(((records["encoder_gflops"] + records["loss_gflops"]) * records["steps"]).sum())
+    rate = qf.sgemm_gflops()
+    return {
+        "cells": rows,
+        "negscale_steps_s": ours / procs,
+        "hand_loop_s": hand / procs,
+        "arithmetic_gflop": gflop,
+        "sgemm_gflops": rate,
+        "arithmetic_s": gflop / rate / procs,
+    }
+
+
+def time_fit(results: str) -> float:
+    exe = shutil.which("negscale")
+    base = [exe] if exe else [sys.executable, "-m", "negscale.cli"]
+    t0 = time.perf_counter()
+    subprocess.run([*base, "fit", results, "--json"], capture_output=True, check=True)
+    return time.perf_counter() - t0
+
+
+def report(doc: dict[str, Any], line: str) -> None:
+    print(line)
+    total = doc["processes"] * doc["wall_s"]
+    print(f"  where the time goes ({doc['processes']} process(es) x {doc['wall_s']:.0f} s):")
+    for part, sec in doc["breakdown"].items():
+        print(f"    {part:<47} {sec:7.1f} s  {100 * sec / total:5.1f} %")
+    fl = doc.get("floors")
+    if fl:
+        wall = doc["wall_s"]
+        print("  floors (study wall seconds on these processes, measured in this run):")
+        own = fl["negscale_steps_s"]
+        print(f"    negscale's own steps, timed alone               {own:7.1f} s")
+        print(f"    hand-written loop, same model/batches/loss      {fl['hand_loop_s']:7.1f} s"
+              f"  (study {wall / fl['hand_loop_s']:.2f}x)")  # fmt: skip
+        print(f"    arithmetic: {fl['arithmetic_gflop']:.0f} GFLOP at "
+              f"{fl['sgemm_gflops']:.0f} GFLOP/s sgemm          {fl['arithmetic_s']:7.1f} s"
+              f"  (study {wall / fl['arithmetic_s']:.1f}x)")  # fmt: skip
+    for cell in doc["summary"]["cells"]:
+        metrics = "  ".join(
+            f"{k} {cell[k]['mean']:.4f} ± {cell[k]['sd'] or 0:.4f}"
+            for k in doc["summary"]["metrics"]
+            if cell[k]["mean"] is not None
+        )
+        print(f"  n={cell['n']:>5} m={cell['m']:>5}  {metrics}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--recipe", default="quickstart")
     parser.add_argument("--fit", action="store_true", help="also time the fit (sweep --fit)")
     parser.add_argument("--jobs", default="auto", help="the sweep's --jobs (default: auto)")
     parser.add_argument("--json", action="store_true", help="print one JSON document")
-    parser.add_argument("--keep", metavar="DIR", help="write the study here (must not exist)")
+    parser.add_argument("--keep", metavar="DIR", help="write the study to DIR (must not exist)")
+    parser.add_argument("--no-floors", action="store_true", help="skip the two floors")
+    parser.add_argument("--floor-steps", type=int, default=40, help="steps timed per (n, m)")
     args = parser.parse_args()
     if args.keep and os.path.exists(args.keep):
         sys.exit(f"--keep {args.keep}: already exists; the benchmark needs a fresh study")
+    import negscale.results
+
     with tempfile.TemporaryDirectory(prefix="negscale-bench-") as tmp:
-        cmd = command(args.recipe, args.keep or os.path.join(tmp, "results"), args.fit, args.jobs)
+        results = args.keep or os.path.join(tmp, "results")
+        cmd = command(args.recipe, results, args.fit, args.jobs)
         t0 = time.perf_counter()
         proc = subprocess.run(cmd, capture_output=True, text=True)
         wall = time.perf_counter() - t0
-    if proc.returncode != 0:
-        sys.exit(f"negscale sweep failed ({proc.returncode}):\n{proc.stderr}")
+        if proc.returncode != 0:
+            sys.exit(f"negscale sweep failed ({proc.returncode}):\n{proc.stderr}")
+        records = negscale.results.load(results)
+        procs = processes(args.jobs, proc.stderr)
+        fit_s = time_fit(results) if args.fit else None
     summary = json.loads(proc.stdout)
     threads = os.environ.get("OMP_NUM_THREADS", "unset")
     runs = summary["recorded"]
+    doc: dict[str, Any] = {"recipe": args.recipe, "jobs": args.jobs, "processes": procs,
+                           "wall_s": wall, "runs": runs, "cpus": os.cpu_count(),
+                           "omp_num_threads": threads}  # fmt: skip
+    doc["breakdown"] = breakdown(records, wall, procs, fit_s)
+    if not args.no_floors:
+        doc["floors"] = floors(args.recipe, records, procs, args.floor_steps)
+    doc["summary"] = summary
+    if args.json:
+        print(json.dumps(doc, indent=2))
+        return
     line = (
         f"negscale sweep {args.recipe}{' --fit' if args.fit else ''} --jobs {args.jobs}: "
-        f"{runs} runs in {wall:.0f} s"
-        f" wall ({wall / max(runs, 1):.1f} s per run; {os.cpu_count()} CPUs,"
-        f" OMP_NUM_THREADS={threads})"
+        f"{runs} runs in {wall:.0f} s wall ({wall / max(runs, 1):.1f} s per run; "
+        f"{os.cpu_count()} CPUs, OMP_NUM_THREADS={threads})"
     )
-    if args.json:
-        doc = {"recipe": args.recipe, "jobs": args.jobs, "wall_s": wall, "runs": runs,
-               "cpus": os.cpu_count()}  # fmt: skip
-        print(json.dumps({**doc, "omp_num_threads": threads, "summary": summary}, indent=2))
-        return
-    print(line)
-    for cell in summary["cells"]:
-        metrics = "  ".join(
-            f"{k} {cell[k]['mean']:.4f} ± {cell[k]['sd'] or 0:.4f}"
-            for k in summary["metrics"]
-            if cell[k]["mean"] is not None
-        )
-        print(f"  n={cell['n']:>5} m={cell['m']:>5}  {metrics}")
+    report(doc, line)
 
 
 if __name__ == "__main__":
