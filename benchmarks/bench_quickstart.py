@@ -48,10 +48,12 @@ def command(recipe: str, results: str, fit: bool, jobs: str) -> list[str]:
     return [*base, "sweep", recipe, "--results", results, "--json", *extra]
 
 
-def processes(jobs: str, stderr: str) -> int:
-    """Runs at once: ``--jobs N``, or what ``--jobs auto`` said it chose."""
-    found = re.search(r"--jobs auto: (\d+) run\(s\) at once", stderr)
-    return int(found.group(1)) if found else (1 if jobs == "auto" else int(jobs))
+def processes(jobs: str, stderr: str) -> tuple[int, int | None]:
+    """(runs at once, torch threads of each): ``--jobs N``, or what ``--jobs auto`` chose."""
+    found = re.search(r"--jobs auto: (\d+) run\(s\) at once x (\d+) thread", stderr)
+    if found:
+        return int(found.group(1)), int(found.group(2))
+    return (1 if jobs == "auto" else int(jobs)), None
 
 
 def breakdown(records: Any, wall: float, procs: int, fit_s: float | None) -> dict[str, float]:
@@ -111,7 +113,8 @@ def report(doc: dict[str, Any], line: str) -> None:
     fl = doc.get("floors")
     if fl:
         wall = doc["wall_s"]
-        print("  floors (study wall seconds on these processes, measured in this run):")
+        print(f"  floors (study wall seconds on these processes, measured in this run,"
+              f" {fl['threads']} thread(s) each):")  # fmt: skip
         own = fl["negscale_steps_s"]
         print(f"    negscale's own steps, timed alone               {own:7.1f} s")
         print(f"    hand-written loop, same model/batches/loss      {fl['hand_loop_s']:7.1f} s"
@@ -151,7 +154,7 @@ def main() -> None:
         if proc.returncode != 0:
             sys.exit(f"negscale sweep failed ({proc.returncode}):\n{proc.stderr}")
         records = negscale.results.load(results)
-        procs = processes(args.jobs, proc.stderr)
+        procs, threads_each = processes(args.jobs, proc.stderr)
         fit_s = time_fit(results) if args.fit else None
     summary = json.loads(proc.stdout)
     threads = os.environ.get("OMP_NUM_THREADS", "unset")
@@ -160,8 +163,12 @@ def main() -> None:
                            "wall_s": wall, "runs": runs, "cpus": os.cpu_count(),
                            "omp_num_threads": threads}  # fmt: skip
     doc["breakdown"] = breakdown(records, wall, procs, fit_s)
-    if not args.no_floors:
+    if not args.no_floors:  # timed at the threads each of the study's processes had
+        import torch
+
+        torch.set_num_threads(threads_each or torch.get_num_threads())
         doc["floors"] = floors(args.recipe, records, procs, args.floor_steps)
+        doc["floors"]["threads"] = torch.get_num_threads()
     doc["summary"] = summary
     if args.json:
         print(json.dumps(doc, indent=2))

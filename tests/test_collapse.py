@@ -11,6 +11,7 @@ import torch.nn.functional as F
 
 from negscale.chance import chance_levels, chance_train_loss
 from negscale.collapse import auc_margin, auc_sd_at_chance, diagnose, score_spread
+from negscale.evaluator import Evaluator
 from negscale.metrics import evaluate
 from negscale.recipe import load_recipe
 from negscale.train import Runtime, Trainer, run
@@ -97,7 +98,7 @@ def test_a_run_whose_embeddings_collapse_is_recorded_with_that_reason(
         same = F.normalize(torch.ones(count, self.recipe.model.embed_dim), dim=-1)
         return same, same.clone()
 
-    monkeypatch.setattr(Trainer, "embed", one_point)
+    monkeypatch.setattr(Evaluator, "embed", one_point)
     rec = run(load_recipe("quickstart", [*tiny_overrides, "train.steps=5"]), tmp_path,
               progress=False)  # fmt: skip
     assert rec.status == "collapsed" and "every held-out score is equal" in rec.message

@@ -112,7 +112,7 @@ def test_resumed_file_backed_run_equals_uninterrupted_with_workers(
     second.load_state_dict(first.state_dict())
     for _ in range(4):
         second.train_step()
-    assert second.losses == straight.losses
+    assert second.log.losses == straight.log.losses
     for p, q in zip(second.model.parameters(), straight.model.parameters(), strict=True):
         torch.testing.assert_close(p, q, rtol=0, atol=0)
 

@@ -66,7 +66,7 @@ def test_zero_shot_uses_every_template_of_every_class(folder: Path, tiny_overrid
     for _ in range(3):
         trainer.train_step()
     out = trainer.evaluate()
-    img, _ = trainer.embed(trainer.data.eval)
+    img, _ = trainer.evaluator.embed(trainer.data.eval)
     with torch.no_grad():
         txt = trainer.model.encode_text(tokens)
     protos = torch.stack([txt[ids == k].mean(0) for k in range(3)])

@@ -70,10 +70,10 @@ def test_each_dataset_trains_with_each_source(fixtures, dataset: str, source: st
     before = [p.detach().clone() for p in trainer.model.parameters()]
     for _ in range(2):
         trainer.train_step()
-    assert len(trainer.losses) == 2 and all(math.isfinite(v) for v in trainer.losses)
+    assert len(trainer.log.losses) == 2 and all(math.isfinite(v) for v in trainer.log.losses)
     after = list(trainer.model.parameters())
     moved = any(not torch.equal(a, b) for a, b in zip(before, after, strict=True))
-    assert moved and trainer.negatives_seen[-1] >= min(recipe.m, 3)
+    assert moved and trainer.log.negatives_seen[-1] >= min(recipe.m, 3)
 
 
 @pytest.mark.parametrize("dataset", ["folder", "shards", "digits-two-view"])

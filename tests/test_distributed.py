@@ -205,9 +205,9 @@ def _train_cases(info) -> dict:
         )
         for _ in range(r.train.steps):
             trainer.train_step()
-        trainer.flush()
+        trainer.log.flush()
         params = torch.cat([p.detach().flatten() for p in trainer.model.parameters()])
-        out[name] = (trainer.losses, params, trainer.source.state_dict())
+        out[name] = (trainer.log.losses, params, trainer.source.state_dict())
     return out
 
 
@@ -225,8 +225,8 @@ def _validation(info) -> tuple[float, list[int]]:
     trainer = Trainer(r, Runtime(torch.device("cpu"), "fp32", False, info), progress=False)
     for _ in range(r.train.steps):
         trainer.train_step()
-    auc = trainer.validation_auc()
-    rows = torch.cat([i for i, _, _ in loader.unwrapped(trainer._val_loader)]).tolist()
+    auc = trainer.evaluator.validation_auc()
+    rows = torch.cat([i for i, _, _ in loader.unwrapped(trainer.evaluator._val_loader)]).tolist()
     return auc, rows
 
 

@@ -70,7 +70,7 @@ def test_micro_batch_gives_the_plain_steps_gradients_and_state(case: str) -> Non
     outs = []
     for t in (plain, cached):
         t.optimizer.zero_grad(set_to_none=True)
-        outs.append(t.stepper(t._batch(2), 2))
+        outs.append(t.stepper(t.feed(2), 2))
     g_plain, g_cached = _grads(plain), _grads(cached)
     assert g_plain.norm() > 0 and plain.model.logit_scale.grad is not None
     assert float((g_cached - g_plain).norm() / g_plain.norm()) < 1e-5

@@ -540,7 +540,7 @@ def test_resume_continues_exactly(tiny_overrides, overrides: list[str], m: int) 
     second.load_state_dict(first.state_dict())
     for _ in range(6):
         second.train_step()
-    assert second.losses == straight.losses
+    assert second.log.losses == straight.log.losses
     for p, q in zip(second.model.parameters(), straight.model.parameters(), strict=True):
         torch.testing.assert_close(p, q, rtol=0, atol=0)
 

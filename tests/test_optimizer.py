@@ -8,8 +8,8 @@ import sys
 
 import torch
 
+from negscale.optim import build_optimizer
 from negscale.recipe import load_recipe
-from negscale.train import _optimizer
 
 
 def _model(seed: int) -> torch.nn.Module:
@@ -20,7 +20,7 @@ def _model(seed: int) -> torch.nn.Module:
 def test_cpu_optimizer_steps_exactly_as_plain_adamw() -> None:
     recipe = load_recipe("quickstart", ["train.weight_decay=0.1", "train.lr=0.01"])
     ours_model, ref_model = _model(0), _model(0)
-    ours = _optimizer(ours_model, recipe, fused=False)
+    ours = build_optimizer(ours_model, recipe, fused=False)
     decay = [p for p in ref_model.parameters() if p.ndim >= 2]
     rest = [p for p in ref_model.parameters() if p.ndim < 2]
     ref = torch.optim.AdamW(
@@ -49,9 +49,9 @@ def test_cpu_optimizer_does_not_import_dynamo() -> None:
     code = (
         "import sys, torch\n"
         "from negscale.recipe import load_recipe\n"
-        "from negscale.train import _optimizer\n"
+        "from negscale.optim import build_optimizer\n"
         "m = torch.nn.Linear(3, 2)\n"
-        "opt = _optimizer(m, load_recipe('quickstart'), fused=False)\n"
+        "opt = build_optimizer(m, load_recipe('quickstart'), fused=False)\n"
         "sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 1.0)\n"
         "m(torch.ones(1, 3)).sum().backward(); opt.step(); sched.step()\n"
         "opt.zero_grad(); opt.load_state_dict(opt.state_dict())\n"

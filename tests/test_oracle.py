@@ -128,7 +128,7 @@ def test_val_losses_use_the_tiled_path_and_match_a_dense_reference(
     calls.clear()
     out = trainer.evaluate()
     assert calls and set(calls) == {64}  # every val-loss LSE went through 64-column tiles
-    img, txt = trainer.embed(trainer.data.eval)
+    img, txt = trainer.evaluator.embed(trainer.data.eval)
     logits = (img @ txt.T).double() / trainer.model.tau
     target = torch.arange(len(img))
     ce = 0.5 * (
@@ -150,7 +150,7 @@ def test_class_level_retrieval_counts_every_same_class_key_and_drops_the_oracle(
     r = load_recipe("quickstart", [*tiny_overrides, "train.steps=3", "eval.retrieval='class'"])
     trainer = Trainer(r, Runtime(torch.device("cpu"), "fp32", False), progress=False)
     out = trainer.evaluate()
-    img, txt = trainer.embed(trainer.data.eval)
+    img, txt = trainer.evaluator.embed(trainer.data.eval)
     labels = trainer.data.eval.labels.numpy()
     scores = (img @ txt.T).numpy()
     i2t = np.mean([roc_auc_score(labels == labels[i], scores[i]) for i in range(len(labels))])

@@ -46,7 +46,7 @@ def test_the_reported_weights_are_the_best_validation_auc_by_brute_force(tiny_ov
     while plain.step < plain.recipe.train.steps:
         plain.train_step()
         if is_due(plain.step, plain.recipe.train.steps):
-            img, txt = plain.embed(val)
+            img, txt = plain.evaluator.embed(val)
             weights = copy.deepcopy(plain.model.state_dict())
             candidates[plain.step] = (_sklearn_auc(img, txt), weights)
     best = max(candidates, key=lambda s: (candidates[s][0], -s))  # ties: the earlier step
@@ -69,7 +69,7 @@ def test_selection_survives_a_resume_and_is_recorded(tmp_path, tiny_overrides) -
     for _ in range(10):
         part.train_step()
         if is_due(part.step, recipe.train.steps):
-            part.selection.offer(part.step, part.validation_auc(), part.model)
+            part.selection.offer(part.step, part.evaluator.validation_auc(), part.model)
     part.save(checkpoint_path(tmp_path / "resumed", recipe.run_id()))
     resumed = run(recipe, tmp_path / "resumed", progress=False, notice=lambda _: None)
     assert resumed.selected_step == whole.selected_step
@@ -174,7 +174,7 @@ def test_train_says_which_step_it_reports(tmp_path, tiny_overrides) -> None:
 
 
 def test_a_run_that_stopped_before_its_first_evaluation_records_no_selection() -> None:
-    from negscale.train import _selected
+    from negscale.run_record import selected as _selected
 
     assert _selected(None) == _selected(Selection()) == {"selected_step": None, "select_auc": None}
     pick = Selection()

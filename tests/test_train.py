@@ -116,14 +116,14 @@ def test_batches_cover_each_epoch_without_repeats() -> None:
 def test_batch_order_is_each_epochs_fresh_seeded_permutation_whatever_the_cache() -> None:
     """The epoch order is cached; a step's batch must equal a fresh draw's slice,
     in any order of asking (a resumed run asks for a later epoch first)."""
+    from negscale.feed import BATCH_STREAM
     from negscale.negatives.base import step_generator
-    from negscale.train import _BATCH_STREAM
 
     n, b, seed = 50, 8, 3
     steps = [13, 0, 7, 6, 12, 1, 30, 5]  # epochs 2, 0, 1, 1, 2, 0, 5, 0
     for step in steps:
         epoch, pos = divmod(step, n // b)
-        fresh = torch.randperm(n, generator=step_generator(seed, epoch, _BATCH_STREAM))
+        fresh = torch.randperm(n, generator=step_generator(seed, epoch, BATCH_STREAM))
         got = batch_indices(n, b, seed, step)
         assert torch.equal(got, fresh[pos * b : (pos + 1) * b])
         got[:] = -1  # a caller that writes into its batch must not change the cache
@@ -171,7 +171,7 @@ def test_windowed_loss_sync_gives_the_same_run_and_the_same_divergence_step(
     )
     every.fit()
     windowed.fit()
-    assert windowed.losses == every.losses and len(every.losses) == 10
+    assert windowed.log.losses == every.log.losses and len(every.log.losses) == 10
 
     bad = load_recipe("quickstart", [*tiny_overrides, "train.lr=1e30", "train.grad_clip=0"])
     messages = []
