@@ -24,6 +24,7 @@ from negscale.negatives import (
     SubsampleSource,
     build,
 )
+from negscale.negatives.step import staged_loss
 from negscale.recipe import SETTING_OF_SOURCE, load_recipe
 from negscale.train import Runtime, Trainer
 
@@ -46,7 +47,7 @@ def _batch(data, index: list[int] | torch.Tensor) -> Batch:
 
 def _step(source, model, batch: Batch, step: int = 0):
     img, txt = model(batch.x, batch.y)
-    return source.step_loss(model, batch, img, txt, step)
+    return staged_loss(source, model, batch, img, txt, step)
 
 
 def _grad(model, loss: torch.Tensor) -> torch.Tensor:

@@ -15,7 +15,7 @@ source's state changes exactly once per step:
    MoCo key encoder) asks ``keys`` for it.
 
 :mod:`negscale.negatives.step` runs the stages for the trainer (plain,
-gradient-cached, under torchrun); :meth:`NegativeSource.step_loss` runs them
+gradient-cached, under torchrun); :func:`negscale.negatives.step.staged_loss` runs them
 in one process on given embeddings (tests, benchmarks). All randomness comes
 from per-step generators (:func:`step_generator`), so a run is reproducible
 and resumable. Every source is symmetric, like CLIP: image anchors score
@@ -211,21 +211,6 @@ class NegativeSource:
     def update(self, draw: Draw, out: StepLoss, keys: Keys) -> None:
         """Stage 4: apply ``out.pending`` (once per step, after the loss)."""
         return None
-
-    def step_loss(
-        self, model: DualEncoder, batch: Batch, img: torch.Tensor, txt: torch.Tensor, step: int
-    ) -> StepLoss:
-        """All four stages in one process on the batch embeddings ``img``, ``txt``."""
-        from negscale.negatives.step import embed_extra
-
-        draw = self.draw(batch, step)
-        neg = embed_extra(
-            model, self.train, self.encode(draw), batch.index, img, txt, self.neg.chunk
-        )
-        out = self.loss(Embedded(img, txt, *neg), draw, model.tau)
-        with torch.no_grad():
-            self.update(draw, out, Keys(model, lambda module: module(batch.x, batch.y)))
-        return out
 
     # ------------------------------------------------------------ checkpoints
     def state_dict(self) -> dict[str, Any]:

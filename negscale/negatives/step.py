@@ -178,6 +178,25 @@ class StepCost:
         return 3 * self.graph + self.forward_only
 
 
+def staged_loss(
+    source: NegativeSource,
+    model: DualEncoder,
+    batch: Batch,
+    img: torch.Tensor,
+    txt: torch.Tensor,
+    step: int,
+) -> StepLoss:
+    """A source's four stages in one process on the batch embeddings ``img``, ``txt``:
+    the step without the trainer (what the sources' tests compare against references)."""
+    draw = source.draw(batch, step)
+    ids = source.encode(draw)
+    neg = embed_extra(model, source.train, ids, batch.index, img, txt, source.neg.chunk)
+    out = source.loss(Embedded(img, txt, *neg), draw, model.tau)
+    with torch.no_grad():
+        source.update(draw, out, Keys(model, lambda module: module(batch.x, batch.y)))
+    return out
+
+
 class StagedStep:
     """Runs a source's four stages for one step and leaves the gradients in ``.grad``.
 
