@@ -17,7 +17,7 @@ from negscale.data import loader
 from negscale.data.base import PairedData, PairSet
 from negscale.encoders.dual import DualEncoder
 from negscale.errors import NegscaleError
-from negscale.losses import contrastive_loss
+from negscale.losses import in_batch_loss
 from negscale.metrics import evaluate, mean_auc
 from negscale.recipe import Recipe
 from negscale.runtime import Runtime
@@ -129,7 +129,7 @@ class Evaluator:
         out = evaluate(img, txt, labels, self._prototypes(), class_level=class_level)
         tau, tile = float(self.model.tau), self.recipe.negatives.tile
         for key, form in (("val_loss", "infonce"), ("val_loss_paper", "paper")):
-            out[key] = float(contrastive_loss(img, txt, tau=tau, form=form, tile=tile))
+            out[key] = float(in_batch_loss(img, txt, tau=tau, form=form, tile=tile))
         reference = None if class_level else oracle.oracle_reference(self.data, tau)
         out.update(oracle.ground_truth(reference, out["auc"], out["val_loss_paper"], tau))
         return out

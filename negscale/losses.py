@@ -322,7 +322,91 @@ def in_batch_mask(batch: int, device: torch.device | None = None) -> torch.Tenso
     return ~torch.eye(batch, dtype=torch.bool, device=device)
 
 
+def _reduce(loss: torch.Tensor, reduction: Literal["mean", "none"]) -> torch.Tensor:
+    return loss.mean() if reduction == "mean" else loss
+
+
 @fp32_scores
+def in_batch_loss(
+    anchors: torch.Tensor,
+    positives: torch.Tensor,
+    *,
+    tau: float | torch.Tensor,
+    form: Form,
+    negative_mask: torch.Tensor | None = None,
+    symmetric: bool = True,
+    reduction: Literal["mean", "none"] = "mean",
+    tile: int | None = None,
+) -> torch.Tensor:
+    """The other positives of the batch are the negatives (m = B - 1, or fewer under
+    ``negative_mask`` (B, B): item j is a negative of pair i in either direction);
+    ``symmetric`` averages both directions, as CLIP does."""
+    pos_logits = (anchors * positives).sum(dim=-1) / tau
+    if form == "infonce" and negative_mask is None:
+        # the positive sits on the diagonal: LSE over a whole row (column) is the
+        # InfoNCE denominator, so nothing is dropped (cross-entropy, as ClipLoss)
+        lse, back_lse = shared_tile_lse(anchors / tau, positives, cols=symmetric, width=tile)
+        loss = lse - pos_logits
+        if symmetric:
+            loss = 0.5 * (loss + back_lse - pos_logits)
+        return _reduce(loss, reduction)
+    if not symmetric:
+        own = torch.arange(anchors.shape[0], device=anchors.device)
+        kw = {"tau": tau, "tile": tile, "exclude": own, "mask": negative_mask}
+        lse, count = negative_lse(anchors, positives, **kw)
+        return _reduce(loss_from_lse(pos_logits, lse, count, tau=tau, form=form), reduction)
+    (lse, count), (back_lse, back_count) = in_batch_lse(
+        anchors, positives, tau=tau, tile=tile, negative_mask=negative_mask
+    )
+    loss = loss_from_lse(pos_logits, lse, count, tau=tau, form=form)
+    back = loss_from_lse(pos_logits, back_lse, back_count, tau=tau, form=form)
+    return _reduce(0.5 * (loss + back), reduction)
+
+
+@fp32_scores
+def shared_negatives_loss(
+    anchors: torch.Tensor,
+    positives: torch.Tensor,
+    negatives: torch.Tensor,
+    *,
+    tau: float | torch.Tensor,
+    form: Form,
+    negative_index: torch.Tensor | None = None,
+    exclude: torch.Tensor | None = None,
+    negative_mask: torch.Tensor | None = None,
+    reduction: Literal["mean", "none"] = "mean",
+    tile: int | None = None,
+) -> torch.Tensor:
+    """Anchor direction against a shared (M, d) table: every row is every anchor's
+    negative, or anchor i's are ``negatives[negative_index[i]]`` (repeats counted);
+    ``exclude`` (B,) names a row that is not anchor i's negative (its own; -1: none)."""
+    if negatives.dim() != 2:
+        raise ValueError("shared negatives are an (M, d) table")
+    pos_logits = (anchors * positives).sum(dim=-1) / tau
+    lse, count = negative_lse(anchors, negatives, tau=tau, tile=tile, index=negative_index,
+                              exclude=exclude, mask=negative_mask)  # fmt: skip
+    return _reduce(loss_from_lse(pos_logits, lse, count, tau=tau, form=form), reduction)
+
+
+@fp32_scores
+def own_negatives_loss(
+    anchors: torch.Tensor,
+    positives: torch.Tensor,
+    negatives: torch.Tensor,
+    *,
+    tau: float | torch.Tensor,
+    form: Form,
+    negative_mask: torch.Tensor | None = None,
+    reduction: Literal["mean", "none"] = "mean",
+) -> torch.Tensor:
+    """Anchor direction against each anchor's own (B, m, d) negatives."""
+    if negatives.dim() != 3:
+        raise ValueError("each anchor's own negatives are a (B, m, d) tensor")
+    pos = (anchors * positives).sum(dim=-1)
+    scores = torch.einsum("bd,bmd->bm", anchors, negatives)
+    return _reduce(loss_from_scores(pos, scores, tau=tau, form=form, mask=negative_mask), reduction)
+
+
 def contrastive_loss(
     anchors: torch.Tensor,
     positives: torch.Tensor,
@@ -337,67 +421,34 @@ def contrastive_loss(
     negative_index: torch.Tensor | None = None,
     exclude: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """Contrastive loss of ``anchors`` against ``positives`` (row-paired) and negatives.
+    """Contrastive loss of ``anchors`` against ``positives`` (row-paired) and negatives:
+    the public entry that picks the function of the negatives' shape.
 
-    With ``negatives=None`` the other positives of the batch are the negatives
-    (m = B - 1, or fewer under ``negative_mask``, shape (B, B), where
-    ``negative_mask[i, j]`` means item j is a negative for pair i in either
-    direction); ``symmetric`` then averages both directions (anchor->positive
-    and positive->anchor), as CLIP does. Otherwise only the anchor direction
-    is scored: ``negatives`` of shape (M, d) are shared by every anchor,
-    (B, m, d) are each anchor's own. With ``negative_index`` (B, m), anchor i's
-    negatives are ``negatives[negative_index[i]]`` (a shared table of unique
-    draws, repeats counted); ``exclude`` (B,) names one row of a shared
-    ``negatives`` that is not anchor i's negative (its own item; -1: none).
-    Every score matrix with shared columns goes through the shared-tile LSE
-    (:mod:`negscale.tiled_lse`): tiles of at most ``tile`` columns (default
-    and cap per device: :func:`~negscale.tiled_lse.tile_shape`), the same
-    values and gradients as the dense loss, O(tile) loss memory; per-anchor
-    ``negative_index`` draws are tiled when wider than ``tile``.
+    ``negatives=None``: :func:`in_batch_loss` (``symmetric`` averages both
+    directions); (M, d): :func:`shared_negatives_loss` (``negative_index``,
+    ``exclude``); (B, m, d): :func:`own_negatives_loss`. Only the anchor
+    direction is scored against given negatives. Every score matrix with shared
+    columns goes through the shared-tile LSE (:mod:`negscale.tiled_lse`):
+    tiles of at most ``tile`` columns (default and cap per device:
+    :func:`~negscale.tiled_lse.tile_shape`), the same values and gradients as
+    the dense loss, O(tile) loss memory. ``form`` defaults to the paper's
+    (0.1.0's default, kept for callers of this function); recipes default to
+    ``infonce`` and the per-shape functions take it explicitly.
     """
     if (negative_index is not None or exclude is not None) and (
         negatives is None or negatives.dim() != 2
     ):
         raise ValueError("negative_index and exclude need shared (M, d) negatives")
-    pos = (anchors * positives).sum(dim=-1)
-    pos_logits = pos / tau
-    if negatives is None and form == "infonce" and negative_mask is None:
-        # the positive sits on the diagonal: LSE over a whole row (column) is the
-        # InfoNCE denominator, so nothing is dropped (cross-entropy, as ClipLoss)
-        kw = {"cols": symmetric, "width": tile}
-        lse, back_lse = shared_tile_lse(anchors / tau, positives, **kw)
-        loss = lse - pos_logits
-        if symmetric:
-            loss = 0.5 * (loss + back_lse - pos_logits)
-    elif negatives is None and not symmetric:
-        own = torch.arange(anchors.shape[0], device=anchors.device)
-        kw = {"tau": tau, "tile": tile, "exclude": own, "mask": negative_mask}
-        lse, count = negative_lse(anchors, positives, **kw)
-        loss = loss_from_lse(pos_logits, lse, count, tau=tau, form=form)
-    elif negatives is None:
-        (lse, count), (back_lse, back_count) = in_batch_lse(
-            anchors, positives, tau=tau, tile=tile, negative_mask=negative_mask
-        )
-        loss = loss_from_lse(pos_logits, lse, count, tau=tau, form=form)
-        back = loss_from_lse(pos_logits, back_lse, back_count, tau=tau, form=form)
-        loss = 0.5 * (loss + back)
-    elif negatives.dim() == 2:
-        lse, count = negative_lse(
-            anchors,
-            negatives,
-            tau=tau,
-            tile=tile,
-            index=negative_index,
-            exclude=exclude,
-            mask=negative_mask,
-        )
-        loss = loss_from_lse(pos_logits, lse, count, tau=tau, form=form)
-    elif negatives.dim() == 3:
-        scores = torch.einsum("bd,bmd->bm", anchors, negatives)
-        loss = loss_from_scores(pos, scores, tau=tau, form=form, mask=negative_mask)
-    else:
-        raise ValueError("negatives must be None, (M, d) or (B, m, d)")
-    return loss.mean() if reduction == "mean" else loss
+    common = {"tau": tau, "form": form, "negative_mask": negative_mask, "reduction": reduction}
+    if negatives is None:
+        return in_batch_loss(anchors, positives, symmetric=symmetric, tile=tile, **common)
+    if negatives.dim() == 2:
+        return shared_negatives_loss(anchors, positives, negatives, tile=tile,
+                                     negative_index=negative_index, exclude=exclude,
+                                     **common)  # fmt: skip
+    if negatives.dim() == 3:
+        return own_negatives_loss(anchors, positives, negatives, **common)
+    raise ValueError("negatives must be None, (M, d) or (B, m, d)")
 
 
 def subsample_columns(order: torch.Tensor, m: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -437,8 +488,8 @@ def subsample_loss(
     """
     cols, drop = subsample_columns(order.to(img.device), m)
     if m == img.shape[0] - 1:  # every other item: the batch loss, one shared score matrix
-        return contrastive_loss(img, txt, tau=tau, form=form)
+        return in_batch_loss(img, txt, tau=tau, form=form)
     kw: dict[str, Any] = {"tau": tau, "form": form, "exclude": drop, "reduction": "none"}
-    fwd = contrastive_loss(img, txt, txt[cols], **kw)
-    back = contrastive_loss(txt, img, img[cols], **kw)
+    fwd = shared_negatives_loss(img, txt, txt[cols], **kw)
+    back = shared_negatives_loss(txt, img, img[cols], **kw)
     return (0.5 * (fwd + back)).mean()

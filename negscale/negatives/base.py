@@ -34,7 +34,7 @@ import torch
 
 from negscale.data.base import PairedData
 from negscale.encoders.dual import DualEncoder
-from negscale.losses import contrastive_loss
+from negscale.losses import shared_negatives_loss
 from negscale.negatives.catalog import SourceSpec
 from negscale.recipe import Recipe
 
@@ -158,8 +158,8 @@ def symmetric_loss(
         "negative_mask": mask,
         "reduction": "none",
     }
-    fwd = contrastive_loss(img, txt, neg_txt, **kw)
-    back = contrastive_loss(txt, img, neg_img, **kw)
+    fwd = shared_negatives_loss(img, txt, neg_txt, **kw)
+    back = shared_negatives_loss(txt, img, neg_img, **kw)
     return (0.5 * (fwd + back)).mean()
 
 

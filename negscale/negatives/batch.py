@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from negscale.losses import contrastive_loss
+from negscale.losses import in_batch_loss
 from negscale.negatives.base import Draw, Embedded, NegativeSource, StepLoss, symmetric_loss
 from negscale.negatives.catalog import SPECS
 
@@ -21,7 +21,7 @@ class BatchSource(NegativeSource):
             kw = {"tau": tau, "form": self.form, "tile": tile, "exclude": emb.own()}
             loss = symmetric_loss(img, txt, emb.img, emb.txt, **kw)
         else:
-            loss = contrastive_loss(
+            loss = in_batch_loss(
                 emb.img, emb.txt, tau=tau, form=self.form, symmetric=True, tile=tile
             )
         return StepLoss(loss, float(b - 1), 2 * b * (b - 1))
