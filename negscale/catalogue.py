@@ -51,10 +51,6 @@ def _recipes() -> list[dict[str, str]]:
 
 
 def _negatives() -> list[dict[str, str]]:
-    from negscale.negatives import SOURCES
-    from negscale.recipe import SETTING_OF_SOURCE
+    from negscale.negatives import sources
 
-    return [
-        {"name": k, "setting": SETTING_OF_SOURCE[k], "summary": v.summary}
-        for k, v in SOURCES.items()
-    ]
+    return [{"name": k, "setting": v.setting, "summary": v.summary} for k, v in sources().items()]

@@ -13,26 +13,27 @@ from __future__ import annotations
 import json
 from importlib import resources
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Any, Literal
 
 import tomllib
 from pydantic import (
     BaseModel,
     ConfigDict,
-    Discriminator,
     Field,
-    Tag,
+    SerializeAsAny,
     ValidationError,
     field_validator,
     model_validator,
 )
 
 from negscale.errors import NegscaleError
-from negscale.negatives.catalog import NAMES, SPECS
+from negscale.negatives.catalog import SPECS
+from negscale.registry import Registry
 
-# The sources and their settings, as the sources declare them (negatives/catalog.py).
-Source = Literal[NAMES]  # type: ignore[valid-type]
-SETTING_OF_SOURCE: dict[str, str] = {name: spec.setting for name, spec in SPECS.items()}
+
+def setting_of(source: str) -> str:
+    """A registered source's setting (self-supervised | supervised), as it declares it."""
+    return SPECS[source].setting
 
 
 class _Section(BaseModel):
@@ -150,10 +151,17 @@ class AnimalData(_ClassData):
     name: Literal["animal-mnist"] = "animal-mnist"
 
 
-DATA_CONFIGS: dict[str, type[_DataBase]] = {
-    c.model_fields["name"].default: c
-    for c in (SyntheticData, PairsData, FolderData, ShardsData, DigitsData, AnimalData)
-}
+DATA_CONFIGS: Registry[type[_DataBase]] = Registry("dataset", "data.name")
+
+
+def register_data_config(config: type[_DataBase]) -> type[_DataBase]:
+    """Make ``config`` the ``[data]`` section of recipes with ``data.name`` = its name
+    (the ``name`` field's default); ``negscale.data.register`` calls it."""
+    return DATA_CONFIGS.add(config.model_fields["name"].default, config)
+
+
+for _config in (SyntheticData, PairsData, FolderData, ShardsData, DigitsData, AnimalData):
+    register_data_config(_config)
 
 
 def _data_tag(value: Any) -> str:
@@ -163,16 +171,16 @@ def _data_tag(value: Any) -> str:
     return str(getattr(value, "name", "synthetic"))
 
 
-DataSection = Annotated[
-    Annotated[SyntheticData, Tag("synthetic")]
-    | Annotated[PairsData, Tag("pairs")]
-    | Annotated[FolderData, Tag("folder")]
-    | Annotated[ShardsData, Tag("shards")]
-    | Annotated[DigitsData, Tag("digits")]
-    | Annotated[AnimalData, Tag("animal-mnist")],
-    Discriminator(_data_tag),
-]
-AnyData = SyntheticData | PairsData | FolderData | ShardsData | DigitsData | AnimalData
+# Any registered dataset's section (dumped with its own fields, not the base's)
+DataSection = SerializeAsAny[_DataBase]
+AnyData = _DataBase
+
+
+def _data_section(value: Any) -> Any:
+    """The ``[data]`` mapping validated as its dataset's own section (``data.name``)."""
+    if isinstance(value, _DataBase) or not isinstance(value, dict):
+        return value  # an instance, or a wrong type that the field's check reports
+    return DATA_CONFIGS[_data_tag(value)].model_validate(value)
 
 
 def DataConfig(**fields: Any) -> AnyData:
@@ -181,12 +189,7 @@ def DataConfig(**fields: Any) -> AnyData:
     One class per dataset, so a recipe for one dataset cannot carry another's
     fields: a stray field is an "unknown key" error naming it.
     """
-    name = str(fields.get("name", "synthetic"))
-    if name not in DATA_CONFIGS:
-        raise NegscaleError(
-            f"data.name: unknown dataset '{name}' (have: {', '.join(DATA_CONFIGS)})"
-        )
-    return DATA_CONFIGS[name](**fields)
+    return DATA_CONFIGS[str(fields.get("name", "synthetic"))](**fields)
 
 
 class ModelConfig(_Section):
@@ -233,7 +236,7 @@ class ModelConfig(_Section):
 class NegativesConfig(_Section):
     """How the m negatives of each anchor arise, and which loss form scores them."""
 
-    source: Source = "batch"
+    source: str = "batch"
     m: int | None = Field(
         None,
         ge=1,
@@ -274,9 +277,15 @@ class NegativesConfig(_Section):
         " (any other training item, labels ignored)",
     )
 
+    @field_validator("source")
+    @classmethod
+    def _registered(cls, source: str) -> str:
+        SPECS[source]  # an unknown source is a one-line error naming the ones there are
+        return source
+
     @property
     def setting(self) -> str:
-        return SETTING_OF_SOURCE[self.source]
+        return setting_of(self.source)
 
 
 class TrainConfig(_Section):
@@ -351,6 +360,11 @@ class Recipe(_Section):
     train: TrainConfig = Field(default_factory=TrainConfig)
     eval: EvalConfig = Field(default_factory=EvalConfig)
     sweep: SweepConfig = Field(default_factory=SweepConfig)
+
+    @field_validator("data", mode="before")
+    @classmethod
+    def _dataset_section(cls, value: Any) -> Any:
+        return _data_section(value)
 
     @model_validator(mode="after")
     def _feasible(self) -> Recipe:
@@ -553,18 +567,12 @@ def validate(raw: dict[str, Any]) -> Recipe:
     except ValidationError as exc:
         err = exc.errors()[0]
         loc = list(err["loc"])
-        if loc[:1] == ["data"] and len(loc) > 1 and loc[1] in DATA_CONFIGS:
-            del loc[1]  # the union's tag: data.path, not data.folder.path
         field = ".".join(str(p) for p in loc) or "recipe"
         msg = err["msg"]
         if err["type"] == "extra_forbidden":
             msg = "unknown key"
             if field.startswith("data."):
                 msg += f" for data.name = '{_data_tag(raw.get('data', {}))}'"
-        if err["type"] == "union_tag_invalid":
-            field, got = "data.name", _data_tag(raw.get("data", {}))
-            msg = f"unknown dataset '{got}' (have: {', '.join(DATA_CONFIGS)})"
-            raise NegscaleError(f"{field}: {msg}") from None
         got = err.get("input")
         suffix = f" (got {got!r})" if got is not None and not isinstance(got, dict) else ""
         raise NegscaleError(f"{field}: {msg}{suffix}") from None

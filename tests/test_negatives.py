@@ -25,7 +25,7 @@ from negscale.negatives import (
     build,
 )
 from negscale.negatives.step import staged_loss
-from negscale.recipe import SETTING_OF_SOURCE, load_recipe
+from negscale.recipe import load_recipe, setting_of
 from negscale.train import Runtime, Trainer
 
 SMALL = ["data.n_eval=64", "model.hidden=16", "model.embed_dim=8", "eval.prototypes=64"]
@@ -97,7 +97,9 @@ def _close(a: torch.Tensor, b: torch.Tensor, rtol: float = 1e-4) -> None:
 
 
 def test_every_recipe_source_is_registered_with_a_one_line_summary() -> None:
-    assert set(SOURCES) == set(SETTING_OF_SOURCE)
+    from negscale.negatives.catalog import SPECS
+
+    assert set(SOURCES) == set(SPECS) == {"batch", "subsample", "independent", "pool", "queue"}
     for name, cls in SOURCES.items():
         assert cls.name == name and cls.summary and "\n" not in cls.summary
 
@@ -108,7 +110,7 @@ def test_sources_declare_themselves_and_recipe_validation_asks_them() -> None:
 
     for name, cls in SOURCES.items():
         spec = SPECS[name]
-        assert cls.spec is spec and cls.setting == spec.setting == SETTING_OF_SOURCE[name]
+        assert cls.spec is spec and cls.setting == spec.setting == setting_of(name)
         assert cls.__module__ == f"negscale.negatives.{name}" and spec.m_means
         assert set(spec.fields) <= set(type(load_recipe("quickstart").negatives).model_fields)
     # each source's own rule, as one line naming the field

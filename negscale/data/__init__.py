@@ -8,7 +8,8 @@ from typing import Any
 
 from negscale.data.base import Modality, PairedData, Split
 from negscale.errors import NegscaleError
-from negscale.recipe import DataConfig, ModelConfig
+from negscale.recipe import DataConfig, ModelConfig, register_data_config
+from negscale.registry import Registry
 
 Builder = Callable[[DataConfig, Any], PairedData]  # (data config, model config or None)
 
@@ -19,14 +20,21 @@ class DatasetEntry:
     summary: str
 
 
-DATASETS: dict[str, DatasetEntry] = {}
+DATASETS: Registry[DatasetEntry] = Registry("dataset", "data.name")
 
 
-def register(name: str, summary: str):
-    """Decorator: make a loader available as ``data.name = <name>``."""
+def register(name: str, summary: str, config: type | None = None):
+    """Decorator: make a loader available as ``data.name = <name>``.
+
+    ``config`` is the dataset's recipe section (a ``negscale.recipe`` data
+    config class whose ``name`` defaults to ``name``); the bundled datasets'
+    sections are in ``negscale.recipe``, so they pass none.
+    """
 
     def wrap(fn: Builder) -> Builder:
-        DATASETS[name] = DatasetEntry(fn, summary)
+        if config is not None:
+            register_data_config(config)
+        DATASETS.add(name, DatasetEntry(fn, summary))
         return fn
 
     return wrap
@@ -34,10 +42,6 @@ def register(name: str, summary: str):
 
 def build(cfg: DataConfig, model: ModelConfig | None = None) -> PairedData:
     """The dataset of ``cfg``; ``model`` (the towers) picks tokenizer and image statistics."""
-    if cfg.name not in DATASETS:
-        raise NegscaleError(
-            f"data.name: unknown dataset '{cfg.name}' (have: {', '.join(DATASETS)})"
-        )
     data = DATASETS[cfg.name].build(cfg, model)
     if len(data.train) < cfg.n:
         raise NegscaleError(

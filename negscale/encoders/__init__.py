@@ -20,8 +20,10 @@ from negscale.encoders.tiny import tiny_tower
 from negscale.errors import NegscaleError
 from negscale.local_paths import resolve
 from negscale.recipe import ModelConfig
+from negscale.registry import Registry
 
 TowerBuilder = Callable[[Modality, ModelConfig, str | None], nn.Module]
+Check = Callable[[str, ModelConfig], None]  # (variant, model config) -> raises NegscaleError
 
 
 @dataclass(frozen=True)
@@ -29,48 +31,30 @@ class EncoderEntry:
     build: TowerBuilder
     kinds: tuple[str, ...]
     summary: str
+    check: Check | None = None
 
 
-ENCODERS: dict[str, EncoderEntry] = {}
+ENCODERS: Registry[EncoderEntry] = Registry("encoder", "model.image_encoder / model.text_encoder")
 
 
-def register(name: str, kinds: tuple[str, ...], summary: str):
+def register(name: str, kinds: tuple[str, ...], summary: str, check: Check | None = None):
+    """Decorator: make a tower builder available as ``model.*_encoder = <name>[:variant]``;
+    ``check(variant, cfg)`` raises what a build would, without loading weights."""
+
     def wrap(fn: TowerBuilder) -> TowerBuilder:
-        ENCODERS[name] = EncoderEntry(fn, kinds, summary)
+        ENCODERS.add(name, EncoderEntry(fn, kinds, summary, check))
         return fn
 
     return wrap
 
 
+# decorators apply bottom-up: "auto" is registered (and listed) first
+@register("transformer", ("tokens",), "small token transformer with mean pooling (CPU-fast)")
+@register("cnn", ("image",), "small strided CNN over images (CPU-fast)")
+@register("mlp", ("vector",), "MLP over vectors (CPU-fast)")
+@register("auto", ("vector", "image", "tokens"), "the tiny built-in tower for the data's modality")
 def _tiny(modality: Modality, cfg: ModelConfig, variant: str | None) -> nn.Module:
     return tiny_tower(modality, cfg.hidden, cfg.layers)
-
-
-def _timm(modality: Modality, cfg: ModelConfig, variant: str | None) -> nn.Module:
-    from negscale.encoders.pretrained import timm_tower
-
-    if not variant:
-        raise NegscaleError("model.image_encoder: name the architecture, e.g. 'timm:resnet18'")
-    return timm_tower(variant, modality, cfg)
-
-
-def _hf(modality: Modality, cfg: ModelConfig, variant: str | None) -> nn.Module:
-    from negscale.encoders.pretrained import hf_tower
-
-    return hf_tower(modality, cfg)
-
-
-for _name, _kinds, _summary in (
-    ("auto", ("vector", "image", "tokens"), "the tiny built-in tower for the data's modality"),
-    ("mlp", ("vector",), "MLP over vectors (CPU-fast)"),
-    ("cnn", ("image",), "small strided CNN over images (CPU-fast)"),
-    ("transformer", ("tokens",), "small token transformer with mean pooling (CPU-fast)"),
-):
-    register(_name, _kinds, _summary)(_tiny)
-register("timm", ("image",), "timm:<arch> backbone; weights from model.image_path (local file)")(
-    _timm
-)
-register("hf", ("tokens",), "transformers model from the local folder model.text_path")(_hf)
 
 
 def _entry(field: str, name: str, modality: Modality, cfg: ModelConfig) -> EncoderEntry:
@@ -79,17 +63,15 @@ def _entry(field: str, name: str, modality: Modality, cfg: ModelConfig) -> Encod
     entry = ENCODERS.get(key)
     if entry is None:
         raise NegscaleError(
-            f"model.{field}: unknown encoder '{name}' (have: {', '.join(ENCODERS)})"
+            f"model.{field}: unknown encoder '{name}' (have: {', '.join(ENCODERS.names())})"
         )
     if modality.kind not in entry.kinds:
         raise NegscaleError(
             f"model.{field}: encoder '{name}' takes {'/'.join(entry.kinds)}, "
             f"the data gives {modality.kind}"
         )
-    if key == "timm":
-        _check_timm(variant, cfg)
-    if key == "hf":
-        _check_hf(cfg)
+    if entry.check is not None:
+        entry.check(variant, cfg)
     return entry
 
 
@@ -105,12 +87,30 @@ def _check_timm(variant: str, cfg: ModelConfig) -> None:
         raise NegscaleError(f"model.image_path: no checkpoint file at {path}")
 
 
-def _check_hf(cfg: ModelConfig) -> None:
+def _check_hf(variant: str, cfg: ModelConfig) -> None:
     path = resolve(cfg.text_path, "model.text_path")
     if path is None or not Path(path).is_dir():
         raise NegscaleError(
             "model.text_path: the 'hf' text encoder needs a local transformers model folder"
         )
+
+
+@register("timm", ("image",), "timm:<arch> backbone; weights from model.image_path (local file)",
+          check=_check_timm)  # fmt: skip
+def _timm(modality: Modality, cfg: ModelConfig, variant: str | None) -> nn.Module:
+    from negscale.encoders.pretrained import timm_tower
+
+    if not variant:
+        raise NegscaleError("model.image_encoder: name the architecture, e.g. 'timm:resnet18'")
+    return timm_tower(variant, modality, cfg)
+
+
+@register("hf", ("tokens",), "transformers model from the local folder model.text_path",
+          check=_check_hf)  # fmt: skip
+def _hf(modality: Modality, cfg: ModelConfig, variant: str | None) -> nn.Module:
+    from negscale.encoders.pretrained import hf_tower
+
+    return hf_tower(modality, cfg)
 
 
 def _tower(field: str, name: str, modality: Modality, cfg: ModelConfig) -> nn.Module:

@@ -30,8 +30,9 @@ from scipy import stats
 from scipy.special import expit
 
 from negscale.fit.cells import Curve
+from negscale.registry import Registry
 
-FORMS: dict[str, Form] = {}
+FORMS: Registry[Form] = Registry("fit form", "fit form")  # name -> the form's one instance
 CHECK_P = 0.05  # a law whose lack-of-fit p-value is below this is not used
 STARTS = 6  # best grid points refined, so a second basin is not missed
 REFINE_ROUNDS = 24  # pattern-search rounds after the grid (at most)
@@ -42,7 +43,7 @@ SAT_GRID_STEP = 1.0 / 16.0  # doublings between points where a law's gain is eva
 
 def register(cls: type[Form]) -> type[Form]:
     """Class decorator: make a form available to the fitter by its name."""
-    FORMS[cls.name] = cls()
+    FORMS.add(cls.name, cls())
     return cls
 
 

@@ -9,10 +9,11 @@
 | queue        | self-supervised  | the other B-1 items plus the last m embeddings (MoCo)  |
 
 Each source is one module on the staged base (:mod:`.base`: draw, encode,
-loss, update) and declares itself in :mod:`.catalog`: name, setting, summary,
-what m means, its recipe fields and the feasibility rule for m. The catalog
-is torch-free, so recipe validation reads it without importing torch; this
-package therefore loads its torch-side names lazily, on first use.
+loss, update): a class with its :class:`~.catalog.SourceSpec` (name, setting,
+summary, what m means, its recipe fields, the feasibility rule for m) and the
+``@register`` decorator. The bundled specs are also listed in :mod:`.catalog`,
+which is torch-free, so recipe validation reads them without importing torch;
+this package therefore loads its torch-side names lazily, on first use.
 :mod:`.step` runs the stages for the trainer: plainly, with gradient caching
 (``train.micro_batch``), and under torchrun with a per-rank local loss.
 """
@@ -24,64 +25,46 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from negscale.data.base import PairedData
-    from negscale.negatives.base import (
-        Batch,
-        Draw,
-        Embedded,
-        Keys,
-        NegativeSource,
-        StepLoss,
-        positions,
-        step_generator,
-    )
-    from negscale.negatives.batch import BatchSource
-    from negscale.negatives.independent import IndependentSource
-    from negscale.negatives.pool import PoolSource
-    from negscale.negatives.queue import QueueSource
-    from negscale.negatives.subsample import SubsampleSource
+    from negscale.negatives.base import NegativeSource
     from negscale.recipe import Recipe
 
 _BASE = ("Batch", "Draw", "Embedded", "Keys", "NegativeSource", "StepLoss")
-_LAZY = dict.fromkeys((*_BASE, "positions", "step_generator"), "base")
+_LAZY = (*_BASE, "positions", "step_generator", "register")
 
 
 def __getattr__(name: str) -> Any:
     if name == "SOURCES":
         return sources()
-    module = _LAZY.get(name) or next((k for k, v in _CLASS_OF.items() if v == name), None)
-    if module is not None:
-        return getattr(importlib.import_module(f"negscale.negatives.{module}"), name)
+    if name in _LAZY:
+        return getattr(importlib.import_module("negscale.negatives.base"), name)
+    if name.endswith("Source"):  # a source class by its name (BatchSource, ...)
+        found = next((c for c in sources().values() if c.__name__ == name), None)
+        if found is not None:
+            return found
     raise AttributeError(f"module 'negscale.negatives' has no attribute {name!r}")
 
 
-_CLASS_OF = {
-    "batch": "BatchSource",
-    "subsample": "SubsampleSource",
-    "independent": "IndependentSource",
-    "pool": "PoolSource",
-    "queue": "QueueSource",
-}
-
-
 def sources() -> dict[str, type[NegativeSource]]:
-    """Name -> source class (module ``negscale.negatives.<name>``), in the catalog's order."""
-    from negscale.negatives.catalog import NAMES
+    """Name -> source class, in the catalog's order; a bundled source's module
+    (``negscale.negatives.<name>``) is imported on first use and registers itself."""
+    from negscale.errors import NegscaleError
+    from negscale.negatives.base import CLASSES
+    from negscale.negatives.catalog import SPECS
 
-    return {
-        name: getattr(importlib.import_module(f"negscale.negatives.{name}"), _CLASS_OF[name])
-        for name in NAMES
-    }
+    for name in SPECS:
+        if name not in CLASSES:
+            try:
+                importlib.import_module(f"negscale.negatives.{name}")
+            except ModuleNotFoundError:
+                raise NegscaleError(
+                    f"negatives.source: '{name}' has a spec but no registered class"
+                ) from None
+    return {name: CLASSES[name] for name in SPECS}
 
 
 def build(recipe: Recipe, data: PairedData) -> NegativeSource:
     """The recipe's negative source, ready for the trainer."""
-    from negscale.errors import NegscaleError
-
-    classes = sources()
-    name = recipe.negatives.source
-    if name not in classes:
-        raise NegscaleError(f"negatives.source: '{name}' is not available yet")
-    return classes[name](recipe, data)
+    return sources()[recipe.negatives.source](recipe, data)
 
 
 __all__ = [  # loaded lazily by __getattr__
@@ -99,6 +82,7 @@ __all__ = [  # loaded lazily by __getattr__
     "SubsampleSource",
     "build",
     "positions",
+    "register",
     "sources",
     "step_generator",
 ]

@@ -35,8 +35,9 @@ import torch
 from negscale.data.base import PairedData
 from negscale.encoders.dual import DualEncoder
 from negscale.losses import shared_negatives_loss
-from negscale.negatives.catalog import SourceSpec
+from negscale.negatives.catalog import SourceSpec, register_spec
 from negscale.recipe import Recipe
+from negscale.registry import Registry
 
 # step_generator streams (the trainer's batches use 1)
 SUBSAMPLE_STREAM, INDEPENDENT_STREAM, POOL_STREAM, POOL_BATCH_STREAM = 11, 12, 13, 14
@@ -218,3 +219,18 @@ class NegativeSource:
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         return None
+
+
+CLASSES: Registry[type[NegativeSource]] = Registry("negative source", "negatives.source")
+
+
+def register(cls: type[NegativeSource]) -> type[NegativeSource]:
+    """Class decorator: ``cls`` is the source of ``negatives.source = cls.spec.name``.
+
+    A bundled source's spec is already in the catalog (recipes read it without
+    torch); a source defined elsewhere (a plugin, a test) is declared to
+    recipes here, from its own module.
+    """
+    register_spec(cls.spec)
+    CLASSES.add(cls.spec.name, cls)
+    return cls

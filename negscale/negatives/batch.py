@@ -5,10 +5,18 @@ from __future__ import annotations
 import torch
 
 from negscale.losses import in_batch_loss
-from negscale.negatives.base import Draw, Embedded, NegativeSource, StepLoss, symmetric_loss
+from negscale.negatives.base import (
+    Draw,
+    Embedded,
+    NegativeSource,
+    StepLoss,
+    register,
+    symmetric_loss,
+)
 from negscale.negatives.catalog import SPECS
 
 
+@register
 class BatchSource(NegativeSource):
     """In-batch negatives: anchor i scores the other B-1 items of the global batch."""
 

@@ -5,13 +5,17 @@ the facts a recipe needs about a source live here: its name, setting, one-line
 summary, what m means, the ``negatives.*`` fields it reads, and the rule that
 says whether it can supply m negatives for a batch B and n training pairs. The
 torch-side classes (``negscale.negatives.<source>``) point at their spec, so a
-new source is one spec here plus one class there.
+bundled source is one spec here plus one module there; a source defined
+elsewhere (a plugin, a test) calls :func:`register_spec` and
+``negscale.negatives.register`` from its own module.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+
+from negscale.registry import Registry
 
 # m (None when not set), batch size, training pairs -> why m is infeasible, or None
 Rule = Callable[[int | None, int, int], str | None]
@@ -76,54 +80,58 @@ def _queue_rule(m: int | None, batch: int, n: int) -> str | None:
     return None
 
 
-SPECS: dict[str, SourceSpec] = {
-    spec.name: spec
-    for spec in (
-        SourceSpec(
-            "batch",
-            "self-supervised",
-            "the other B-1 items of the batch (CLIP/SimCLR): m = B-1",
-            "B - 1, fixed by the batch",
-            ("tile",),
-            _batch_rule,
-            in_batch=True,
-        ),
-        SourceSpec(
-            "subsample",
-            "self-supervised",
-            "a shared random m-subset of the other batch items (m < B), fresh each step",
-            "negatives per anchor, a subset of the other B - 1 batch items",
-            ("tile",),
-            _subsample_rule,
-        ),
-        SourceSpec(
-            "independent",
-            "supervised",
-            "m own i.i.d. draws per anchor from the training set (other classes when"
-            " labelled), fresh each step; m may exceed B",
-            "i.i.d. draws per anchor (repeats count)",
-            ("class_aware", "chunk", "tile"),
-            _independent_rule,
-        ),
-        SourceSpec(
-            "pool",
-            "self-supervised",
-            "a fixed shared pool of m training items (1 <= m <= n); exact up to"
-            " pool_exact_max, else a moving-average (SogCLR/FastCLIP) estimator",
-            "pool size (an anchor inside the pool has m - 1 negatives)",
-            ("pool_batch", "pool_exact_max", "gamma", "chunk", "tile"),
-            _pool_rule,
-        ),
-        SourceSpec(
-            "queue",
-            "self-supervised",
-            "the other B-1 batch items plus the last m embeddings of past batches (MoCo queue)",
-            "queue length; each anchor sees B - 1 batch items plus the queued items not"
-            " in the batch (record column negatives_used)",
-            ("momentum", "tile"),
-            _queue_rule,
-        ),
-    )
-}
+SPECS: Registry[SourceSpec] = Registry("negative source", "negatives.source")
 
-NAMES: tuple[str, ...] = tuple(SPECS)
+
+def register_spec(spec: SourceSpec) -> SourceSpec:
+    """Declare a source to recipes (its class registers with ``negatives.register``)."""
+    return SPECS.add(spec.name, spec)
+
+
+for _spec in (
+    SourceSpec(
+        "batch",
+        "self-supervised",
+        "the other B-1 items of the batch (CLIP/SimCLR): m = B-1",
+        "B - 1, fixed by the batch",
+        ("tile",),
+        _batch_rule,
+        in_batch=True,
+    ),
+    SourceSpec(
+        "subsample",
+        "self-supervised",
+        "a shared random m-subset of the other batch items (m < B), fresh each step",
+        "negatives per anchor, a subset of the other B - 1 batch items",
+        ("tile",),
+        _subsample_rule,
+    ),
+    SourceSpec(
+        "independent",
+        "supervised",
+        "m own i.i.d. draws per anchor from the training set (other classes when"
+        " labelled), fresh each step; m may exceed B",
+        "i.i.d. draws per anchor (repeats count)",
+        ("class_aware", "chunk", "tile"),
+        _independent_rule,
+    ),
+    SourceSpec(
+        "pool",
+        "self-supervised",
+        "a fixed shared pool of m training items (1 <= m <= n); exact up to"
+        " pool_exact_max, else a moving-average (SogCLR/FastCLIP) estimator",
+        "pool size (an anchor inside the pool has m - 1 negatives)",
+        ("pool_batch", "pool_exact_max", "gamma", "chunk", "tile"),
+        _pool_rule,
+    ),
+    SourceSpec(
+        "queue",
+        "self-supervised",
+        "the other B-1 batch items plus the last m embeddings of past batches (MoCo queue)",
+        "queue length; each anchor sees B - 1 batch items plus the queued items not"
+        " in the batch (record column negatives_used)",
+        ("momentum", "tile"),
+        _queue_rule,
+    ),
+):
+    register_spec(_spec)

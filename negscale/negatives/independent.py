@@ -13,6 +13,7 @@ from negscale.negatives.base import (
     Embedded,
     NegativeSource,
     StepLoss,
+    register,
     step_generator,
     symmetric_loss,
 )
@@ -20,6 +21,7 @@ from negscale.negatives.catalog import SPECS
 from negscale.recipe import Recipe
 
 
+@register
 class IndependentSource(NegativeSource):
     """Supervised negatives: each anchor draws its own m i.i.d. items, fresh every step.
 

@@ -22,6 +22,7 @@ from negscale.negatives.base import (
     NegativeSource,
     StepLoss,
     positions,
+    register,
     step_generator,
     symmetric_loss,
 )
@@ -29,6 +30,7 @@ from negscale.negatives.catalog import SPECS
 from negscale.recipe import Recipe
 
 
+@register
 class PoolSource(NegativeSource):
     """Self-supervised negatives: one fixed pool of m training items shared by all anchors.
 

@@ -17,12 +17,14 @@ from negscale.negatives.base import (
     Keys,
     NegativeSource,
     StepLoss,
+    register,
     symmetric_loss,
 )
 from negscale.negatives.catalog import SPECS
 from negscale.recipe import Recipe
 
 
+@register
 class QueueSource(NegativeSource):
     """MoCo-style negatives: the other B-1 batch items plus a FIFO queue of past embeddings.
 

@@ -13,12 +13,14 @@ from negscale.negatives.base import (
     Embedded,
     NegativeSource,
     StepLoss,
+    register,
     step_generator,
     symmetric_loss,
 )
 from negscale.negatives.catalog import SPECS
 
 
+@register
 class SubsampleSource(NegativeSource):
     """A shared random m-subset of the batch, re-drawn every step.
 

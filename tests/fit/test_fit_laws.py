@@ -109,7 +109,7 @@ class Logistic(laws.Form):
 
 
 def test_a_form_registered_from_outside_is_checked_by_the_fitter(monkeypatch):
-    monkeypatch.setattr(laws, "FORMS", dict(laws.FORMS))
+    monkeypatch.setattr(laws, "FORMS", laws.FORMS.copy())
     laws.register(Logistic)
     st = sim.draw("sharp knee", 2)
     rep = fit(st.table, bootstrap=50)
