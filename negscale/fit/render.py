@@ -23,8 +23,9 @@ def n_text(n: float) -> str:
 
 
 def span(lo: float | None, hi: float | None) -> str:
-    """[lo, hi] with an open end shown as 0 or ∞)."""
-    return f"[{fmt(lo) if lo else '0'}, " + (f"{fmt(hi)}]" if hi else "∞)")
+    """[lo, hi] of an m; an open lower end is m's own floor, 1 (one negative), and an
+    open upper end ∞)."""
+    return f"[{fmt(lo) if lo else '1'}, " + (f"{fmt(hi)}]" if hi else "∞)")
 
 
 def _pct(x: float | None, n: float) -> str:

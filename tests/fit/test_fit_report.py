@@ -125,3 +125,11 @@ def test_bundled_synthetic_example_holds_its_documented_law():
 def test_plot_is_written(tmp_path, report):
     data = plot(report, tmp_path / "fit.png").read_bytes()
     assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 20_000
+
+
+def test_an_interval_of_m_opens_at_one_negative_not_zero() -> None:
+    from negscale.fit.render import span
+
+    assert span(None, 8.0) == "[1, 8]"  # m counts negatives: its floor is 1
+    assert span(2.0, None) == "[2, ∞)"
+    assert span(4.5, 27.5) == "[4.5, 27.5]"
