@@ -188,3 +188,9 @@ def test_tables_fit_80_columns_when_piped(tmp_path, tiny_overrides) -> None:
     assert lines and max(map(len, lines)) <= 80
     auc = next(line for line in lines if line.startswith("│ auc "))
     assert f"{doc['auc']:.4f}" in auc  # each cell on one line, beside its metric
+
+
+@pytest.mark.parametrize("command", ["train", "sweep"])
+def test_set_shows_what_it_takes_in_help(command: str) -> None:
+    out = runner.invoke(app, [command, "--help"], env={"COLUMNS": "100"}).output
+    assert "KEY=VALUE" in out and "list[str]" not in out

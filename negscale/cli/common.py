@@ -56,7 +56,12 @@ def _fmt(value: Any, digits: int = 4) -> str:
     return str(value)
 
 
-SetOpt = typer.Option(None, "--set", help="Override a recipe field: key.path=value (repeatable).")
+SetOpt = typer.Option(
+    None,
+    "--set",
+    metavar="KEY=VALUE",
+    help="Override a recipe field: key.path=value (repeatable).",
+)
 ResultsOpt = typer.Option(
     None, "--results", help="Results folder \\[default: results/<recipe name>]."
 )

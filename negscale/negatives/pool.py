@@ -9,7 +9,6 @@ import torch
 
 from negscale import distributed
 from negscale.data.base import PairedData
-from negscale.errors import NegscaleError
 from negscale.losses import in_batch_lse, loss_from_lse, negative_lse
 from negscale.negatives import pool_rule
 from negscale.negatives.base import (
@@ -72,8 +71,7 @@ class PoolSource(NegativeSource):
 
     def __init__(self, recipe: Recipe, data: PairedData) -> None:
         super().__init__(recipe, data)
-        if not 1 <= self.m <= self.n:
-            raise NegscaleError(f"negatives.m: a pool holds 1..data.n = {self.n} items")
+        assert 1 <= self.m <= self.n, "the spec's rule admits 1 <= m <= n only (recipe validation)"
         gen = step_generator(self.seed, 0, POOL_STREAM)
         self.pool = torch.randperm(self.n, generator=gen)[: self.m].sort().values
         self.slot = torch.full((self.n,), -1, dtype=torch.long)

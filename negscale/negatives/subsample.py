@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import torch
 
-from negscale.errors import NegscaleError
 from negscale.losses import subsample_loss
 from negscale.negatives.base import (
     SUBSAMPLE_STREAM,
@@ -51,8 +50,7 @@ class SubsampleSource(NegativeSource):
 
     def draw(self, batch: Batch, step: int) -> Draw:
         b = len(batch.index)
-        if self.m > b - 1:
-            raise NegscaleError(f"negatives.m: subsample needs m <= B-1 = {b - 1}, got {self.m}")
+        assert self.m <= b - 1, "the spec's rule admits m <= B-1 only (recipe validation)"
         return Draw(step, batch.index.cpu(), info={"order": self.order(b, step)})
 
     def loss(self, emb: Embedded, draw: Draw, tau: torch.Tensor) -> StepLoss:
