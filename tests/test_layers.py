@@ -23,17 +23,13 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGE = ROOT / "negscale"
 
-KNOWN_UP = {  # parts -> recipes: sources, datasets and towers take a Recipe
+KNOWN_UP = {  # parts -> recipes: datasets and towers take a Recipe; negatives.build reads one
     ("negscale.data", "negscale.recipe"),
     ("negscale.data.pairs", "negscale.recipe"),
     ("negscale.data.synthetic", "negscale.recipe"),
     ("negscale.encoders", "negscale.recipe"),
     ("negscale.encoders.pretrained", "negscale.recipe"),
     ("negscale.negatives", "negscale.recipe"),
-    ("negscale.negatives.base", "negscale.recipe"),
-    ("negscale.negatives.independent", "negscale.recipe"),
-    ("negscale.negatives.pool", "negscale.recipe"),
-    ("negscale.negatives.queue", "negscale.recipe"),
 }
 KNOWN_CYCLES: set[frozenset[str]] = set()  # none left; keep it empty
 

@@ -23,6 +23,7 @@ from negscale.negatives import (
     QueueSource,
     SubsampleSource,
     build,
+    source_params,
 )
 from negscale.negatives.step import staged_loss
 from negscale.recipe import load_recipe, setting_of
@@ -151,8 +152,8 @@ def test_list_negatives_reads_the_summaries() -> None:
 def test_subsample_with_m_b_minus_1_equals_batch(form: str) -> None:
     r, data, model = _setup(f"negatives.loss_form='{form}'", m=7)
     batch = _batch(data, [3, 9, 1, 30, 22, 5, 17, 11])
-    sub = _step(SubsampleSource(r, data), model, batch)
-    ref = _step(BatchSource(r, data), model, batch)
+    sub = _step(SubsampleSource(source_params(r), data), model, batch)
+    ref = _step(BatchSource(source_params(r), data), model, batch)
     _close(sub.loss, ref.loss)
     _close(_grad(model, sub.loss), _grad(model, ref.loss))
     assert sub.negatives_per_anchor == ref.negatives_per_anchor == 7
@@ -161,10 +162,10 @@ def test_subsample_with_m_b_minus_1_equals_batch(form: str) -> None:
 @pytest.mark.parametrize("form", ["paper", "infonce"])
 def test_empty_queue_equals_batch_then_adds_stale_detached_entries(form: str) -> None:
     r, data, model = _setup("negatives.source='queue'", f"negatives.loss_form='{form}'", m=6)
-    queue = QueueSource(r, data)
+    queue = QueueSource(source_params(r), data)
     first = _batch(data, list(range(8)))
     out = _step(queue, model, first)
-    ref = _step(BatchSource(r, data), model, first)
+    ref = _step(BatchSource(source_params(r), data), model, first)
     _close(out.loss, ref.loss)
     _close(_grad(model, out.loss), _grad(model, ref.loss))
     assert out.negatives_per_anchor == 7 and queue.ids.tolist() == [2, 3, 4, 5, 6, 7]
@@ -208,7 +209,7 @@ def test_queue_records_the_negatives_each_anchor_saw(tmp_path, tiny_overrides) -
 
 def test_queue_momentum_encoder_is_an_exponential_average() -> None:
     r, data, model = _setup("negatives.source='queue'", "negatives.momentum=0.5", m=16)
-    queue = QueueSource(r, data)  # momentum from the recipe
+    queue = QueueSource(source_params(r), data)  # momentum from the recipe
     theta0 = [p.detach().clone() for p in model.parameters()]
     _step(queue, model, _batch(data, list(range(8))))
     with torch.no_grad():
@@ -234,7 +235,7 @@ def test_pool_exact_equals_brute_force_global_loss(form: str, tile: int, m: int)
         f"negatives.tile={tile}",
         m=m,
     )
-    pool = PoolSource(r, data)
+    pool = PoolSource(source_params(r), data)
     assert pool.exact and pool.store_size == m
     members = set(pool.pool.tolist())
     batch = _batch(data, [0, 5, 39, 12, 7, 21, 33, 2])
@@ -249,12 +250,12 @@ def test_pool_exact_equals_brute_force_global_loss(form: str, tile: int, m: int)
 
 def test_pool_ids_are_fixed_by_the_seed_and_recorded() -> None:
     r, data, _ = _setup("negatives.source='pool'", m=10)
-    a, b = PoolSource(r, data), PoolSource(r, data)
+    a, b = PoolSource(source_params(r), data), PoolSource(source_params(r), data)
     r2, _, _ = _setup("negatives.source='pool'", "train.seed=1", m=10)
-    c = PoolSource(r2, data)
+    c = PoolSource(source_params(r2), data)
     assert torch.equal(a.pool, b.pool) and a.ids_sha == b.ids_sha != c.ids_sha
     assert len(set(a.pool.tolist())) == 10 and a.pool.max() < 40
-    full = PoolSource(_setup("negatives.source='pool'", m=40)[0], data)
+    full = PoolSource(source_params(_setup("negatives.source='pool'", m=40)[0]), data)
     assert full.pool.tolist() == list(range(40))
 
 
@@ -277,7 +278,7 @@ def _estimator(model_data, form: str, gamma: float, k: int, m: int = 40) -> Pool
         ],
         m=m,
     )
-    return PoolSource(r, data)
+    return PoolSource(source_params(r), data)
 
 
 @pytest.mark.parametrize("form", ["paper", "infonce"])
@@ -416,7 +417,7 @@ def test_moving_average_follows_the_gamma_schedule() -> None:
 def test_pool_of_one_gives_its_own_item_no_negative_and_finite_gradients() -> None:
     for exact in (1024, 0):
         r, data, model = _setup("negatives.source='pool'", f"negatives.pool_exact_max={exact}", m=1)
-        pool = PoolSource(r, data)
+        pool = PoolSource(source_params(r), data)
         member = int(pool.pool[0])
         batch = _batch(data, [member, *[i for i in range(8) if i != member][:7]])
         out = _step(pool, model, batch)
@@ -429,7 +430,7 @@ def test_pool_of_one_gives_its_own_item_no_negative_and_finite_gradients() -> No
 
 def test_independent_draws_avoid_the_own_pair_and_same_class_items() -> None:
     r, data, _ = _setup("negatives.source='independent'", n=512, batch=64, m=300)
-    src = IndependentSource(r, data)
+    src = IndependentSource(source_params(r), data)
     labels = data.train.labels[:512]
     index = torch.arange(512)
     for step in range(3):
@@ -437,7 +438,7 @@ def test_independent_draws_avoid_the_own_pair_and_same_class_items() -> None:
         assert draws.shape == (512, 300)
         assert (labels[draws] != labels[:, None]).all()
     unlabelled = dataclasses.replace(data, train=Split(data.train.x, data.train.y, None))
-    plain = IndependentSource(r, unlabelled)
+    plain = IndependentSource(source_params(r), unlabelled)
     draws = plain.draws(index, 0)
     assert (draws != index[:, None]).all() and draws.min() >= 0 and draws.max() < 512
     assert (labels[draws] == labels[:, None]).any()  # same-class items allowed without labels
@@ -448,7 +449,7 @@ def test_independent_without_class_awareness_draws_from_the_marginal() -> None:
     r, data, _ = _setup(
         "negatives.source='independent'", "negatives.class_aware=false", n=128, m=127
     )
-    src = IndependentSource(r, data)
+    src = IndependentSource(source_params(r), data)
     assert src.order is None and data.train.labels is not None
     draws = torch.cat([src.draws(torch.tensor([5]), s)[0] for s in range(120)])
     counts = torch.bincount(draws, minlength=128)
@@ -458,14 +459,16 @@ def test_independent_without_class_awareness_draws_from_the_marginal() -> None:
     one = dataclasses.replace(
         data, train=Split(data.train.x, data.train.y, torch.zeros_like(data.train.labels))
     )
-    assert IndependentSource(r, one).order is None  # a single class is fine for the marginal
+    assert (
+        IndependentSource(source_params(r), one).order is None
+    )  # a single class is fine for the marginal
 
 
 def test_independent_draws_are_uniform_over_the_allowed_items() -> None:
     r, data, _ = _setup("negatives.source='independent'", n=128, m=127)
     labels = data.train.labels[:128]
     for d in (data, dataclasses.replace(data, train=Split(data.train.x, data.train.y, None))):
-        src = IndependentSource(r, d)
+        src = IndependentSource(source_params(r), d)
         draws = torch.cat([src.draws(torch.tensor([5]), s)[0] for s in range(120)])
         allowed = (
             [j for j in range(128) if j != 5]
@@ -481,7 +484,11 @@ def test_identical_seeds_give_identical_draws() -> None:
     r, data, _ = _setup("negatives.source='independent'", m=20)
     r1, _, _ = _setup("negatives.source='independent'", "train.seed=1", m=20)
     idx = torch.arange(8)
-    a, b, c = IndependentSource(r, data), IndependentSource(r, data), IndependentSource(r1, data)
+    a, b, c = (
+        IndependentSource(source_params(r), data),
+        IndependentSource(source_params(r), data),
+        IndependentSource(source_params(r1), data),
+    )
     assert torch.equal(a.draws(idx, 3), b.draws(idx, 3))
     assert not torch.equal(a.draws(idx, 3), a.draws(idx, 4))
     assert not torch.equal(a.draws(idx, 3), c.draws(idx, 3))
@@ -497,7 +504,7 @@ def test_independent_loss_equals_brute_force_over_each_anchors_draws(form: str, 
         n=64,
         m=30,
     )
-    src = IndependentSource(r, data)
+    src = IndependentSource(source_params(r), data)
     batch = _batch(data, [0, 7, 13, 21, 40, 55, 63, 30])
     draws = src.draws(batch.index, 2)
     rows = {int(a): draws[k].tolist() for k, a in enumerate(batch.index)}

@@ -8,6 +8,7 @@ import pytest
 import torch
 from test_negatives import SMALL, _setup
 
+from negscale.negatives import source_params
 from negscale.negatives.pool import PoolSource
 from negscale.negatives.pool_rule import AUTO_BATCH, exact_max, minibatch_floor, v1_hashed
 from negscale.recipe import load_recipe
@@ -28,12 +29,12 @@ def test_defaults_are_half_the_batch_and_numbers_keep_their_meaning() -> None:
 def test_a_pool_is_exact_up_to_half_the_batch(m: int, exact: bool) -> None:
     r = _pool(m)
     assert r.negatives.pool_exact_max is None
-    assert PoolSource(r, _setup()[1]).exact is exact
+    assert PoolSource(source_params(r), _setup()[1]).exact is exact
 
 
 def test_default_minibatch_is_every_batch_member_topped_up_to_half_the_batch() -> None:
     data = _setup()[1]
-    pool = PoolSource(_pool(20), data)  # B = 8, floor 4; 20 of 40 items in the pool
+    pool = PoolSource(source_params(_pool(20)), data)  # B = 8, floor 4; 20 of 40 items in the pool
     members = set(pool.pool.tolist())
     counts = torch.zeros(40)
     for step in range(400):
@@ -50,10 +51,10 @@ def test_default_minibatch_is_every_batch_member_topped_up_to_half_the_batch() -
 
 
 def test_a_given_pool_batch_is_exactly_that_many_items() -> None:
-    pool = PoolSource(_pool(40, "negatives.pool_batch=3"), _setup()[1])
+    pool = PoolSource(source_params(_pool(40, "negatives.pool_batch=3")), _setup()[1])
     index = torch.arange(8)  # m = n: all 8 are members
     assert len(pool.sample(index, 0)) == 3
-    assert torch.equal(PoolSource(_pool(40), _setup()[1]).sample(index, 0), index)
+    assert torch.equal(PoolSource(source_params(_pool(40)), _setup()[1]).sample(index, 0), index)
 
 
 def _flat(r) -> dict:

@@ -25,11 +25,11 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from negscale.data.base import PairedData
-    from negscale.negatives.base import NegativeSource
+    from negscale.negatives.base import NegativeSource, SourceParams
     from negscale.recipe import Recipe
 
 _BASE = ("Batch", "Draw", "Embedded", "Keys", "NegativeSource", "StepLoss")
-_LAZY = (*_BASE, "positions", "step_generator", "register")
+_LAZY = (*_BASE, "SourceParams", "positions", "step_generator", "register")
 
 
 def __getattr__(name: str) -> Any:
@@ -62,9 +62,21 @@ def sources() -> dict[str, type[NegativeSource]]:
     return {name: CLASSES[name] for name in SPECS}
 
 
+def source_params(recipe: Recipe) -> SourceParams:
+    """The plain values a source is built from (the recipe stops here)."""
+    from types import SimpleNamespace
+
+    from negscale.negatives.base import SourceParams
+
+    neg = recipe.negatives
+    return SourceParams(m=recipe.m, n=recipe.data.n, seed=recipe.train.seed,
+                        batch=recipe.train.batch_size, form=neg.loss_form,
+                        options=SimpleNamespace(**neg.model_dump()))  # fmt: skip
+
+
 def build(recipe: Recipe, data: PairedData) -> NegativeSource:
     """The recipe's negative source, ready for the trainer."""
-    return sources()[recipe.negatives.source](recipe, data)
+    return sources()[recipe.negatives.source](source_params(recipe), data)
 
 
 __all__ = [  # loaded lazily by __getattr__
@@ -78,11 +90,13 @@ __all__ = [  # loaded lazily by __getattr__
     "NegativeSource",
     "PoolSource",
     "QueueSource",
+    "SourceParams",
     "StepLoss",
     "SubsampleSource",
     "build",
     "positions",
     "register",
+    "source_params",
     "sources",
     "step_generator",
 ]

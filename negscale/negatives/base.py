@@ -27,6 +27,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from types import SimpleNamespace
 from typing import Any, ClassVar
 
 import numpy as np
@@ -36,7 +37,6 @@ from negscale.data.base import PairedData
 from negscale.encoders.dual import DualEncoder
 from negscale.losses import shared_negatives_loss
 from negscale.negatives.catalog import SourceSpec, register_spec
-from negscale.recipe import Recipe
 from negscale.registry import Registry
 
 # step_generator streams (the trainer's batches use 1)
@@ -164,6 +164,19 @@ def symmetric_loss(
     return (0.5 * (fwd + back)).mean()
 
 
+@dataclass(frozen=True)
+class SourceParams:
+    """What a source is built from: plain values, read from the recipe by
+    ``negatives.build`` (the one reader of a recipe on this side)."""
+
+    m: int  # negatives per anchor (pool: pool size; queue: queue length)
+    n: int  # training pairs: the source draws from the first n
+    seed: int  # the run's seed: every draw comes from per-step generators of it
+    batch: int  # the global batch B
+    form: str  # loss form: paper | infonce
+    options: SimpleNamespace  # the negatives.* options (tile, chunk, gamma, momentum, ...)
+
+
 class NegativeSource:
     """The staged base: subclasses declare a :class:`SourceSpec` and define the stages."""
 
@@ -177,13 +190,11 @@ class NegativeSource:
         if "spec" in cls.__dict__:
             cls.name, cls.summary, cls.setting = cls.spec.name, cls.spec.summary, cls.spec.setting
 
-    def __init__(self, recipe: Recipe, data: PairedData) -> None:
-        self.recipe = recipe
-        self.neg = recipe.negatives
-        self.form = recipe.negatives.loss_form
-        self.m = recipe.m
-        self.seed = recipe.train.seed
-        self.n = recipe.data.n
+    def __init__(self, params: SourceParams, data: PairedData) -> None:
+        self.params = params
+        self.neg = params.options
+        self.form = params.form
+        self.m, self.seed, self.n, self.batch = params.m, params.seed, params.n, params.batch
         self.train = data.train.head(self.n)  # the trainer's first n items: a view, no copy
 
     @property

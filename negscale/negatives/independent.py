@@ -12,13 +12,13 @@ from negscale.negatives.base import (
     Draw,
     Embedded,
     NegativeSource,
+    SourceParams,
     StepLoss,
     register,
     step_generator,
     symmetric_loss,
 )
 from negscale.negatives.catalog import SPECS
-from negscale.recipe import Recipe
 
 
 @register
@@ -38,9 +38,9 @@ class IndependentSource(NegativeSource):
 
     spec = SPECS["independent"]
 
-    def __init__(self, recipe: Recipe, data: PairedData) -> None:
-        super().__init__(recipe, data)
-        labels = self.train.labels if recipe.negatives.class_aware else None
+    def __init__(self, params: SourceParams, data: PairedData) -> None:
+        super().__init__(params, data)
+        labels = self.train.labels if self.neg.class_aware else None
         self.order: torch.Tensor | None = None
         if labels is not None:
             self.order = torch.argsort(labels, stable=True)  # items grouped by class

@@ -19,6 +19,7 @@ from negscale.negatives.base import (
     Embedded,
     Keys,
     NegativeSource,
+    SourceParams,
     StepLoss,
     positions,
     register,
@@ -26,7 +27,6 @@ from negscale.negatives.base import (
     symmetric_loss,
 )
 from negscale.negatives.catalog import SPECS
-from negscale.recipe import Recipe
 
 
 @register
@@ -69,14 +69,14 @@ class PoolSource(NegativeSource):
 
     spec = SPECS["pool"]
 
-    def __init__(self, recipe: Recipe, data: PairedData) -> None:
-        super().__init__(recipe, data)
+    def __init__(self, params: SourceParams, data: PairedData) -> None:
+        super().__init__(params, data)
         assert 1 <= self.m <= self.n, "the spec's rule admits 1 <= m <= n only (recipe validation)"
         gen = step_generator(self.seed, 0, POOL_STREAM)
         self.pool = torch.randperm(self.n, generator=gen)[: self.m].sort().values
         self.slot = torch.full((self.n,), -1, dtype=torch.long)
         self.slot[self.pool] = torch.arange(self.m)
-        batch = recipe.train.batch_size
+        batch = self.batch
         self.exact = self.m <= pool_rule.exact_max(self.neg.pool_exact_max, batch)
         self.k = pool_rule.minibatch_floor(self.neg.pool_batch, batch, self.m)
         self.all_members = self.neg.pool_batch is None  # every member of the batch, then top up

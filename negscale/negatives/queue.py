@@ -16,12 +16,12 @@ from negscale.negatives.base import (
     Embedded,
     Keys,
     NegativeSource,
+    SourceParams,
     StepLoss,
     register,
     symmetric_loss,
 )
 from negscale.negatives.catalog import SPECS
-from negscale.recipe import Recipe
 
 
 @register
@@ -45,9 +45,11 @@ class QueueSource(NegativeSource):
 
     spec = SPECS["queue"]
 
-    def __init__(self, recipe: Recipe, data: PairedData, momentum: float | None = None) -> None:
-        super().__init__(recipe, data)
-        momentum = recipe.negatives.momentum if momentum is None else momentum
+    def __init__(
+        self, params: SourceParams, data: PairedData, momentum: float | None = None
+    ) -> None:
+        super().__init__(params, data)
+        momentum = self.neg.momentum if momentum is None else momentum
         if not 0.0 <= momentum < 1.0:
             raise NegscaleError(f"queue momentum must be in [0, 1), got {momentum}")
         self.momentum = momentum
