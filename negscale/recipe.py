@@ -151,6 +151,7 @@ class AnimalData(_ClassData):
     name: Literal["animal-mnist"] = "animal-mnist"
 
 
+DatasetConfig = _DataBase  # public name: the base of a dataset's own [data] section
 DATA_CONFIGS: Registry[type[_DataBase]] = Registry("dataset", "data.name")
 
 

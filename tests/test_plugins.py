@@ -20,12 +20,12 @@ from negscale import negatives
 from negscale.data.base import Modality, PairedData, Split
 from negscale.negatives.base import CLASSES, Embedded, NegativeSource, StepLoss
 from negscale.negatives.catalog import SPECS, SourceSpec
-from negscale.recipe import DATA_CONFIGS, _DataBase, load_recipe
+from negscale.recipe import DATA_CONFIGS, DatasetConfig, load_recipe
 from negscale.train import Runtime, Trainer, run
 
 
 # ----------------------------------------------------------------- a toy dataset
-class RingData(_DataBase):
+class RingData(DatasetConfig):
     """Points on a noisy ring: the text side is the image side rotated, plus noise."""
 
     name: Literal["toy-ring"] = "toy-ring"
