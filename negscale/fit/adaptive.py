@@ -68,7 +68,7 @@ def next_round(
     tested = {(int(m), float(n), int(s)) for m, n, s in
               zip(table["m"], table["n"], table["seed"], strict=True)}  # fmt: skip
     k = min(round_size(len(report.groups)), budget_left)
-    runs = suggest(report, k, tested, target=target, cap=cap)
+    runs = suggest(report, k, tested, target=target, cap=cap, defer=True)
     if not runs:
         why = blocked(report, cap, target) or ["no run left to suggest would narrow them"]
         return Round(report, stop=BOUND, why=why)

@@ -26,7 +26,7 @@ reproducible from its records.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -45,6 +45,7 @@ class Suggestion:
     n: float
     seed: int
     reason: str
+    deferred: bool = False  # useful only once the runs before it are in (see suggest)
 
     def to_dict(self) -> dict:
         n = int(self.n) if float(self.n).is_integer() else self.n
@@ -141,9 +142,12 @@ def _for_reached(g: GroupReport, runs, seeds: int) -> list[Suggestion]:
             out += _new_level(g, mid, runs, 1, why)
     out += _discriminating(g, runs)
     below, above = a.m_levels[t <= point], a.m_levels[t > point]
+    # levels around m_sat further apart than GAP: the new level between them narrows the
+    # interval first, so seeds there are only worth it when nothing better is left
+    far = bool(below.size and above.size and np.log2(above[0] / below[-1]) > GAP)
     for level in [float(x[0]) for x in (below[-1:], above[:1]) if x.size]:
         why = f"seeds at m = {fmt(level)}, n = {fmt(g.n)}: the interval is set by noise"
-        out += _more_seeds(g, level, runs, why)
+        out += [replace(s, deferred=far) for s in _more_seeds(g, level, runs, why)]
     return out
 
 
@@ -192,17 +196,23 @@ def suggest(
     target: float = 1.0,
     seeds: int = 2,
     cap: Callable[[float], int | None] | None = None,
+    defer: bool = False,
 ) -> list[Suggestion]:
     """Up to ``k`` runs (m, n, seed) that would narrow the widest answers most.
 
     ``runs`` are the (m, n, seed) already tested; ``cap(n)`` the largest m the
-    negative source can supply at n (None: no limit).
+    negative source can supply at n (None: no limit). With ``defer`` (an adaptive
+    round, refitted before its next runs) the deferred suggestions are left out while
+    others remain: seeds at levels that a new level between them is about to make moot.
     """
     cap = cap or (lambda n: None)
     open_groups = sorted(
         (g for g in report.groups if not pinned(g, target)), key=width, reverse=True
     )
     queues = [_for_group(g, runs, seeds, cap) for g in open_groups]
+    useful = [[s for s in q if not s.deferred] for q in queues]
+    if defer and any(useful):  # the deferred ones only when nothing else is left
+        queues = useful
     out: list[Suggestion] = []
     seen: set[tuple[int, float, int]] = set(runs)
     while len(out) < k and any(queues):

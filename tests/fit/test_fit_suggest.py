@@ -115,3 +115,22 @@ def test_fit_suggest_on_any_table(tmp_path):
     assert len(rows) == 2 and set(rows[0]) == {"m", "n", "seed", "reason"}
     text = " ".join(runner.invoke(app, args).stdout.split())  # wrapped at 80 columns
     assert "next runs (2):" in text and "between 4 and 64" in text
+
+
+def test_an_adaptive_round_defers_seeds_at_far_apart_levels_while_a_level_between_is_due():
+    """Levels 4 and 64 around m_sat are 4 doublings apart: the new level between them
+    comes first; their seeds are listed after it, and an adaptive round leaves them out
+    while anything else is left (they would be moot once the new level is in)."""
+    from negscale.fit import fit
+    from negscale.fit.suggest import suggest
+
+    df = _study([1, 2, 4, 64, 128, 256, 512])
+    report = fit(df, metric="auc", bootstrap=50, tolerance=0.005, random_state=0)
+    tested = {(int(m), float(n), int(s)) for m, n, s in zip(df.m, df.n, df.seed, strict=True)}
+    listed = suggest(report, 4, tested)
+    assert listed[0].m == 16 and not listed[0].deferred
+    assert any(s.deferred and "set by noise" in s.reason for s in listed)
+    deferred_first = next(i for i, s in enumerate(listed) if s.deferred)
+    assert all(not s.deferred for s in listed[:deferred_first])
+    kept = suggest(report, 4, tested, defer=True)
+    assert kept and not any(s.deferred for s in kept)
