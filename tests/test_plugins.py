@@ -150,3 +150,59 @@ def test_after_the_plugin_is_gone_its_names_are_unknown_again() -> None:
         load_recipe("quickstart", ["data.name='toy-ring'"])
     with pytest.raises(NegscaleError, match="unknown negative source 'toy-first-m'"):
         load_recipe("quickstart", ["negatives.source='toy-first-m'"])
+
+
+# ------------------------------------------------- the same parts from the command line
+PLUGIN = """
+from negscale import data, negatives
+from test_plugins import FirstMSource, RingData, build_ring
+
+data.register("toy-ring", "points on a noisy ring (a test plugin)", config=RingData)(build_ring)
+negatives.register(FirstMSource)
+"""
+
+
+@pytest.fixture
+def plugin_module(tmp_path, monkeypatch):
+    """A plugin module on the path, named by NEGSCALE_PLUGINS; its parts forgotten after."""
+    import sys
+
+    (tmp_path / "toy_plugin.py").write_text(PLUGIN)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setenv("NEGSCALE_PLUGINS", "toy_plugin")
+    yield tmp_path
+    sys.modules.pop("toy_plugin", None)
+    for registry, name in ((datasets.DATASETS, "toy-ring"), (DATA_CONFIGS, "toy-ring"),
+                           (CLASSES, "toy-first-m"), (SPECS, "toy-first-m")):  # fmt: skip
+        registry.remove(name)
+
+
+def _cli(args: list[str]):
+    from typer.testing import CliRunner
+
+    from negscale.cli import app
+
+    return CliRunner().invoke(app, args)
+
+
+def test_negscale_plugins_brings_the_parts_to_train_and_to_sweep_workers(plugin_module):
+    sets = [a for s in SETS for a in ("--set", s)]
+    res = _cli(["train", "quickstart", *sets, "--results", str(plugin_module / "one"), "--json"])
+    assert res.exit_code == 0, res.output
+    assert '"dataset": "toy-ring"' in res.stdout and '"negatives": "toy-first-m"' in res.stdout
+    grid = [a for s in SETS if not s.startswith("negatives.m=") for a in ("--set", s)]
+    args = ["sweep", "quickstart", *grid, "-m", "2,3", "--jobs", "2"]
+    res = _cli([*args, "--results", str(plugin_module / "two"), "--json"])
+    assert res.exit_code == 0, res.output  # the spawned workers imported the plugin too
+    from negscale.results import load
+
+    df = load(plugin_module / "two")
+    assert sorted(df["m"]) == [2, 3] and set(df["negatives"]) == {"toy-first-m"}
+
+
+def test_a_plugin_that_cannot_be_imported_is_a_one_line_error(monkeypatch):
+    monkeypatch.setenv("NEGSCALE_PLUGINS", "no_such_module_here")
+    res = _cli(["list", "datasets"])
+    assert res.exit_code == 2
+    assert "NEGSCALE_PLUGINS: cannot import 'no_such_module_here'" in res.output
+    assert "Traceback" not in res.output

@@ -29,6 +29,9 @@ def user_errors(fn: F) -> F:
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
+            from negscale.plugins import load_plugins
+
+            load_plugins()  # NEGSCALE_PLUGINS: the user's own registered parts
             return fn(*args, **kwargs)
         except NegscaleError as exc:
             err.print(f"[red]error:[/red] {escape(str(exc))}", highlight=False, soft_wrap=True)

@@ -121,10 +121,14 @@ class DataCache:
 _WORKER_CACHE = DataCache()  # a worker process's own cache
 
 
-def _pin_threads(threads: int) -> None:
+def _start_worker(threads: int) -> None:
+    """A worker's set-up: its share of the cores, and the user's plugins registered."""
     import torch
 
+    from negscale.plugins import load_plugins
+
     torch.set_num_threads(threads)
+    load_plugins()
 
 
 def _train_in_worker(
@@ -163,7 +167,7 @@ class Workers:
             self.pool = ProcessPoolExecutor(
                 self.jobs,
                 mp_context=multiprocessing.get_context("spawn"),
-                initializer=_pin_threads,
+                initializer=_start_worker,
                 initargs=(threads,),
             )
         elif self.plan is not None and threads != torch.get_num_threads():
