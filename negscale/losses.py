@@ -15,9 +15,11 @@ one combiner, :func:`loss_from_lse`. Anchors left without any negative score 0
 
 Negatives come in three shapes: ``None`` (the other positives of the batch),
 a shared ``(M, d)`` set (pool, queue, subsample) or per-anchor ``(B, m, d)``
-draws (independent). A boolean ``negative_mask`` (True = use) removes entries,
-such as an anchor's own positive inside a shared pool; each anchor then
-averages over the negatives it actually has.
+draws (independent), one function each (:func:`in_batch_loss`,
+:func:`shared_negatives_loss`, :func:`own_negatives_loss`; the public
+:func:`contrastive_loss` picks one by shape). A boolean ``negative_mask``
+(True = use) removes entries, such as an anchor's own positive inside a
+shared pool; each anchor then averages over the negatives it actually has.
 
 Every score matrix whose columns are shared by all anchors (in-batch, pool,
 queue, subsample, ``val_loss``) goes through the shared-tile LSE of
@@ -26,6 +28,10 @@ both directions' LSE, a backward that recomputes each tile, O(tile) memory
 and about 1.5x the FLOP floor on a CPU. Per-anchor draws through an index
 use a column-tiled LSE (:func:`tiled_logsumexp`). :func:`subsample_loss`
 scores only the m + 1 columns a shared random m-subset uses.
+
+Why one module of about 500 lines: every form and every shape of negatives
+reduces to the same (positive logit, negative LSE, count) combiner, and the
+per-shape functions, the tiled LSE callers and the subsample path share it.
 """
 
 from __future__ import annotations

@@ -6,6 +6,11 @@ states what differs. ``--set a.b=value`` overrides are applied to the raw
 mapping *before* validation, so an override is checked exactly like a file.
 Every validation failure becomes one :class:`NegscaleError` line naming the
 field, which the CLI prints without a traceback.
+
+Why one module of about 600 lines: the whole schema is validated before torch
+is imported, and the cross-section rules (m against B and n, epochs against
+steps, the dataset's own section) need every section at once. Splitting it
+into a torch-free config layer per part is planned (the house issue, item 1).
 """
 
 from __future__ import annotations

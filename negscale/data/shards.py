@@ -22,6 +22,10 @@ bytes and decodes them. img2dataset's ``{shard}_stats.json`` (``successes``)
 is checked against the index, so a truncated shard is named instead of
 silently shrinking the set (the scan itself refuses a shard cut off inside a
 member or before its end-of-archive block).
+
+Why one module of about 470 lines: the layout rules, the index (built,
+cached, checked) and the random-access reader must agree on keys and
+offsets, and are tested together against webdataset's own reader.
 """
 
 from __future__ import annotations

@@ -3,6 +3,9 @@
 
 A path that is a directory is a negscale results directory (run records under
 ``runs/*.parquet``); a ``.csv``/``.parquet`` file is a table from anywhere.
+
+Why one module of about 430 lines: every way a table arrives (records, CSV,
+Parquet, open_clip-style columns) ends in the same accounting of dropped rows.
 """
 
 from __future__ import annotations

@@ -18,6 +18,9 @@ leave-one-level-out predictions of the levels next to its m_sat. Its
 interval is a parametric bootstrap: the fitted curve plus noise of each
 cell's standard error (scaled by a χ² draw for the uncertainty of the noise
 itself, and by any lack of fit), refitted with the same form.
+
+Why one module of about 440 lines: the forms, their variable-projection fit
+and the checks that decide whether a form may narrow the answer are one piece.
 """
 
 from __future__ import annotations
