@@ -8,14 +8,15 @@ the noise-free curve at the ε the fit used, so an interval can be scored:
 did it hold the truth, how wide was it, by how far did it miss.
 
 The families are the shapes real studies produce (soft and sharp knees,
-the paper's five levels with one run each, uneven levels, a diverged seed,
-a top that declines, curves that never saturate in range or are flat from
-the start, a lower-is-better loss, several n with a known exponent γ, two
-noisy seeds, two knees). Each draw picks its parameters at random, so the
+seeds piled at one level as an adaptive study leaves them, the paper's five
+levels with one run each, uneven levels, a diverged seed, a top that
+declines, curves that never saturate in range or are flat from the start, a
+lower-is-better loss, several n with a known exponent γ, two noisy seeds, two
+knees). Each draw picks its parameters at random, so the
 truth falls anywhere between the tested levels. Nothing here imports the
 fitter: the yardstick must not share its assumptions.
 
-Why one module of about 500 lines: the twenty families are data (a law, a
+Why one module of about 500 lines: the twenty-one families are data (a law, a
 design, a noise model each) next to the truth they are scored against.
 """
 
@@ -143,8 +144,10 @@ def runs(
     rng: np.random.Generator,
     metric: str,
     setting: str = "self-supervised",
+    seeds_at: Callable[[float], int] | None = None,
 ) -> pd.DataFrame:
-    """Every (n, m, seed) run: f(m, n) plus Gaussian noise of sd σ(m, n)."""
+    """Every (n, m, seed) run: f(m, n) plus Gaussian noise of sd σ(m, n); ``seeds`` a
+    cell, or ``seeds_at(m)`` where the design is unbalanced."""
     rows = []
     for n, levels in design.items():
         levels = np.asarray(levels, float)
@@ -153,7 +156,8 @@ def runs(
         for s in range(seeds):
             noisy = f + sd * rng.standard_normal(levels.size)
             for m, v in zip(levels, noisy, strict=True):
-                rows.append({"m": float(m), "n": float(n), "seed": s, metric: float(v)})
+                if seeds_at is None or s < seeds_at(float(m)):
+                    rows.append({"m": float(m), "n": float(n), "seed": s, metric: float(v)})
     df = pd.DataFrame(rows)
     df["setting"] = setting
     df["run_id"] = [f"sim{i:04d}" for i in range(len(df))]
@@ -188,6 +192,27 @@ def _knee(rng: np.random.Generator, h_range: tuple[float, float], family: str) -
 
 def soft_knee(rng: np.random.Generator) -> Study:
     return _knee(rng, (0.6, 1.5), "soft knee")
+
+
+def piled_seeds(rng: np.random.Generator) -> Study:
+    """What an adaptive study leaves behind: a soft knee whose seeds are piled at one
+    level near the crossing (7 there, 1 at every other level), so ε and the levels'
+    noise rest on that one cell."""
+    levels = dense_levels(rng)
+    amp = rng.uniform(0.05, 0.4)
+    sd = amp * _log_uniform(rng, 0.004, 0.03)
+    h = rng.uniform(0.6, 1.5)
+    m_star = _log_uniform(rng, levels[1], levels[-2])
+    m0 = hill_m0_for(m_star, h, amp, sd)
+    base = rng.uniform(0.5, 0.95 - amp)
+    pile = float(levels[np.argmin(np.abs(np.log(levels / m_star)))])
+
+    def curve(m: np.ndarray, n: float) -> np.ndarray:
+        return base + amp * hill(m, m0, h)
+
+    table = runs(curve, {4096.0: levels}, 7, _sigma(sd, 0.0, levels[0]), rng, "auc",
+                 seeds_at=lambda m: 7 if m == pile else 1)  # fmt: skip
+    return Study("seeds piled at one level", table, "auc", curve, True)
 
 
 def sharp_knee(rng: np.random.Generator) -> Study:
@@ -478,6 +503,7 @@ def percent_below_one(rng: np.random.Generator) -> Study:
 FAMILIES: dict[str, Callable[[np.random.Generator], Study]] = {
     "soft knee": soft_knee,
     "sharp knee": sharp_knee,
+    "seeds piled at one level": piled_seeds,
     "paper's 5 levels": paper_figure,
     "uneven levels": uneven_levels,
     "one diverged seed": diverged_seed,
