@@ -67,6 +67,12 @@ def auc_by_counting(scores: torch.Tensor, pos: torch.Tensor) -> torch.Tensor:
     return _wins(scores, pos) / (n_pos * n_neg)
 
 
+def _positive_scores(scores: torch.Tensor, start: int) -> torch.Tensor:
+    """(rows, 1): each row's positive score, key ``start + row``."""
+    at = torch.arange(scores.shape[0])
+    return scores[at, at + start][:, None]
+
+
 def _instance_auc(scores: torch.Tensor, p: torch.Tensor) -> torch.Tensor:
     """AUC of rows whose positive scores ``p``: negatives below, plus half the equal ones."""
     below = (scores < p).sum(dim=1).double()
@@ -81,8 +87,7 @@ def _instance_counts(scores: torch.Tensor, start: int) -> tuple[torch.Tensor, to
     among the equal ones, so each count drops one (none for a NaN positive, which
     equals nothing).
     """
-    count = scores.shape[0]
-    p = scores[torch.arange(count), torch.arange(start, start + count)][:, None]
+    p = _positive_scores(scores, start)
     itself = (p == p).long().squeeze(1)
     at_least = (scores >= p).sum(dim=1) - itself
     return 1 + at_least, _instance_auc(scores, p)
@@ -111,8 +116,7 @@ def _per_query(
                 rank, auc_rows = _instance_counts(scores, start)
                 rank_parts.append(rank)
             else:  # selection needs the AUC only: two comparison passes, not three
-                at = torch.arange(scores.shape[0])
-                auc_rows = _instance_auc(scores, scores[at, at + start][:, None])
+                auc_rows = _instance_auc(scores, _positive_scores(scores, start))
             aucs.append(auc_rows)
             continue
         pos = labels[rows, None] == labels[None, :]  # every key of the query's class

@@ -179,7 +179,6 @@ def _data_tag(value: Any) -> str:
 
 # Any registered dataset's section (dumped with its own fields, not the base's)
 DataSection = SerializeAsAny[_DataBase]
-AnyData = _DataBase
 
 
 def _data_section(value: Any) -> Any:
@@ -189,7 +188,7 @@ def _data_section(value: Any) -> Any:
     return DATA_CONFIGS[_data_tag(value)].model_validate(value)
 
 
-def DataConfig(**fields: Any) -> AnyData:
+def DataConfig(**fields: Any) -> DatasetConfig:
     """The config class of ``fields["name"]`` (default synthetic), validated.
 
     One class per dataset, so a recipe for one dataset cannot carry another's

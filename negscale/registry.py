@@ -80,6 +80,3 @@ class Registry(Generic[T]):
 
     def values(self) -> list[T]:
         return list(self._entries.values())
-
-    def keys(self) -> tuple[str, ...]:
-        return self.names()
