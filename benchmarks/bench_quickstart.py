@@ -18,7 +18,14 @@ and the summary. Prints one line the README quotes, then:
   arithmetic at this machine's measured sgemm rate. ``--no-floors`` skips them.
 
     python benchmarks/bench_quickstart.py [--recipe quickstart] [--fit] [--jobs J] [--json]
-        [--keep DIR] [--no-floors] [--floor-steps K]
+        [--keep DIR] [--no-floors] [--floor-steps K] [--baseline REV [--repeats R]]
+
+``--baseline REV`` also times the same study with an earlier commit of negscale
+(exported with ``git archive`` into a temporary folder and put first on
+``PYTHONPATH``, so it runs on the same machine, interpreter and packages),
+alternating the two R times, and reports the median walls, their ratio and
+whether each n's answer of this study (fitted by today's ``negscale fit``) lies
+inside the interval the baseline's study gives.
 
 ``--jobs`` is passed to the sweep (the README's command uses ``--jobs auto``).
 
@@ -34,6 +41,7 @@ import json
 import os
 import re
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -41,9 +49,10 @@ import time
 from typing import Any
 
 
-def command(recipe: str, results: str, fit: bool, jobs: str) -> list[str]:
-    exe = shutil.which("negscale")
-    base = [exe] if exe else [sys.executable, "-m", "negscale.cli"]
+def command(recipe: str, results: str, fit: bool, jobs: str, source: str | None = None) -> list:
+    """The sweep as a user types it; with ``source`` (a tree on PYTHONPATH), that tree's."""
+    exe = None if source else shutil.which("negscale")
+    base = [exe] if exe else [sys.executable, "-m", "negscale"]
     extra = [*(["--fit"] if fit else []), "--jobs", jobs]
     return [*base, "sweep", recipe, "--results", results, "--json", *extra]
 
@@ -96,12 +105,75 @@ def floors(recipe: str, records: Any, procs: int, steps: int) -> dict[str, Any]:
     }
 
 
-def time_fit(results: str) -> float:
+def fit_json(results: str) -> tuple[float, dict[str, Any]]:
+    """Seconds of ``negscale fit RESULTS --json`` and its document."""
     exe = shutil.which("negscale")
-    base = [exe] if exe else [sys.executable, "-m", "negscale.cli"]
+    base = [exe] if exe else [sys.executable, "-m", "negscale"]
     t0 = time.perf_counter()
-    subprocess.run([*base, "fit", results, "--json"], capture_output=True, check=True)
-    return time.perf_counter() - t0
+    proc = subprocess.run([*base, "fit", results, "--json"], capture_output=True, check=True)
+    return time.perf_counter() - t0, json.loads(proc.stdout)
+
+
+def export_tree(rev: str, into: str) -> str:
+    """The source tree of commit ``rev`` of this repository, written under ``into``."""
+    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    tree = os.path.join(into, f"negscale-{rev}")
+    os.makedirs(tree)
+    archive = subprocess.run(["git", "-C", repo, "archive", rev], capture_output=True, check=True)
+    subprocess.run(["tar", "-x", "-C", tree], input=archive.stdout, check=True)
+    return tree
+
+
+def run_study(cmd: list[str], source: str | None) -> tuple[float, subprocess.CompletedProcess]:
+    env = dict(os.environ)
+    if source:
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [source, env.get("PYTHONPATH")]))
+    t0 = time.perf_counter()
+    # in the tree's own folder: ``python -m`` puts the working folder first on sys.path
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=source)
+    wall = time.perf_counter() - t0
+    if proc.returncode != 0:
+        sys.exit(f"negscale sweep failed ({proc.returncode}):\n{proc.stderr}")
+    return wall, proc
+
+
+Answers = dict[int, dict[str, Any]]
+
+
+def answers(fit: dict[str, Any]) -> Answers:
+    return {int(g["n"]): g["answer"] for g in fit["groups"]}
+
+
+def inside(ours: Answers, base: Answers) -> list[dict[str, Any]]:
+    """Per n: this study's m_sat against the baseline study's interval (both fitted today)."""
+    rows = []
+    for n in sorted(base):
+        lo, hi = base[n]["ci"]
+        m = ours.get(n, {}).get("m_sat")
+        ok = m is not None and lo <= m <= (hi if hi is not None else float("inf"))
+        rows.append({"n": n, "m_sat": m, "baseline_m_sat": base[n]["m_sat"],
+                     "baseline_ci": [lo, hi], "inside": bool(ok)})  # fmt: skip
+    return rows
+
+
+def compare(args: argparse.Namespace, tmp: str, ours_wall: float, ours_fit: dict) -> dict[str, Any]:
+    """Time the baseline commit's study alternately with this tree's, and compare answers."""
+    tree = export_tree(args.baseline, tmp)
+    walls: dict[str, list[float]] = {"baseline": [], "this": [ours_wall]}
+    base_fit: dict[str, Any] = {}
+    for r in range(args.repeats):
+        out = os.path.join(tmp, f"baseline-{r}")
+        wall, _ = run_study(command(args.recipe, out, False, args.jobs, tree), tree)
+        walls["baseline"].append(wall)
+        if r == 0:
+            base_fit = fit_json(out)[1]
+        if r + 1 < args.repeats:  # alternate: this tree again between the baseline's runs
+            again = os.path.join(tmp, f"this-{r + 1}")
+            walls["this"].append(run_study(command(args.recipe, again, False, args.jobs), None)[0])
+    med = {k: statistics.median(v) for k, v in walls.items()}
+    return {"rev": args.baseline, "walls_s": walls, "median_s": med,
+            "speedup": med["baseline"] / med["this"],
+            "answers": inside(answers(ours_fit), answers(base_fit))}  # fmt: skip
 
 
 def report(doc: dict[str, Any], line: str) -> None:
@@ -122,6 +194,19 @@ def report(doc: dict[str, Any], line: str) -> None:
         print(f"    arithmetic: {fl['arithmetic_gflop']:.0f} GFLOP at "
               f"{fl['sgemm_gflops']:.0f} GFLOP/s sgemm          {fl['arithmetic_s']:7.1f} s"
               f"  (study {wall / fl['arithmetic_s']:.1f}x)")  # fmt: skip
+    base = doc.get("baseline")
+    if base:
+        med = base["median_s"]
+        print(f"  against {base['rev']} (same machine, alternated, medians of"
+              f" {len(base['walls_s']['baseline'])}): {med['baseline']:.0f} s vs"
+              f" {med['this']:.0f} s, {base['speedup']:.2f}x faster")  # fmt: skip
+        for row in base["answers"]:
+            lo, hi = row["baseline_ci"]
+            m = row["m_sat"]
+            m_text = "-" if m is None else f"{m:.0f}"
+            hi_text = "open" if hi is None else f"{hi:.0f}"
+            print(f"    n={row['n']:>5}: m_sat {m_text} (baseline's interval [{lo:.0f}, {hi_text}])"
+                  f" {'inside' if row['inside'] else 'OUTSIDE'}")  # fmt: skip
     for cell in doc["summary"]["cells"]:
         metrics = "  ".join(
             f"{k} {cell[k]['mean']:.4f} ± {cell[k]['sd'] or 0:.4f}"
@@ -140,6 +225,8 @@ def main() -> None:
     parser.add_argument("--keep", metavar="DIR", help="write the study to DIR (must not exist)")
     parser.add_argument("--no-floors", action="store_true", help="skip the two floors")
     parser.add_argument("--floor-steps", type=int, default=40, help="steps timed per (n, m)")
+    parser.add_argument("--baseline", metavar="REV", help="also time commit REV's negscale")
+    parser.add_argument("--repeats", type=int, default=1, help="studies per side with --baseline")
     args = parser.parse_args()
     if args.keep and os.path.exists(args.keep):
         sys.exit(f"--keep {args.keep}: already exists; the benchmark needs a fresh study")
@@ -147,22 +234,20 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory(prefix="negscale-bench-") as tmp:
         results = args.keep or os.path.join(tmp, "results")
-        cmd = command(args.recipe, results, args.fit, args.jobs)
-        t0 = time.perf_counter()
-        proc = subprocess.run(cmd, capture_output=True, text=True)
-        wall = time.perf_counter() - t0
-        if proc.returncode != 0:
-            sys.exit(f"negscale sweep failed ({proc.returncode}):\n{proc.stderr}")
+        wall, proc = run_study(command(args.recipe, results, args.fit, args.jobs), None)
         records = negscale.results.load(results)
         procs, threads_each = processes(args.jobs, proc.stderr)
-        fit_s = time_fit(results) if args.fit else None
+        fit_s, fitted = fit_json(results) if (args.fit or args.baseline) else (None, {})
+        baseline = compare(args, tmp, wall, fitted) if args.baseline else None
     summary = json.loads(proc.stdout)
     threads = os.environ.get("OMP_NUM_THREADS", "unset")
     runs = summary["recorded"]
     doc: dict[str, Any] = {"recipe": args.recipe, "jobs": args.jobs, "processes": procs,
                            "wall_s": wall, "runs": runs, "cpus": os.cpu_count(),
                            "omp_num_threads": threads}  # fmt: skip
-    doc["breakdown"] = breakdown(records, wall, procs, fit_s)
+    doc["breakdown"] = breakdown(records, wall, procs, fit_s if args.fit else None)
+    if baseline:
+        doc["baseline"] = baseline
     if not args.no_floors:  # timed at the threads each of the study's processes had
         import torch
 
