@@ -33,7 +33,7 @@ import torch
 def _runs(n: int, ms: list[int]) -> tuple[list, object]:
     from negscale import data as datasets
     from negscale import encoders
-    from negscale.recipe import load_recipe
+    from negscale.config import load_recipe
 
     recipes = [load_recipe("quickstart", ["train.select='last'"], m=m, n=n) for m in ms]
     data = datasets.build(recipes[0].data, recipes[0].model)

@@ -41,7 +41,7 @@ import tempfile
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
 
-from negscale.recipe import Recipe, validate
+from negscale.config import Recipe, validate
 
 FALLBACK_TOL = 0.005  # as negscale fit without seeds: 0.5 points of a [0, 1] metric
 

@@ -97,8 +97,8 @@ def make_shards(root: Path, count: int, distinct: int, shards: int = 2) -> Path:
 
 
 def build_set(kind: str, path: Path, n: int):
+    from negscale.config import DataConfig
     from negscale.data import build
-    from negscale.recipe import DataConfig
 
     cfg = DataConfig(name=kind, path=str(path), n=n, n_eval=64, image_size=SIZE)
     return build(cfg).train
@@ -259,7 +259,7 @@ def timed_passes(paths: list[Path], repeats: int) -> dict[str, list[float]]:
 
 def check_index(paths: list[Path], samples: int) -> None:
     """The built index is the written data: every sample, images read back right."""
-    from negscale.recipe import DataConfig
+    from negscale.config import DataConfig
 
     cfg = DataConfig(name="shards", path=str(paths[0].parent), n=8, n_eval=8)
     from negscale.data.shards import read_shards

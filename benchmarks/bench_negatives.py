@@ -3,7 +3,7 @@
 1. Per-step train time (trainers stepped in turn, CPU time medians) and peak
    step memory (a child process per configuration) on the quickstart task
    (pinned: ``TASK``) at one batch size (B = 320), with the pool defaults
-   (``negscale.negatives.pool_rule``): ``pool`` at m = 16 (the baseline), at
+   (``negscale.config.pool_rule``): ``pool`` at m = 16 (the baseline), at
    the largest exact pool (B // 2 = 160), just above it (161: the estimator
    whose mini-batch needs the most extra encoding, as the batch holds few pool
    members), 1024 (version 1's largest exact pool), 2048 and m = n (4096,

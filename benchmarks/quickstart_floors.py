@@ -78,7 +78,7 @@ def step_times(
     """Per (n, m): median ms of negscale's step and of the hand loop's, alternated."""
     from negscale import data as datasets
     from negscale.bench import time_alternating
-    from negscale.recipe import load_recipe
+    from negscale.config import load_recipe
     from negscale.train import Trainer, resolve_runtime
 
     rows, cache = [], {}

@@ -184,7 +184,7 @@ def measure_memory(spec: dict[str, Any]) -> dict[str, float | None]:
 
 def _step_memory_pass(spec: dict[str, Any]) -> float | None:
     """Peak extra MiB of a few train steps of one (source, m), after a warm-up step."""
-    from negscale.recipe import load_recipe
+    from negscale.config import load_recipe
     from negscale.train import Trainer, resolve_runtime
 
     torch.set_num_threads(spec["threads"])
@@ -277,7 +277,7 @@ def bench_source_steps(
     ``memory``: also ``peak_mb``, the peak extra memory of 3 steps of each
     configuration, measured in a child process per configuration.
     """
-    from negscale.recipe import load_recipe
+    from negscale.config import load_recipe
     from negscale.train import Trainer, resolve_runtime
 
     trainers = []

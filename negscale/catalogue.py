@@ -39,7 +39,7 @@ def _encoders() -> list[dict[str, str]]:
 
 
 def _recipes() -> list[dict[str, str]]:
-    from negscale.recipe import bundled_recipes
+    from negscale.config import bundled_recipes
 
     rows = []
     for name, path in sorted(bundled_recipes().items()):

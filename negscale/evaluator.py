@@ -13,13 +13,13 @@ import torch
 from torch.utils.data import DataLoader
 
 from negscale import distributed, oracle
+from negscale.config import Recipe
 from negscale.data import loader
 from negscale.data.base import PairedData, PairSet
 from negscale.encoders.dual import DualEncoder
 from negscale.errors import NegscaleError
 from negscale.losses import in_batch_loss
 from negscale.metrics import evaluate, mean_auc
-from negscale.recipe import Recipe
 from negscale.runtime import Runtime
 
 

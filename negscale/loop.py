@@ -10,8 +10,8 @@ import torch
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
+from negscale.config import Recipe
 from negscale.evaluator import Evaluator
-from negscale.recipe import Recipe
 from negscale.runlog import RunLog
 from negscale.runtime import Runtime
 from negscale.selection import Selection, is_due

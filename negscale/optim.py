@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 import torch
 
 if TYPE_CHECKING:
-    from negscale.recipe import Recipe
+    from negscale.config import Recipe
 
 
 def warmup_cosine(step: int, total: int, warmup_frac: float) -> float:

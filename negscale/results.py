@@ -286,8 +286,8 @@ def record_design(recipe_json: str) -> str | None:
     """The design of a record from its recipe JSON, under the current rule."""
     import json
 
-    from negscale.recipe import Recipe
-    from negscale.run_id import design_id, flatten
+    from negscale.config import Recipe
+    from negscale.config.run_id import design_id, flatten
 
     try:
         raw = json.loads(recipe_json)

@@ -10,7 +10,7 @@ from pathlib import Path
 import torch
 
 from negscale import __version__, memory
-from negscale.recipe import Recipe
+from negscale.config import Recipe
 from negscale.results import RunRecord
 from negscale.runlog import RunLog
 from negscale.runtime import Runtime

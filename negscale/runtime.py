@@ -16,7 +16,7 @@ from negscale import distributed
 from negscale.errors import NegscaleError
 
 if TYPE_CHECKING:
-    from negscale.recipe import Recipe
+    from negscale.config import Recipe
 
 
 @dataclass

@@ -25,6 +25,7 @@ from rich.console import Console
 
 from negscale import collapse, distributed, encoders, memory, negatives
 from negscale import data as datasets
+from negscale.config import Recipe
 from negscale.data import loader
 from negscale.data.base import PairedData, PairSet
 from negscale.encoders.dual import DualEncoder
@@ -36,7 +37,6 @@ from negscale.loop import train_to_end
 from negscale.negatives import NegativeSource
 from negscale.negatives.step import StagedStep
 from negscale.optim import build_optimizer, schedule, warmup_cosine
-from negscale.recipe import Recipe
 from negscale.results import RunRecord, write, write_history
 from negscale.run_record import Outcome, RunFacts, build_record
 from negscale.runlog import Diverged, RunLog, history_every

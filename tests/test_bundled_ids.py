@@ -12,7 +12,7 @@ import hashlib
 
 import pytest
 
-from negscale.recipe import bundled_recipes, load_recipe
+from negscale.config import bundled_recipes, load_recipe
 from negscale.sweep import GridSpec, make_plan
 
 # recipe -> (run id of the recipe as written, runs in its grid, sha256 of the grid's ids)

@@ -69,10 +69,10 @@ def test_bad_input_is_one_line_exit_2(tmp_path, args: list[str], needle: str) ->
 
 @pytest.mark.parametrize("what", ["datasets", "encoders", "recipes", "negatives"])
 def test_list(what: str) -> None:
+    from negscale.config import bundled_recipes
     from negscale.data import DATASETS
     from negscale.encoders import ENCODERS
     from negscale.negatives import SOURCES
-    from negscale.recipe import bundled_recipes
 
     rows, _ = run_json("list", what)
     names = {"datasets": DATASETS, "encoders": ENCODERS, "negatives": SOURCES,

@@ -11,9 +11,9 @@ import torch.nn.functional as F
 
 from negscale.chance import chance_levels, chance_train_loss
 from negscale.collapse import auc_margin, auc_sd_at_chance, diagnose, score_spread
+from negscale.config import load_recipe
 from negscale.evaluator import Evaluator
 from negscale.metrics import evaluate
-from negscale.recipe import load_recipe
 from negscale.train import Runtime, Trainer, run
 
 

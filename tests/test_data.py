@@ -8,10 +8,10 @@ import torch
 from scipy.special import logsumexp
 from scipy.stats import multivariate_normal
 
+from negscale.config import DataConfig
 from negscale.data import build
 from negscale.errors import NegscaleError
 from negscale.metrics import retrieval_metrics
-from negscale.recipe import DataConfig
 
 
 def test_same_seed_same_data_and_nested_train_sets() -> None:

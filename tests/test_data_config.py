@@ -7,9 +7,9 @@ from typer.testing import CliRunner
 from v1_recipes import QUICKSTART_V1, SELF_SUPERVISED_V1, write
 
 from negscale.cli import app
+from negscale.config import DATA_CONFIGS, FolderData, PairsData, load_recipe, validate
 from negscale.data import DATASETS
 from negscale.errors import NegscaleError
-from negscale.recipe import DATA_CONFIGS, FolderData, PairsData, load_recipe, validate
 
 PAIRS = [
     "data.name='pairs'",

@@ -12,9 +12,9 @@ import pytest
 import torch
 from data_fixtures import class_folder, tar_shards
 
+from negscale.config import DataConfig, load_recipe
 from negscale.data import build, loader
 from negscale.errors import NegscaleError
-from negscale.recipe import DataConfig, load_recipe
 from negscale.train import Runtime, Trainer, batch_indices
 
 SEED = 3

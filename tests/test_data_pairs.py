@@ -18,9 +18,9 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from negscale.cli import app
+from negscale.config import DataConfig, ModelConfig, load_recipe
 from negscale.data import DATASETS, build
 from negscale.errors import NegscaleError
-from negscale.recipe import DataConfig, ModelConfig, load_recipe
 
 MEAN = np.array([0.485, 0.456, 0.406])
 STD = np.array([0.229, 0.224, 0.225])

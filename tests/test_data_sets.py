@@ -11,9 +11,9 @@ import pytest
 import torch
 from data_fixtures import SHAPES, class_folder, item
 
+from negscale.config import DataConfig, ModelConfig
 from negscale.data import build
 from negscale.errors import NegscaleError
-from negscale.recipe import DataConfig, ModelConfig
 
 
 def _all(pairs) -> tuple[torch.Tensor, torch.Tensor]:
@@ -47,7 +47,7 @@ def test_folder_classes_are_subfolders_and_captions_fill_the_templates(folder: P
 
 def test_zero_shot_uses_every_template_of_every_class(folder: Path, tiny_overrides) -> None:
     """Prompt ensembling: a class prototype is the mean embedding of its templates' captions."""
-    from negscale.recipe import load_recipe
+    from negscale.config import load_recipe
     from negscale.train import Runtime, Trainer
 
     templates = ["a photo of a {}.", "the {}", "a drawing of a {}"]

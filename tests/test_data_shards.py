@@ -20,11 +20,11 @@ import torch
 from data_fixtures import item, png_bytes, tar_shards
 from PIL import Image
 
+from negscale.config import DataConfig
 from negscale.data import build, tarscan
 from negscale.data import shards as shards_mod
 from negscale.data.shards import build_indexes, expand, load_index, scan
 from negscale.errors import NegscaleError
-from negscale.recipe import DataConfig
 
 COUNTS = [10, 8]
 

@@ -12,7 +12,7 @@ from data_fixtures import caption_rows, class_folder, tar_shards
 from typer.testing import CliRunner
 
 from negscale.cli import app
-from negscale.recipe import load_recipe
+from negscale.config import load_recipe
 from negscale.train import Runtime, Trainer, run
 
 SOURCES = {

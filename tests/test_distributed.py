@@ -100,7 +100,7 @@ def test_torchrun_two_processes_equal_one_process(tmp_path, tiny_overrides, extr
     import subprocess
     import sys
 
-    from negscale.recipe import load_recipe
+    from negscale.config import load_recipe
     from negscale.train import run
 
     overrides = [*tiny_overrides, "train.steps=12", *extra]
@@ -145,9 +145,9 @@ def test_torchrun_two_processes_equal_one_process(tmp_path, tiny_overrides, extr
 
 def test_global_batch_must_split_evenly_over_processes(monkeypatch) -> None:
     from negscale import train
+    from negscale.config import load_recipe
     from negscale.distributed import DistInfo
     from negscale.errors import NegscaleError
-    from negscale.recipe import load_recipe
 
     monkeypatch.setattr(train.distributed, "init", lambda kind: DistInfo(0, 3, 0))
     with pytest.raises(NegscaleError, match="divide evenly over 3 processes"):
@@ -191,7 +191,7 @@ CASES = {
 
 def _train_cases(info) -> dict:
     """Per case: step losses, final parameters, source state after 3 steps."""
-    from negscale.recipe import load_recipe
+    from negscale.config import load_recipe
     from negscale.train import Runtime, Trainer
 
     out = {}
@@ -216,8 +216,8 @@ def _validation(info) -> tuple[float, list[int]]:
 
     63 validation pairs: shares of 31 and 32 rows over two ranks (the padded gather).
     """
+    from negscale.config import load_recipe
     from negscale.data import loader
-    from negscale.recipe import load_recipe
     from negscale.train import Runtime, Trainer
 
     r = load_recipe("quickstart", [*SMALL, "data.n_eval=63"])

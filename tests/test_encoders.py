@@ -5,10 +5,10 @@ from __future__ import annotations
 import pytest
 import torch
 
+from negscale.config import DataConfig, ModelConfig
 from negscale.data import build as build_data
 from negscale.encoders import build
 from negscale.errors import NegscaleError
-from negscale.recipe import DataConfig, ModelConfig
 
 
 @pytest.fixture(scope="module")

@@ -6,8 +6,8 @@ import pytest
 import torch
 from torch import nn
 
+from negscale.config import load_recipe
 from negscale.negatives.step import CachedEncoder
-from negscale.recipe import load_recipe
 from negscale.train import Runtime, Trainer
 
 SMALL = [

@@ -6,7 +6,7 @@ import pytest
 from typer.testing import CliRunner
 
 from negscale.cli import app
-from negscale.recipe import bundled_recipes, ignored_negative_fields, load_recipe
+from negscale.config import bundled_recipes, ignored_negative_fields, load_recipe
 
 runner = CliRunner()
 

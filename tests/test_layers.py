@@ -8,9 +8,9 @@ a lazy import still couples the modules), and fails on
 * an import that runs up a layer, or
 * a cycle between modules,
 
-unless it is one of the KNOWN ones below: the parts that still read the
-whole recipe (issue 22 removes them). A KNOWN entry that no longer occurs
-fails too, so the list only shrinks.
+unless it is one of the KNOWN ones below (none are left: the parts import
+their sections and specs from the torch-free config layer beneath them). A
+KNOWN entry that no longer occurs fails too, so the lists only shrink.
 """
 
 from __future__ import annotations
@@ -23,14 +23,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGE = ROOT / "negscale"
 
-KNOWN_UP = {  # parts -> recipes: datasets and towers take a Recipe; negatives.build reads one
-    ("negscale.data", "negscale.recipe"),
-    ("negscale.data.pairs", "negscale.recipe"),
-    ("negscale.data.synthetic", "negscale.recipe"),
-    ("negscale.encoders", "negscale.recipe"),
-    ("negscale.encoders.pretrained", "negscale.recipe"),
-    ("negscale.negatives", "negscale.recipe"),
-}
+KNOWN_UP: set[tuple[str, str]] = set()  # none left; keep it empty
 KNOWN_CYCLES: set[frozenset[str]] = set()  # none left; keep it empty
 
 
@@ -163,7 +156,7 @@ def test_the_walker_sees_lazy_up_imports_and_cycles(tmp_path):
     """The checks themselves, on a graph with a known answer."""
     graph = {"a": {"b"}, "b": {"c"}, "c": {"b"}, "d": set()}
     assert cycles(graph) == [frozenset({"b", "c"})]
-    tree = ast.parse("def f():\n    from negscale import recipe\n    from . import step\n")
+    tree = ast.parse("def f():\n    from negscale import config\n    from . import step\n")
     got = {t for node in ast.walk(tree) for t in _targets(node, "negscale.negatives.base",
                                                            "negscale.negatives")}  # fmt: skip
-    assert got == {"negscale.recipe", "negscale.negatives.step"}
+    assert got == {"negscale.config", "negscale.negatives.step"}

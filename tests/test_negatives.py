@@ -13,6 +13,7 @@ from typer.testing import CliRunner
 from negscale import data as datasets
 from negscale import encoders
 from negscale.cli import app
+from negscale.config import load_recipe, setting_of
 from negscale.data.base import Split
 from negscale.negatives import (
     SOURCES,
@@ -26,7 +27,6 @@ from negscale.negatives import (
     source_params,
 )
 from negscale.negatives.step import staged_loss
-from negscale.recipe import load_recipe, setting_of
 from negscale.train import Runtime, Trainer
 
 SMALL = ["data.n_eval=64", "model.hidden=16", "model.embed_dim=8", "eval.prototypes=64"]
@@ -98,7 +98,7 @@ def _close(a: torch.Tensor, b: torch.Tensor, rtol: float = 1e-4) -> None:
 
 
 def test_every_recipe_source_is_registered_with_a_one_line_summary() -> None:
-    from negscale.negatives.catalog import SPECS
+    from negscale.config.sources import SPECS
 
     assert set(SOURCES) == set(SPECS) == {"batch", "subsample", "independent", "pool", "queue"}
     for name, cls in SOURCES.items():
@@ -106,8 +106,8 @@ def test_every_recipe_source_is_registered_with_a_one_line_summary() -> None:
 
 
 def test_sources_declare_themselves_and_recipe_validation_asks_them() -> None:
+    from negscale.config.sources import SPECS
     from negscale.errors import NegscaleError
-    from negscale.negatives.catalog import SPECS
 
     for name, cls in SOURCES.items():
         spec = SPECS[name]
@@ -129,7 +129,7 @@ def test_recipes_validate_without_importing_torch() -> None:
     import sys
 
     code = (
-        "import sys; from negscale.recipe import load_recipe;"
+        "import sys; from negscale.config import load_recipe;"
         "r = load_recipe('quickstart', m=5); assert r.setting == 'self-supervised';"
         "assert 'torch' not in sys.modules, 'torch imported'"
     )
@@ -589,7 +589,7 @@ def test_cli_trains_with_a_pool_of_any_size(tmp_path, tiny_overrides, m: int) ->
     ],
 )
 def test_bundled_recipes_validate(name: str, source: str) -> None:
-    from negscale.recipe import bundled_recipes
+    from negscale.config import bundled_recipes
 
     path = bundled_recipes()[name]
     assert path.read_text().startswith("# ")

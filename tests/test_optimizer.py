@@ -8,8 +8,8 @@ import sys
 
 import torch
 
+from negscale.config import load_recipe
 from negscale.optim import build_optimizer
-from negscale.recipe import load_recipe
 
 
 def _model(seed: int) -> torch.nn.Module:
@@ -48,7 +48,7 @@ def test_cpu_optimizer_steps_exactly_as_plain_adamw() -> None:
 def test_cpu_optimizer_does_not_import_dynamo() -> None:
     code = (
         "import sys, torch\n"
-        "from negscale.recipe import load_recipe\n"
+        "from negscale.config import load_recipe\n"
         "from negscale.optim import build_optimizer\n"
         "m = torch.nn.Linear(3, 2)\n"
         "opt = build_optimizer(m, load_recipe('quickstart'), fused=False)\n"

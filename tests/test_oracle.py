@@ -13,8 +13,8 @@ from scipy.stats import multivariate_normal
 from sklearn.metrics import roc_auc_score
 
 from negscale import oracle
+from negscale.config import DataConfig, load_recipe
 from negscale.data import build
-from negscale.recipe import DataConfig, load_recipe
 from negscale.results import load
 from negscale.train import Runtime, Trainer, run
 

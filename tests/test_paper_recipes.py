@@ -8,9 +8,9 @@ import pytest
 from typer.testing import CliRunner
 
 from negscale.cli import app
+from negscale.config import validate
 from negscale.data import DATASETS
 from negscale.errors import NegscaleError
-from negscale.recipe import validate
 
 
 def _needs(dataset: str, **fields: object) -> None:
@@ -37,7 +37,7 @@ def test_paper_fastclip_dfn_plans_15_pool_runs_at_320m_samples_seen() -> None:
     ms = {(r["n"], r["m"]) for r in runs}
     for n in (6_000_000, 10_000_000, 14_000_000):
         assert {m for nn, m in ms if nn == n} == {round(f * n) for f in (0.01, 0.1, 0.4, 0.7, 1)}
-    from negscale.recipe import load_recipe
+    from negscale.config import load_recipe
 
     r = load_recipe("paper-fastclip-dfn")
     assert r.negatives.source == "pool" and r.negatives.loss_form == "paper"

@@ -17,10 +17,10 @@ from pydantic import Field
 
 from negscale import data as datasets
 from negscale import negatives
+from negscale.config import DATA_CONFIGS, DatasetConfig, load_recipe
+from negscale.config.sources import SPECS, SourceSpec
 from negscale.data.base import Modality, PairedData, Split
 from negscale.negatives.base import CLASSES, Embedded, NegativeSource, StepLoss
-from negscale.negatives.catalog import SPECS, SourceSpec
-from negscale.recipe import DATA_CONFIGS, DatasetConfig, load_recipe
 from negscale.train import Runtime, Trainer, run
 
 

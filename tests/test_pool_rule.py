@@ -1,4 +1,4 @@
-"""The pool defaults that follow the batch (negscale.negatives.pool_rule) and their run ids."""
+"""The pool defaults that follow the batch (negscale.config.pool_rule) and their run ids."""
 
 from __future__ import annotations
 
@@ -8,10 +8,10 @@ import pytest
 import torch
 from test_negatives import SMALL, _setup
 
+from negscale.config import load_recipe
+from negscale.config.pool_rule import AUTO_BATCH, exact_max, minibatch_floor, v1_hashed
 from negscale.negatives import source_params
 from negscale.negatives.pool import PoolSource
-from negscale.negatives.pool_rule import AUTO_BATCH, exact_max, minibatch_floor, v1_hashed
-from negscale.recipe import load_recipe
 
 
 def _pool(m: int, *sets: str, n: int = 40, batch: int = 8):
@@ -58,7 +58,7 @@ def test_a_given_pool_batch_is_exactly_that_many_items() -> None:
 
 
 def _flat(r) -> dict:
-    from negscale.run_id import flatten
+    from negscale.config.run_id import flatten
 
     return flatten(r.model_dump(mode="json"))
 

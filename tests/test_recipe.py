@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 from v1_recipes import QUICKSTART_V1, write
 
+from negscale.config import TrainConfig, bundled_recipes, load_recipe, parse_override
 from negscale.errors import NegscaleError
-from negscale.recipe import TrainConfig, bundled_recipes, load_recipe, parse_override
 
 
 def test_bundled_quickstart_loads_from_any_directory(tmp_path, monkeypatch) -> None:
@@ -100,14 +100,14 @@ def test_run_id_v1_is_kept_for_existing_recipes(tmp_path) -> None:
     assert r.run_id() == "16764cf64e2419ce"
     assert load_recipe(path, m=8).run_id() == "2853f5654adc32ee"
     # and the v1 algorithm written out agrees wherever the schema still is version 1
-    from negscale.run_id import V1_DEFAULTS, flatten
+    from negscale.config.run_id import V1_DEFAULTS, flatten
 
     if set(flatten(r.resolved())) == set(V1_DEFAULTS) | {"negatives.m"}:
         assert _v1_hash(r) == r.run_id()
 
 
 def test_new_fields_move_run_id_only_when_used() -> None:
-    from negscale.run_id import run_id
+    from negscale.config.run_id import run_id
 
     base = {"data.n": 4096, "negatives.m": 255}
     defaults = {"data.new_knob": 0}
@@ -158,7 +158,7 @@ def test_epochs_set_the_steps_per_n() -> None:
     """train.epochs: steps = round(epochs * n / B) (B = 320 in quickstart), at every n."""
     import json
 
-    from negscale.recipe import validate
+    from negscale.config import validate
     from negscale.sweep import GridSpec, make_plan
 
     for n, steps in ((1024, 96), (4096, 384), (16384, 1536), (1000, 94)):

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
+from negscale.config import load_recipe
 from negscale.errors import NegscaleError
-from negscale.recipe import load_recipe
 from negscale.report_to import check_report_to, log_dir
 from negscale.results import read_history
 from negscale.train import run

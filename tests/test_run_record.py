@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from negscale.recipe import load_recipe
+from negscale.config import load_recipe
 from negscale.run_record import Outcome, RunFacts, build_record
 from negscale.runlog import Diverged, RunLog
 from negscale.runtime import Runtime

@@ -12,9 +12,9 @@ from data_fixtures import caption_rows
 from sklearn.metrics import roc_auc_score
 
 from negscale import data as datasets
+from negscale.config import load_recipe, validate
 from negscale.data.base import PairedData, Split
 from negscale.errors import NegscaleError
-from negscale.recipe import load_recipe, validate
 from negscale.results import load
 from negscale.selection import Selection, is_due, select_every, validation_pairs
 from negscale.train import Runtime, Trainer, checkpoint_path, run

@@ -11,8 +11,8 @@ import math
 import pytest
 
 from negscale import oracle
+from negscale.config import DataConfig, read_recipe_file
 from negscale.data import build
-from negscale.recipe import DataConfig, read_recipe_file
 
 STUDIES = ("quickstart", "quickstart-supervised", "self-supervised")
 

@@ -7,7 +7,7 @@ import itertools
 import pytest
 import torch
 
-from negscale.recipe import load_recipe
+from negscale.config import load_recipe
 from negscale.results import load, read_history
 from negscale.train import (
     Runtime,

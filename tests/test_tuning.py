@@ -9,8 +9,8 @@ import torch
 
 from negscale import data as datasets
 from negscale import encoders
+from negscale.config import load_recipe
 from negscale.encoders.tuning import describe, layer_groups, param_groups
-from negscale.recipe import load_recipe
 
 QUICK = ["train.steps=2", "data.n=64", "data.n_eval=64", "train.batch_size=16"]
 
@@ -82,7 +82,7 @@ def test_locking_keeps_the_last_transformer_layers_trainable(tiny_bert):
 
 
 def test_the_pretrained_default_lr_is_hashed_by_its_meaning(tiny_bert):
-    from negscale.run_id import flatten, hashed_fields
+    from negscale.config.run_id import flatten, hashed_fields
 
     path = tiny_bert(vocab_size=64)
     base = ["model.text_encoder='hf'", f"model.text_path='{path}'", "data.caption_len=6"]

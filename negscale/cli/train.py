@@ -48,7 +48,7 @@ def train(
     from step 0). Under torchrun (several processes) the recipe's batch is the
     global batch, split over the processes; rank 0 evaluates, records and prints.
     """
-    from negscale.recipe import check_axis_overrides, load_recipe
+    from negscale.config import check_axis_overrides, load_recipe
     from negscale.report_to import check_report_to
     from negscale.results import check_results_dir, record_path, record_row
 
@@ -118,8 +118,8 @@ def check_run(recipe: Any, data: Any, device: str | None) -> None:
 
 def warn_ignored(recipe: Any) -> None:
     """One warning line per ``negatives.*`` setting the recipe's source does not read."""
-    from negscale.negatives.catalog import SPECS
-    from negscale.recipe import ignored_negative_fields
+    from negscale.config import ignored_negative_fields
+    from negscale.config.sources import SPECS
 
     reads = ", ".join(SPECS[recipe.negatives.source].fields) or "none of them"
     for setting in ignored_negative_fields(recipe):

@@ -6,9 +6,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from negscale.config import DataConfig, ModelConfig, register_data_config
 from negscale.data.base import Modality, PairedData, Split
 from negscale.errors import NegscaleError
-from negscale.recipe import DataConfig, ModelConfig, register_data_config
 from negscale.registry import Registry
 
 Builder = Callable[[DataConfig, Any], PairedData]  # (data config, model config or None)
@@ -26,9 +26,9 @@ DATASETS: Registry[DatasetEntry] = Registry("dataset", "data.name")
 def register(name: str, summary: str, config: type | None = None):
     """Decorator: make a loader available as ``data.name = <name>``.
 
-    ``config`` is the dataset's recipe section (a ``negscale.recipe`` data
+    ``config`` is the dataset's recipe section (a ``negscale.config`` data
     config class whose ``name`` defaults to ``name``); the bundled datasets'
-    sections are in ``negscale.recipe``, so they pass none.
+    sections are in ``negscale.config``, so they pass none.
     """
 
     def wrap(fn: Builder) -> Builder:

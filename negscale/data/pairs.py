@@ -40,12 +40,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from negscale.config import DataConfig
 from negscale.data.assemble import one_source, spec_of
 from negscale.data.base import PairedData
 from negscale.data.images import FileImages
 from negscale.data.packed import GroupedCaptions, PackedStrings
 from negscale.errors import NegscaleError
-from negscale.recipe import DataConfig
 
 _SHOW = 3  # how many offending rows an error names
 

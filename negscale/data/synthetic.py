@@ -35,8 +35,8 @@ import math
 import numpy as np
 import torch
 
+from negscale.config import DataConfig
 from negscale.data.base import Modality, PairedData, Split
-from negscale.recipe import DataConfig
 
 _TRAIN_STREAM, _EVAL_STREAM, _VAL_STREAM = 1, 2, 3
 

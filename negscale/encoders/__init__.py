@@ -14,12 +14,12 @@ from pathlib import Path
 
 from torch import nn
 
+from negscale.config import ModelConfig
 from negscale.data.base import Modality, PairedData
 from negscale.encoders.dual import DualEncoder
 from negscale.encoders.tiny import tiny_tower
 from negscale.errors import NegscaleError
 from negscale.local_paths import resolve
-from negscale.recipe import ModelConfig
 from negscale.registry import Registry
 
 TowerBuilder = Callable[[Modality, ModelConfig, str | None], nn.Module]

@@ -15,11 +15,11 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from negscale.config import ModelConfig
 from negscale.data.base import Modality
 from negscale.encoders.tiny import masked_mean, token_mask
 from negscale.errors import NegscaleError
 from negscale.local_paths import resolve
-from negscale.recipe import ModelConfig
 
 
 class TimmTower(nn.Module):

@@ -6,7 +6,7 @@ so each tower has its own settings, as open_clip users expect:
 
 * ``model.{image,text}_lr_scale``: the tower's learning rate is this times
   ``train.lr``. Unset: 1 for a tower trained from scratch, 0.1 for a tower loaded
-  from ``model.{image,text}_path`` (negscale/towers.py); the run says which;
+  from ``model.{image,text}_path`` (negscale/config/towers.py); the run says which;
 * ``model.{image,text}_weight_decay``: the tower's decay (unset: ``train.weight_decay``);
 * ``model.lock_{image,text}``: the tower is frozen (LiT: a locked image tower);
   ``model.lock_{image,text}_unlocked = N`` keeps its last N layer groups
@@ -21,7 +21,7 @@ from __future__ import annotations
 
 from torch import nn
 
-from negscale.towers import TOWERS, lr_scale
+from negscale.config.towers import TOWERS, lr_scale
 
 
 def describe(cfg, base_lr: float) -> str | None:

@@ -9,35 +9,48 @@
 | queue        | self-supervised  | the other B-1 items plus the last m embeddings (MoCo)  |
 
 Each source is one module on the staged base (:mod:`.base`: draw, encode,
-loss, update): a class with its :class:`~.catalog.SourceSpec` (name, setting,
-summary, what m means, its recipe fields, the feasibility rule for m) and the
-``@register`` decorator. The bundled specs are also listed in :mod:`.catalog`,
-which is torch-free, so recipe validation reads them without importing torch;
-this package therefore loads its torch-side names lazily, on first use.
-:mod:`.step` runs the stages for the trainer: plainly, with gradient caching
-(``train.micro_batch``), and under torchrun with a per-rank local loss.
+loss, update): a class with its :class:`~negscale.config.sources.SourceSpec`
+(name, setting, summary, what m means, its recipe fields, the feasibility rule
+for m) and the ``@register`` decorator. The specs themselves live in the
+torch-free config layer (:mod:`negscale.config.sources`), so recipes validate
+without importing torch; a bundled source's module is imported the first time
+:func:`sources` is asked. :mod:`.step` runs the stages for the trainer:
+plainly, with gradient caching (``train.micro_batch``), and under torchrun
+with a per-rank local loss.
 """
 
 from __future__ import annotations
 
 import importlib
+from types import SimpleNamespace
 from typing import TYPE_CHECKING, Any
 
-if TYPE_CHECKING:
-    from negscale.data.base import PairedData
-    from negscale.negatives.base import NegativeSource, SourceParams
-    from negscale.recipe import Recipe
+from negscale.config.sources import SPECS
+from negscale.errors import NegscaleError
+from negscale.negatives.base import (
+    CLASSES,
+    Batch,
+    Draw,
+    Embedded,
+    Keys,
+    NegativeSource,
+    SourceParams,
+    StepLoss,
+    positions,
+    register,
+    step_generator,
+)
 
-_BASE = ("Batch", "Draw", "Embedded", "Keys", "NegativeSource", "StepLoss")
-_LAZY = (*_BASE, "SourceParams", "positions", "step_generator", "register")
+if TYPE_CHECKING:
+    from negscale.config import Recipe
+    from negscale.data.base import PairedData
 
 
 def __getattr__(name: str) -> Any:
+    """``SOURCES`` and a source class by its name (``PoolSource``), loading the sources."""
     if name == "SOURCES":
         return sources()
-    if name in _LAZY:
-        return getattr(importlib.import_module("negscale.negatives.base"), name)
-    if name.endswith("Source"):  # a source class by its name (BatchSource, ...)
+    if name.endswith("Source"):
         found = next((c for c in sources().values() if c.__name__ == name), None)
         if found is not None:
             return found
@@ -47,10 +60,6 @@ def __getattr__(name: str) -> Any:
 def sources() -> dict[str, type[NegativeSource]]:
     """Name -> source class, in the catalog's order; a bundled source's module
     (``negscale.negatives.<name>``) is imported on first use and registers itself."""
-    from negscale.errors import NegscaleError
-    from negscale.negatives.base import CLASSES
-    from negscale.negatives.catalog import SPECS
-
     for name in SPECS:
         if name not in CLASSES:
             try:
@@ -64,10 +73,6 @@ def sources() -> dict[str, type[NegativeSource]]:
 
 def source_params(recipe: Recipe) -> SourceParams:
     """The plain values a source is built from (the recipe stops here)."""
-    from types import SimpleNamespace
-
-    from negscale.negatives.base import SourceParams
-
     neg = recipe.negatives
     return SourceParams(m=recipe.m, n=recipe.data.n, seed=recipe.train.seed,
                         batch=recipe.train.batch_size, form=neg.loss_form,
@@ -79,7 +84,7 @@ def build(recipe: Recipe, data: PairedData) -> NegativeSource:
     return sources()[recipe.negatives.source](source_params(recipe), data)
 
 
-__all__ = [  # loaded lazily by __getattr__
+__all__ = [  # SOURCES and the *Source classes: loaded by __getattr__
     "SOURCES",
     "Batch",
     "BatchSource",

@@ -33,10 +33,10 @@ from typing import Any, ClassVar
 import numpy as np
 import torch
 
+from negscale.config.sources import SourceSpec, register_spec
 from negscale.data.base import PairedData
 from negscale.encoders.dual import DualEncoder
 from negscale.losses import shared_negatives_loss
-from negscale.negatives.catalog import SourceSpec, register_spec
 from negscale.registry import Registry
 
 # step_generator streams (the trainer's batches use 1)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import torch
 
+from negscale.config.sources import SPECS
 from negscale.losses import in_batch_loss
 from negscale.negatives.base import (
     Draw,
@@ -13,7 +14,6 @@ from negscale.negatives.base import (
     register,
     symmetric_loss,
 )
-from negscale.negatives.catalog import SPECS
 
 
 @register

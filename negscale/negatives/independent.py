@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import torch
 
+from negscale.config.sources import SPECS
 from negscale.data.base import PairedData
 from negscale.errors import NegscaleError
 from negscale.negatives.base import (
@@ -18,7 +19,6 @@ from negscale.negatives.base import (
     step_generator,
     symmetric_loss,
 )
-from negscale.negatives.catalog import SPECS
 
 
 @register

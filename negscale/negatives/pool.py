@@ -8,9 +8,10 @@ from typing import Any
 import torch
 
 from negscale import distributed
+from negscale.config import pool_rule
+from negscale.config.sources import SPECS
 from negscale.data.base import PairedData
 from negscale.losses import in_batch_lse, loss_from_lse, negative_lse
-from negscale.negatives import pool_rule
 from negscale.negatives.base import (
     POOL_BATCH_STREAM,
     POOL_STREAM,
@@ -26,7 +27,6 @@ from negscale.negatives.base import (
     step_generator,
     symmetric_loss,
 )
-from negscale.negatives.catalog import SPECS
 
 
 @register

@@ -7,6 +7,7 @@ from typing import Any
 
 import torch
 
+from negscale.config.sources import SPECS
 from negscale.data.base import PairedData
 from negscale.encoders.dual import DualEncoder
 from negscale.errors import NegscaleError
@@ -21,7 +22,6 @@ from negscale.negatives.base import (
     register,
     symmetric_loss,
 )
-from negscale.negatives.catalog import SPECS
 
 
 @register

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import torch
 
+from negscale.config.sources import SPECS
 from negscale.losses import subsample_loss
 from negscale.negatives.base import (
     SUBSAMPLE_STREAM,
@@ -16,7 +17,6 @@ from negscale.negatives.base import (
     step_generator,
     symmetric_loss,
 )
-from negscale.negatives.catalog import SPECS
 
 
 @register

@@ -14,8 +14,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
+from negscale.config import Recipe
 from negscale.errors import NegscaleError
-from negscale.recipe import Recipe
 from negscale.results import RunRecord, record_path
 from negscale.sweep.locks import Claim, claim
 from negscale.sweep.plan import Plan

@@ -12,8 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from negscale.errors import NegscaleError
-from negscale.recipe import (
+from negscale.config import (
     Recipe,
     apply_overrides,
     read_recipe_file,
@@ -21,6 +20,7 @@ from negscale.recipe import (
     validate,
     with_design,
 )
+from negscale.errors import NegscaleError
 from negscale.sweep.grid import m_from_ratio, parse_ints, parse_seeds, parse_values, resolve_samples
 from negscale.sweep.state import plan_states
 
@@ -135,7 +135,7 @@ def _check_axes(
 ) -> None:
     """A grid flag and ``--set`` of the same field (``--negatives 8 --set negatives.m=20``)
     is an error, and so is a "study" with no axis at all: that is one run."""
-    from negscale.recipe import check_axis_overrides
+    from negscale.config import check_axis_overrides
 
     # (data.n with --samples is no conflict: a --samples value <= 1 is a fraction of it)
     m_flag = "--negatives" if grid.negatives else "--ratios"

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
-from negscale.recipe import Recipe
+from negscale.config import Recipe
 from negscale.results import is_valid_record, record_path, runs_dir
 from negscale.sweep.locks import lock_state
 

@@ -8,8 +8,8 @@ from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
+from negscale.config import Recipe
 from negscale.errors import NegscaleError
-from negscale.recipe import Recipe
 from negscale.results import RunRecord, is_valid_record, load, record_path
 from negscale.sweep.plan import Plan
 

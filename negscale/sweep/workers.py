@@ -19,8 +19,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from negscale.config import Recipe
 from negscale.errors import NegscaleError
-from negscale.recipe import Recipe
 from negscale.results import RunRecord
 
 Notice = Callable[[str], None]

@@ -13,7 +13,7 @@ from pathlib import Path
 import pyarrow.parquet as pq
 from typer.testing import CliRunner
 
-from negscale.recipe import load_recipe
+from negscale.config import load_recipe
 
 runner = CliRunner()
 # Smaller than conftest's TINY (later --set wins): well under a second per run.

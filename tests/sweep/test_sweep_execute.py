@@ -10,7 +10,7 @@ import subprocess
 import pytest
 
 from negscale.cli import app
-from negscale.recipe import load_recipe
+from negscale.config import load_recipe
 from negscale.sweep import (
     GridSpec,
     execute,

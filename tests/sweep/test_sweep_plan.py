@@ -8,8 +8,8 @@ import math
 import pytest
 
 from negscale.cli import app
+from negscale.config import bundled_recipes, load_recipe
 from negscale.errors import NegscaleError
-from negscale.recipe import bundled_recipes, load_recipe
 from negscale.sweep import (
     GridSpec,
     make_plan,

@@ -1,6 +1,6 @@
 """What each negative source declares about itself, without torch.
 
-Recipe validation (``negscale.recipe``) must stay importable without torch, so
+Recipe validation (``negscale.config``) must stay importable without torch, so
 the facts a recipe needs about a source live here: its name, setting, one-line
 summary, what m means, the ``negatives.*`` fields it reads, and the rule that
 says whether it can supply m negatives for a batch B and n training pairs. The
@@ -135,3 +135,8 @@ for _spec in (
     ),
 ):
     register_spec(_spec)
+
+
+def setting_of(source: str) -> str:
+    """A registered source's setting (self-supervised | supervised), as it declares it."""
+    return SPECS[source].setting

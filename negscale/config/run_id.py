@@ -19,7 +19,7 @@ A change that must move ids (a bug fix that changes results) bumps
 
 Version 2 (negscale 0.2): ``negatives.pool_exact_max`` and
 ``negatives.pool_batch`` default to rules that follow the batch size
-(``negscale.negatives.pool_rule``). A ``pool`` run whose computation that
+(``negscale.config.pool_rule``). A ``pool`` run whose computation that
 changes (left at the defaults, with B // 2 < m <= 1024, or an estimator with
 B // 2 < m < n) hashes the new meaning and so gets a new id; every other run, and
 every run that sets the two fields, keeps its version-1 id.
@@ -37,8 +37,8 @@ import hashlib
 import json
 from typing import Any
 
-from negscale.negatives import pool_rule
-from negscale.towers import PRETRAINED_LR_SCALE, TOWERS
+from negscale.config import pool_rule
+from negscale.config.towers import PRETRAINED_LR_SCALE, TOWERS
 
 RUN_ID_VERSION = 3
 # execution details that never change what a run computes, and the study's bookkeeping
