@@ -282,7 +282,8 @@ def bench_source_steps(
 
     trainers = []
     for source, m in configs:
-        sets = [*(overrides or []), f"negatives.source='{source}'", f"train.steps={warmup + steps}"]
+        own = options_for(source, overrides or [])
+        sets = [*own, f"negatives.source='{source}'", f"train.steps={warmup + steps}"]
         r = load_recipe(recipe, sets, m=m)
         trainers.append((r, Trainer(r, resolve_runtime(r, device), progress=False)))
     dev = trainers[0][1].runtime.device
@@ -311,10 +312,28 @@ def bench_source_steps(
     for row, (source, m) in zip(rows, configs, strict=True):
         row["ratio"] = row["step_ms"] / rows[0]["step_ms"]
         if memory:
-            spec = {"source": source, "m": m, "overrides": overrides or [], "recipe": recipe}
+            own = options_for(source, overrides or [])
+            spec = {"source": source, "m": m, "overrides": own, "recipe": recipe}
             spec.update(device=device, threads=torch.get_num_threads())
             row["peak_mb"] = _in_child("_step_memory_pass", spec)
     return rows
+
+
+def options_for(source: str, overrides: list[str]) -> list[str]:
+    """The ``--set`` overrides a run of ``source`` takes: one list is passed to every
+    source compared, so another source's own options (``negatives.pool.gamma``, or its
+    flat spelling ``negatives.gamma``) are left out rather than refused."""
+    from negscale.config import SPECS, parse_override
+    from negscale.config.sources import owner_of_flat
+
+    def foreign(text: str) -> bool:
+        keys, _ = parse_override(text)
+        if len(keys) < 2 or keys[0] != "negatives":
+            return False
+        owner = keys[1] if keys[1] in SPECS else getattr(owner_of_flat(keys[1]), "name", None)
+        return owner is not None and owner != source
+
+    return [text for text in overrides if not foreign(text)]
 
 
 def bench_pool_step(

@@ -53,4 +53,9 @@ def _recipes() -> list[dict[str, str]]:
 def _negatives() -> list[dict[str, str]]:
     from negscale.negatives import sources
 
-    return [{"name": k, "setting": v.setting, "summary": v.summary} for k, v in sources().items()]
+    def options(cls: type) -> str:
+        own = [f"{cls.spec.name}.{o}" for o in cls.spec.options.model_fields]
+        return ", ".join([*cls.spec.fields, *own]) or "-"
+
+    return [{"name": k, "setting": v.setting, "summary": v.summary, "options": options(v)}
+            for k, v in sources().items()]  # fmt: skip

@@ -143,6 +143,9 @@ def test_list_negatives_reads_the_summaries() -> None:
     rows = {row["name"]: row for row in json.loads(res.stdout)}
     assert rows["pool"]["summary"] == PoolSource.summary
     assert rows["independent"]["setting"] == "supervised"
+    # the fields each reads, its own section's options as `negatives.<name>.<option>` takes them
+    assert rows["pool"]["options"] == "chunk, tile, pool.minibatch, pool.exact_max, pool.gamma"
+    assert rows["batch"]["options"] == "tile"
 
 
 # ------------------------------------------------------------------ equivalences

@@ -41,7 +41,7 @@ def test_paper_fastclip_dfn_plans_15_pool_runs_at_320m_samples_seen() -> None:
 
     r = load_recipe("paper-fastclip-dfn")
     assert r.negatives.source == "pool" and r.negatives.loss_form == "paper"
-    assert r.negatives.pool_exact_max == 0  # the estimator at every ratio
+    assert r.negatives.options.exact_max == 0  # the estimator at every ratio
     assert r.train.steps * r.train.batch_size == 320_000_000
     assert r.model.image_encoder == "timm:vit_base_patch16_224" and r.model.text_encoder == "hf"
 

@@ -17,7 +17,7 @@ from pydantic import Field
 
 from negscale import data as datasets
 from negscale import negatives
-from negscale.config import DATA_CONFIGS, DatasetConfig, load_recipe
+from negscale.config import DATA_CONFIGS, DatasetConfig, Section, load_recipe
 from negscale.config.sources import SPECS, SourceSpec
 from negscale.data.base import Modality, PairedData, Split
 from negscale.negatives.base import CLASSES, Embedded, NegativeSource, StepLoss
@@ -44,6 +44,12 @@ def build_ring(cfg: RingData, model=None) -> PairedData:
 
 
 # ------------------------------------------------------------ a toy negative source
+class FirstMOptions(Section):
+    """The toy source's own options: ``[negatives.toy-first-m]``."""
+
+    from_end: bool = False  # the last m other items instead of the first
+
+
 def _first_m_rule(m: int | None, batch: int, n: int) -> str | None:
     return None if m is None or m <= batch - 1 else f"at most B - 1 = {batch - 1}, got {m}"
 
@@ -52,11 +58,13 @@ class FirstMSource(NegativeSource):
     """Anchor i's negatives: the first m other items of the batch, in batch order."""
 
     spec = SourceSpec("toy-first-m", "self-supervised", "the first m other batch items",
-                      "negatives per anchor", ("tile",), _first_m_rule)  # fmt: skip
+                      "negatives per anchor", ("tile",), _first_m_rule,
+                      options=FirstMOptions)  # fmt: skip
 
     def loss(self, emb: Embedded, draw, tau: torch.Tensor) -> StepLoss:
         b = emb.batch
-        keep = first_m_mask(b, self.m)
+        # its own option, from [negatives.toy-first-m]
+        keep = (last_m_mask if self.neg.from_end else first_m_mask)(b, self.m)
         loss = negatives_loss(emb.img, emb.txt, keep, tau, self.form)
         return StepLoss(loss, float(self.m), 2 * b * b)
 
@@ -65,6 +73,12 @@ def first_m_mask(b: int, m: int) -> torch.Tensor:
     """(B, B): row i keeps the first m columns other than i."""
     others = ~torch.eye(b, dtype=torch.bool)
     return others & (others.long().cumsum(dim=1) <= m)
+
+
+def last_m_mask(b: int, m: int) -> torch.Tensor:
+    """(B, B): row i keeps the last m columns other than i."""
+    others = ~torch.eye(b, dtype=torch.bool)
+    return others & (others.long().flip(1).cumsum(dim=1).flip(1) <= m)
 
 
 def negatives_loss(img, txt, keep, tau, form) -> torch.Tensor:
@@ -107,11 +121,12 @@ SETS = ["data.name='toy-ring'", "data.n=256", "data.n_eval=64", "data.noise=0.05
         "sweep.negatives=[]", "sweep.seeds=[0]", "model.hidden=8", "model.embed_dim=4"]  # fmt: skip
 
 
-def test_the_mask_keeps_the_first_m_others_by_brute_force() -> None:
-    keep = first_m_mask(5, 2)
+def test_the_masks_keep_the_first_or_last_m_others_by_brute_force() -> None:
+    first, last = first_m_mask(5, 2), last_m_mask(5, 2)
     for i in range(5):
-        want = [j for j in range(5) if j != i][:2]
-        assert torch.nonzero(keep[i]).flatten().tolist() == want
+        others = [j for j in range(5) if j != i]
+        assert torch.nonzero(first[i]).flatten().tolist() == others[:2]
+        assert torch.nonzero(last[i]).flatten().tolist() == others[-2:]
 
 
 def test_a_toy_source_and_dataset_from_outside_train_a_step(toy_parts) -> None:
@@ -126,6 +141,22 @@ def test_a_toy_source_and_dataset_from_outside_train_a_step(toy_parts) -> None:
     loss = trainer.train_step()
     assert float(loss) == pytest.approx(float(want), rel=1e-5)
     assert trainer.log.negatives_seen == [3.0]
+
+
+def test_a_toy_sources_own_option_section_reaches_it(toy_parts) -> None:
+    recipe = load_recipe("quickstart", [*SETS, "negatives.toy-first-m.from_end=true"])
+    assert recipe.negatives.options == FirstMOptions(from_end=True)
+    assert recipe.run_id() != load_recipe("quickstart", SETS).run_id()
+    trainer = Trainer(recipe, Runtime(torch.device("cpu"), "fp32", False), progress=False)
+    batch = trainer.feed(0)
+    with torch.no_grad():
+        img, txt = trainer.model(batch.x, batch.y)
+        want = hand_loss(img, txt, last_m_mask(16, 3), float(trainer.model.tau))
+    assert float(trainer.train_step()) == pytest.approx(float(want), rel=1e-5)
+    from negscale.errors import NegscaleError
+
+    with pytest.raises(NegscaleError, match=r"^negatives\.toy-first-m: options of source"):
+        load_recipe("quickstart", ["negatives.toy-first-m.from_end=true"])  # source: batch
 
 
 def test_a_run_with_the_toy_parts_is_recorded_and_a_bad_m_is_the_specs_error(

@@ -28,7 +28,7 @@ def test_defaults_are_half_the_batch_and_numbers_keep_their_meaning() -> None:
 @pytest.mark.parametrize("m,exact", [(4, True), (5, False), (39, False)])
 def test_a_pool_is_exact_up_to_half_the_batch(m: int, exact: bool) -> None:
     r = _pool(m)
-    assert r.negatives.pool_exact_max is None
+    assert r.negatives.options.exact_max is None
     assert PoolSource(source_params(r), _setup()[1]).exact is exact
 
 

@@ -30,6 +30,19 @@ def test_design_axes_override_the_recipe() -> None:
     assert r.negatives.source == "subsample"  # fewer than B-1 in-batch negatives
 
 
+def test_batch_and_subsample_meet_at_b_minus_1_whichever_way_m_is_given() -> None:
+    by_axis = load_recipe("quickstart", m=3)
+    by_set = load_recipe("quickstart", ["negatives.m=3"])
+    assert by_set.negatives.source == "subsample" and by_set.run_id() == by_axis.run_id()
+    top = load_recipe("quickstart", ["negatives.source='subsample'", "negatives.m=319"])
+    assert (top.negatives.source, top.negatives.m, top.m) == ("batch", None, 319)
+    assert (
+        top.run_id()
+        == load_recipe("quickstart").run_id()
+        == load_recipe("quickstart", m=319).run_id()
+    )
+
+
 @pytest.mark.parametrize(
     "override,field",
     [
@@ -46,8 +59,12 @@ def test_design_axes_override_the_recipe() -> None:
         (["negatives.source='pool'"], "negatives.m"),
         (["negatives.source='magic'"], "negatives.source"),
         (["train.batch_size=50000"], "train.batch_size"),
-        (["negatives.m=3"], "negatives.m"),  # batch source cannot give m != B-1
-        (["negatives.momentum=1.0"], "negatives.momentum"),
+        (["negatives.m=400"], "negatives.m"),  # the batch holds B-1 = 319 others
+        (["negatives.momentum=1.0"], "negatives.momentum"),  # a queue's option
+        (
+            ["negatives.source='queue'", "negatives.m=5", "negatives.queue.momentum=1.0"],
+            "negatives.queue.momentum",
+        ),
     ],
 )
 def test_invalid_values_name_their_field(override: list[str], field: str) -> None:

@@ -39,7 +39,7 @@ def test_supervised_and_self_supervised_quickstarts_differ_only_in_how_negatives
     assert ssl.get("eval", {}).get("retrieval", "instance") == "instance"
     assert sup.get("eval", {}).get("retrieval", "instance") == "instance"
     assert (ssl["negatives"]["source"], sup["negatives"]["source"]) == ("batch", "independent")
-    assert sup["negatives"]["class_aware"] is False  # p- = the marginal, as the theory's SCRL
+    assert sup["negatives"]["independent"]["class_aware"] is False  # p- = the marginal (SCRL)
     assert ssl["negatives"]["loss_form"] == sup["negatives"]["loss_form"]
 
 
@@ -60,7 +60,7 @@ def test_the_quickstart_studies_hold_epochs_fixed_at_every_n(name: str, epochs: 
 def test_class_aware_variant_is_its_own_study_evaluated_class_level() -> None:
     raw = _raw("supervised-class-aware")
     assert raw["negatives"]["source"] == "independent"
-    assert raw["negatives"].get("class_aware", True) is True
+    assert raw["negatives"].get("independent", {}).get("class_aware", True) is True
     assert raw["eval"]["retrieval"] == "class"
     assert raw["data"] == _raw("quickstart")["data"]
 

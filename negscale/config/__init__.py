@@ -18,6 +18,7 @@ meets the parts; the parts themselves take plain values or their own section.
 
 from __future__ import annotations
 
+from negscale.config.base import Section
 from negscale.config.datasets import (
     DATA_CONFIGS,
     AnimalData,
@@ -67,6 +68,7 @@ __all__ = [
     "NegativesConfig",
     "PairsData",
     "Recipe",
+    "Section",
     "ShardsData",
     "SourceSpec",
     "SweepConfig",

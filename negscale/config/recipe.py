@@ -29,7 +29,7 @@ from pydantic import (
     model_validator,
 )
 
-from negscale.config.base import Section
+from negscale.config.base import Section, one_line
 from negscale.config.datasets import (
     DATA_CONFIGS,
     DataSection,
@@ -43,8 +43,9 @@ from negscale.config.sections import (
     NegativesConfig,
     SweepConfig,
     TrainConfig,
+    into_section,
 )
-from negscale.config.sources import SPECS
+from negscale.config.sources import SPECS, in_batch_source
 from negscale.errors import NegscaleError
 
 
@@ -68,9 +69,9 @@ class Recipe(Section):
     @model_validator(mode="after")
     def _feasible(self) -> Recipe:
         neg = self.negatives
-        if neg.source == "subsample" and neg.m == self.train.batch_size - 1:
-            # every other batch item: that is `batch` (same run, same run_id, its faster path)
-            neg.source, neg.m = "batch", None
+        source, m = in_batch_source(neg.source, neg.m, self.train.batch_size)
+        if (source, m) != (neg.source, neg.m):
+            neg.source, neg.m = source, m
         _steps_from_epochs(self)
         check_negatives(self)
         return self
@@ -115,7 +116,11 @@ class Recipe(Section):
             section = getattr(self, name)
             if not isinstance(section, BaseModel):
                 continue
+            if isinstance(section, NegativesConfig):
+                out.update(section.flat_option_defaults())  # keyed as run ids hash them
             for key, info in type(section).model_fields.items():
+                if key == "options" and isinstance(section, NegativesConfig):
+                    continue
                 if not info.is_required():
                     default = info.get_default(call_default_factory=True)
                     out[f"{name}.{key}"] = json.loads(json.dumps(default, default=str))
@@ -153,14 +158,15 @@ def check_negatives(recipe: Recipe) -> None:
 
 
 def ignored_negative_fields(recipe: Recipe) -> list[str]:
-    """``negatives.*`` settings away from their default that the recipe's source never reads.
+    """Shared ``negatives.*`` settings away from their default that the source never reads.
 
     Such a setting is hashed into the run_id but changes nothing in the run
-    (``negatives.gamma`` with source ``batch``), so it is most likely a
-    leftover or a mistyped source: the CLI warns about each, once.
+    (``negatives.chunk`` with source ``batch``), so it is most likely a
+    leftover or a mistyped source: the CLI warns about each, once. (Another
+    source's own options are refused outright: see ``options_section``.)
     """
     neg = recipe.negatives
-    reads = {"source", "m", "loss_form", *SPECS[neg.source].fields}
+    reads = {"source", "m", "loss_form", "options", *SPECS[neg.source].fields}
     return [
         f"negatives.{name} = {getattr(neg, name)!r}"
         for name, info in type(neg).model_fields.items()
@@ -230,6 +236,7 @@ def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]
     keys_set: list[list[str]] = []
     for text in overrides:
         keys, value = parse_override(text)
+        keys = into_section(keys, out)
         keys_set.append(keys)
         node = out
         for k in keys[:-1]:
@@ -264,17 +271,9 @@ def validate(raw: dict[str, Any]) -> Recipe:
     try:
         return Recipe.model_validate(raw)
     except ValidationError as exc:
-        err = exc.errors()[0]
-        loc = list(err["loc"])
-        field = ".".join(str(p) for p in loc) or "recipe"
-        msg = err["msg"]
-        if err["type"] == "extra_forbidden":
-            msg = "unknown key"
-            if field.startswith("data."):
-                msg += f" for data.name = '{data_tag(raw.get('data', {}))}'"
-        got = err.get("input")
-        suffix = f" (got {got!r})" if got is not None and not isinstance(got, dict) else ""
-        raise NegscaleError(f"{field}: {msg}{suffix}") from None
+        field = ".".join(str(p) for p in exc.errors()[0]["loc"])
+        hint = f" for data.name = '{data_tag(raw.get('data', {}))}'"
+        raise NegscaleError(one_line(exc, hint=hint if field.startswith("data.") else "")) from None
 
 
 def load_recipe(
@@ -312,9 +311,6 @@ def with_design(
     out = json.loads(json.dumps(raw))
     if m is not None:
         neg = out.setdefault("negatives", {})
-        if neg.get("source", "batch") == "batch":
-            # m below B-1 with in-batch negatives means a subsample of the batch.
-            neg["source"] = "subsample"
         neg["m"] = m
     if n is not None:
         out.setdefault("data", {})["n"] = n

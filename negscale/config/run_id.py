@@ -38,6 +38,7 @@ import json
 from typing import Any
 
 from negscale.config import pool_rule
+from negscale.config.sources import SPECS
 from negscale.config.towers import PRETRAINED_LR_SCALE, TOWERS
 
 RUN_ID_VERSION = 3
@@ -115,9 +116,19 @@ def flatten(resolved: dict[str, Any]) -> dict[str, Any]:
             flat[section] = value
             continue
         for key, item in value.items():
-            if f"{section}.{key}" not in EXCLUDED:
+            if section == "negatives" and isinstance(item, dict):
+                flat.update(options_flat(key, item))  # [negatives.<source>]
+            elif f"{section}.{key}" not in EXCLUDED:
                 flat[f"{section}.{key}"] = item
     return flat
+
+
+def options_flat(source: str, options: dict[str, Any]) -> dict[str, Any]:
+    """A source's section as ``negatives.<flat name>`` keys: the names run ids hashed
+    before the sections existed, so moving an option into its section moves no id."""
+    spec = SPECS.get(source)
+    return {f"negatives.{spec.flat_name(k) if spec else f'{source}.{k}'}": v
+            for k, v in options.items()}  # fmt: skip
 
 
 def hashed_fields(flat: dict[str, Any], defaults: dict[str, Any]) -> dict[str, Any]:

@@ -2,12 +2,21 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
-from pydantic import Field, field_validator
+from pydantic import (
+    Field,
+    SerializeAsAny,
+    SerializerFunctionWrapHandler,
+    ValidationError,
+    field_validator,
+    model_serializer,
+    model_validator,
+)
 
-from negscale.config.base import Section
-from negscale.config.sources import SPECS, setting_of
+from negscale.config.base import Section, one_line
+from negscale.config.sources import SPECS, NoOptions, owner_of_flat, setting_of
+from negscale.errors import NegscaleError
 
 
 class ModelConfig(Section):
@@ -62,38 +71,30 @@ class NegativesConfig(Section):
         " (an anchor sees B-1 + the queue: record column negatives_used)",
     )
     loss_form: Literal["paper", "infonce"] = "infonce"
-    pool_batch: int | None = Field(
-        None,
-        ge=1,
-        description="pool estimator: negative mini-batch per step: exactly min(k, m) items"
-        " (the batch's own pool members first); None: every pool member of the batch,"
-        " topped up to B // 2",
-    )
-    pool_exact_max: int | None = Field(
-        None,
-        ge=0,
-        description="pool: encode the whole pool, exact loss, up to this m (None: B // 2)",
-    )
-    gamma: float = Field(
-        0.9,
-        gt=0,
-        le=1,
-        description="pool estimator: u_i rate, max(gamma, 1/visit); 1 = no averaging",
-    )
-    momentum: float = Field(
-        0.0, ge=0, lt=1, description="queue: EMA rate of a MoCo key encoder; 0 = the live model"
-    )
     chunk: int = Field(
         4096, ge=1, description="independent/pool: encode extra negatives in chunks of this size"
     )
     tile: int = Field(
         4096, ge=1, description="tiled LSE above this many columns: O(B * tile) loss memory"
     )
-    class_aware: bool = Field(
-        True,
-        description="independent: draw other-class items when labelled; false: the marginal"
-        " (any other training item, labels ignored)",
+    options: SerializeAsAny[Section] = Field(
+        default_factory=NoOptions,
+        description="the source's own options: the section [negatives.<source>]",
     )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _own_section(cls, value: Any) -> Any:
+        return options_section(value)
+
+    @model_serializer(mode="wrap")
+    def _dump(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        """The options go back under the source's name, as a recipe writes them."""
+        data = handler(self)
+        options = data.pop("options", None)
+        if options:
+            data[self.source] = options
+        return data
 
     @field_validator("source")
     @classmethod
@@ -104,6 +105,62 @@ class NegativesConfig(Section):
     @property
     def setting(self) -> str:
         return setting_of(self.source)
+
+    def flat_options(self) -> dict[str, Any]:
+        """``negatives.<flat name>`` -> value of the source's options, as run ids hash them."""
+        spec = SPECS[self.source]
+        return {f"negatives.{spec.flat_name(k)}": v for k, v in self.options.model_dump().items()}
+
+    def flat_option_defaults(self) -> dict[str, Any]:
+        """The same keys at the options' defaults."""
+        spec, fields = SPECS[self.source], type(self.options).model_fields
+        return {f"negatives.{spec.flat_name(k)}": f.default for k, f in fields.items()}
+
+
+def options_section(value: Any) -> Any:
+    """A raw ``[negatives]`` mapping with its source's section moved to ``options``.
+
+    The section is ``[negatives.<source>]``; a setting in the older flat
+    spelling (``negatives.gamma``) is moved into it when the source reads it.
+    Another source's section, or its flat option, is a one-line error: a recipe
+    cannot carry options that its source ignores.
+    """
+    if not isinstance(value, dict) or "options" in value:
+        return value  # an instance, a wrong type for the field check, or already moved
+    source = value.get("source", "batch")
+    spec = SPECS.get(source) if isinstance(source, str) else None
+    if spec is None:
+        return value  # the source field's own check names the sources there are
+    out = dict(value)
+    own = out.pop(source, {})
+    if not isinstance(own, dict):
+        raise NegscaleError(f"negatives.{source}: must be a section of options, got {own!r}")
+    own = dict(own)
+    for key in list(out):
+        if key in SPECS and key != source:
+            raise NegscaleError(
+                f"negatives.{key}: options of source '{key}', but negatives.source is"
+                f" '{source}'; drop the section or change the source"
+            )
+        owner = owner_of_flat(key)
+        if owner is None:
+            continue
+        option = next(o for o in owner.options.model_fields if owner.flat_name(o) == key)
+        if owner.name != source:
+            raise NegscaleError(
+                f"negatives.{key}: an option of source '{owner.name}' ([negatives."
+                f"{owner.name}] {option}), but negatives.source is '{source}'"
+            )
+        if option in own:
+            raise NegscaleError(
+                f"negatives.{key} and negatives.{source}.{option}: the same option twice"
+            )
+        own[option] = out.pop(key)
+    try:
+        out["options"] = spec.options.model_validate(own)
+    except ValidationError as exc:  # named in its section, not as a field of [negatives]
+        raise NegscaleError(one_line(exc, f"negatives.{source}")) from None
+    return out
 
 
 class TrainConfig(Section):
@@ -165,3 +222,16 @@ class SweepConfig(Section):
     ratios: list[float] = Field(default_factory=list)
     samples: list[int] = Field(default_factory=list)
     seeds: list[int] = Field(default_factory=lambda: [0])
+
+
+def into_section(keys: list[str], raw: dict[str, Any]) -> list[str]:
+    """An override's keys, with ``negatives.<flat option>`` moved into its source's
+    section when the recipe writes that section (so ``--set negatives.gamma=0.5``
+    replaces ``[negatives.pool] gamma`` instead of giving the option twice)."""
+    if len(keys) != 2 or keys[0] != "negatives" or (owner := owner_of_flat(keys[1])) is None:
+        return keys
+    negatives = raw.get("negatives")
+    if not isinstance(negatives, dict) or not isinstance(negatives.get(owner.name), dict):
+        return keys
+    option = next(o for o in owner.options.model_fields if owner.flat_name(o) == keys[1])
+    return ["negatives", owner.name, option]

@@ -2,8 +2,11 @@
 
 Recipe validation (``negscale.config``) must stay importable without torch, so
 the facts a recipe needs about a source live here: its name, setting, one-line
-summary, what m means, the ``negatives.*`` fields it reads, and the rule that
-says whether it can supply m negatives for a batch B and n training pairs. The
+summary, what m means, the shared ``negatives.*`` fields it reads (``chunk``,
+``tile``), its own options (a section ``[negatives.<source>]``, declared here
+beside its spec, so a recipe cannot carry another source's options), and the
+rule that says whether it can supply m negatives for a batch B and n training
+pairs. The
 torch-side classes (``negscale.negatives.<source>``) point at their spec, so a
 bundled source is one spec here plus one module there; a source defined
 elsewhere (a plugin, a test) calls :func:`register_spec` and
@@ -12,13 +15,56 @@ elsewhere (a plugin, a test) calls :func:`register_spec` and
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 
+from pydantic import Field
+
+from negscale.config.base import Section
 from negscale.registry import Registry
 
 # m (None when not set), batch size, training pairs -> why m is infeasible, or None
 Rule = Callable[[int | None, int, int], str | None]
+
+
+class NoOptions(Section):
+    """A source with no options of its own."""
+
+
+class PoolOptions(Section):
+    """``[negatives.pool]``: how a pool is encoded and, past ``exact_max``, estimated."""
+
+    minibatch: int | None = Field(
+        None,
+        ge=1,
+        description="estimator: negative mini-batch per step: exactly min(k, m) items"
+        " (the batch's own pool members first); None: every pool member of the batch,"
+        " topped up to B // 2",
+    )
+    exact_max: int | None = Field(
+        None, ge=0, description="encode the whole pool, exact loss, up to this m (None: B // 2)"
+    )
+    gamma: float = Field(
+        0.9, gt=0, le=1, description="estimator: u_i rate, max(gamma, 1/visit); 1 = no averaging"
+    )
+
+
+class QueueOptions(Section):
+    """``[negatives.queue]``: where the queued keys come from."""
+
+    momentum: float = Field(
+        0.0, ge=0, lt=1, description="EMA rate of a MoCo key encoder; 0 = the live model"
+    )
+
+
+class IndependentOptions(Section):
+    """``[negatives.independent]``: which items an anchor's own draws come from."""
+
+    class_aware: bool = Field(
+        True,
+        description="draw other-class items when labelled; false: the marginal"
+        " (any other training item, labels ignored)",
+    )
 
 
 @dataclass(frozen=True)
@@ -29,9 +75,16 @@ class SourceSpec:
     setting: str  # self-supervised | supervised
     summary: str  # one line for `negscale list negatives`
     m_means: str  # what negatives.m counts for this source
-    fields: tuple[str, ...]  # the negatives.* fields (besides source, m, loss_form) it reads
+    fields: tuple[str, ...]  # the shared negatives.* fields (chunk, tile) it reads
     rule: Rule
     in_batch: bool = False  # m is fixed by the batch (B - 1) and need not be given
+    options: type[Section] = NoOptions  # its own section, [negatives.<name>]
+    # option -> its name in run ids and in recipes before the sections (negatives.<flat>)
+    flat_names: Mapping[str, str] = field(default_factory=dict)
+
+    def flat_name(self, option: str) -> str:
+        """``negatives.<this>``: the option's key in run ids (and its older flat spelling)."""
+        return self.flat_names.get(option, option)
 
     def check(self, m: int | None, batch: int, n: int) -> str | None:
         """One-line reason (after ``negatives.m: ``) why m is infeasible, or None."""
@@ -48,10 +101,11 @@ class SourceSpec:
 
 
 def _batch_rule(m: int | None, batch: int, n: int) -> str | None:
+    # m below B - 1 never gets here: in_batch_source made it a subsample
     if m is not None and m != batch - 1:
         return (
-            f"source 'batch' gives m = batch_size - 1 = {batch - 1}, not {m};"
-            " use source 'subsample' for fewer or 'independent'/'pool' for more"
+            f"the batch holds B - 1 = {batch - 1} other items, not {m};"
+            " use source 'independent' or 'pool' for more"
         )
     return None
 
@@ -112,17 +166,20 @@ for _spec in (
         "m own i.i.d. draws per anchor from the training set (other classes when"
         " labelled), fresh each step; m may exceed B",
         "i.i.d. draws per anchor (repeats count)",
-        ("class_aware", "chunk", "tile"),
+        ("chunk", "tile"),
         _independent_rule,
+        options=IndependentOptions,
     ),
     SourceSpec(
         "pool",
         "self-supervised",
         "a fixed shared pool of m training items (1 <= m <= n); exact up to"
-        " pool_exact_max, else a moving-average (SogCLR/FastCLIP) estimator",
+        " [negatives.pool] exact_max, else a moving-average (SogCLR/FastCLIP) estimator",
         "pool size (an anchor inside the pool has m - 1 negatives)",
-        ("pool_batch", "pool_exact_max", "gamma", "chunk", "tile"),
+        ("chunk", "tile"),
         _pool_rule,
+        options=PoolOptions,
+        flat_names={"minibatch": "pool_batch", "exact_max": "pool_exact_max"},
     ),
     SourceSpec(
         "queue",
@@ -130,8 +187,9 @@ for _spec in (
         "the other B-1 batch items plus the last m embeddings of past batches (MoCo queue)",
         "queue length; each anchor sees B - 1 batch items plus the queued items not"
         " in the batch (record column negatives_used)",
-        ("momentum", "tile"),
+        ("tile",),
         _queue_rule,
+        options=QueueOptions,
     ),
 ):
     register_spec(_spec)
@@ -140,3 +198,28 @@ for _spec in (
 def setting_of(source: str) -> str:
     """A registered source's setting (self-supervised | supervised), as it declares it."""
     return SPECS[source].setting
+
+
+def owner_of_flat(name: str) -> SourceSpec | None:
+    """The source whose option is spelled ``negatives.<name>`` in run ids (and in
+    recipes written before the sections), or None."""
+    for spec in SPECS.values():
+        if any(spec.flat_name(opt) == name for opt in spec.options.model_fields):
+            return spec
+    return None
+
+
+def in_batch_source(source: str, m: int | None, batch: int) -> tuple[str, int | None]:
+    """``batch`` and ``subsample`` are one source at two ranges of m: the one place
+    where a recipe's (source, m) is put on the right one.
+
+    ``batch`` with m below B - 1 is the subsample of m; ``subsample`` at
+    m = B - 1 is ``batch`` (same run, same run_id, its faster path). So a sweep
+    over m from an in-batch recipe needs no source of its own, and m above B - 1
+    stays for ``batch``'s rule to refuse.
+    """
+    if source == "batch" and m is not None and m < batch - 1:
+        return "subsample", m
+    if source == "subsample" and m == batch - 1:
+        return "batch", None
+    return source, m

@@ -76,7 +76,8 @@ def source_params(recipe: Recipe) -> SourceParams:
     neg = recipe.negatives
     return SourceParams(m=recipe.m, n=recipe.data.n, seed=recipe.train.seed,
                         batch=recipe.train.batch_size, form=neg.loss_form,
-                        options=SimpleNamespace(**neg.model_dump()))  # fmt: skip
+                        options=SimpleNamespace(chunk=neg.chunk, tile=neg.tile,
+                                                **neg.options.model_dump()))  # fmt: skip
 
 
 def build(recipe: Recipe, data: PairedData) -> NegativeSource:

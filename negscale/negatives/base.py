@@ -174,7 +174,7 @@ class SourceParams:
     seed: int  # the run's seed: every draw comes from per-step generators of it
     batch: int  # the global batch B
     form: str  # loss form: paper | infonce
-    options: SimpleNamespace  # the negatives.* options (tile, chunk, gamma, momentum, ...)
+    options: SimpleNamespace  # chunk, tile and the source's own [negatives.<source>] options
 
 
 class NegativeSource:

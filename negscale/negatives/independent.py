@@ -25,7 +25,7 @@ from negscale.negatives.base import (
 class IndependentSource(NegativeSource):
     """Supervised negatives: each anchor draws its own m i.i.d. items, fresh every step.
 
-    Class-aware (``negatives.class_aware``, the default) with labels, draws are
+    Class-aware (``[negatives.independent] class_aware``, the default) with labels, draws are
     uniform over the items of *other* classes; otherwise (no labels, or
     ``class_aware = false``: the marginal, labels ignored) uniform over all
     items but the anchor's own pair. Draws are with replacement (i.i.d.,
@@ -49,7 +49,8 @@ class IndependentSource(NegativeSource):
             if len(self.classes) < 2:
                 raise NegscaleError(
                     "negatives.source: 'independent' draws other-class negatives, but the"
-                    " training split has a single class (set negatives.class_aware = false)"
+                    " training split has a single class"
+                    " (set negatives.independent.class_aware = false)"
                 )
 
     def draws(self, index: torch.Tensor, step: int) -> torch.Tensor:

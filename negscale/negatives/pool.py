@@ -41,14 +41,14 @@ class PoolSource(NegativeSource):
     tau * log((1/m_i) sum_{j in pool, j != i} exp(s_ij / tau)) - s_ii, both
     directions averaged; ``infonce`` adds the positive to the denominator.
 
-    * exact (m <= ``pool_exact_max``, default B // 2): the whole pool is
+    * exact (m <= ``exact_max``, default B // 2): the whole pool is
       encoded every step.
     * estimator (larger m; SogCLR/FastCLIP compositional estimator): per
       training item and direction, a moving average u_i of the pool mean-exp
       (1/m_i) sum_j exp(s_ij / tau), kept in log space. Each step draws a
       negative mini-batch S of pool items without replacement: the batch's own
       pool members first, as they are already encoded, topped up uniformly
-      from the rest of the pool to k = min(``pool_batch``, m) items (default:
+      from the rest of the pool to k = min(``minibatch``, m) items (default:
       every member of the batch, topped up to B // 2; ``pool_rule``). Given
       its size, S is a uniform subset of the pool by symmetry (a batch is a
       uniform draw of the training items). For each anchor it forms
@@ -77,9 +77,9 @@ class PoolSource(NegativeSource):
         self.slot = torch.full((self.n,), -1, dtype=torch.long)
         self.slot[self.pool] = torch.arange(self.m)
         batch = self.batch
-        self.exact = self.m <= pool_rule.exact_max(self.neg.pool_exact_max, batch)
-        self.k = pool_rule.minibatch_floor(self.neg.pool_batch, batch, self.m)
-        self.all_members = self.neg.pool_batch is None  # every member of the batch, then top up
+        self.exact = self.m <= pool_rule.exact_max(self.neg.exact_max, batch)
+        self.k = pool_rule.minibatch_floor(self.neg.minibatch, batch, self.m)
+        self.all_members = self.neg.minibatch is None  # every member of the batch, then top up
         # per direction (0: image anchors vs pool texts, 1: text anchors vs pool images)
         self.log_u = torch.full((2, self.n), float("nan"))
         self.visits = torch.zeros((2, self.n), dtype=torch.long)
@@ -95,7 +95,7 @@ class PoolSource(NegativeSource):
     def sample(self, index: torch.Tensor, step: int) -> torch.Tensor:
         """Training ids of the step's negative mini-batch: distinct pool items, the batch's first.
 
-        At least k items; with ``pool_batch`` unset, every pool member of the
+        At least k items; with ``minibatch`` unset, every pool member of the
         batch even beyond k (they are encoded anyway), else exactly k.
         """
         gen = step_generator(self.seed, step, POOL_BATCH_STREAM)

@@ -36,7 +36,7 @@ class QueueSource(NegativeSource):
     meets its own pair. Empty (the first step) it is exactly ``batch``.
     m is the queue length; each anchor sees B - 1 + (queued items not in the
     batch) negatives, which is what ``negatives_per_anchor`` reports.
-    ``negatives.momentum`` > 0 (off by default) fills the queue from an
+    ``[negatives.queue] momentum`` > 0 (off by default) fills the queue from an
     exponential moving average of the model instead of the live one, as MoCo;
     the key encoder embeds the whole global batch (under torchrun each rank
     its slice, gathered), so the queued rows always match the queued ids.
