@@ -4,6 +4,7 @@ refused (another source's options) or named in a warning (a shared field)."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
@@ -120,3 +121,22 @@ def test_another_sources_option_is_a_one_line_error_on_the_command_line(tmp_path
     assert res.exit_code == 2 and "Traceback" not in res.output
     assert res.stderr.strip().startswith("error: negatives.gamma: an option of source 'pool'")
     assert not any(tmp_path.iterdir())
+
+
+def _flat_dumps() -> list[dict]:
+    path = Path(__file__).parent / "data" / "flat_negatives_dumps.json"
+    return json.loads(path.read_text())["cases"]
+
+
+@pytest.mark.parametrize("case", _flat_dumps(), ids=lambda c: c["run_id"])
+def test_recipes_dumped_before_the_sections_keep_their_run_id_and_design(case: dict) -> None:
+    """Records and checkpoints hold recipes dumped by the previous release (every source's
+    options flat, at their defaults); they validate to the same run id and design."""
+    from negscale.results import record_design
+
+    old = case["recipe"]
+    assert "gamma" in old["negatives"] and "class_aware" in old["negatives"]  # all flat
+    again = validate(old)
+    assert again.run_id() == case["run_id"]
+    assert record_design(json.dumps(old)) == case["design"] == again.design_id()
+    assert record_design(again.model_dump_json()) == case["design"]

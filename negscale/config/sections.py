@@ -111,10 +111,14 @@ class NegativesConfig(Section):
         spec = SPECS[self.source]
         return {f"negatives.{spec.flat_name(k)}": v for k, v in self.options.model_dump().items()}
 
-    def flat_option_defaults(self) -> dict[str, Any]:
-        """The same keys at the options' defaults."""
-        spec, fields = SPECS[self.source], type(self.options).model_fields
-        return {f"negatives.{spec.flat_name(k)}": f.default for k, f in fields.items()}
+    @staticmethod
+    def flat_option_defaults() -> dict[str, Any]:
+        """``negatives.<flat name>`` -> default, for every source's options: a recipe
+        dumped before the sections carries them all, and at their defaults they are
+        not hashed, as then."""
+        specs = SPECS.values()
+        fields = [(s, k, f) for s in specs for k, f in s.options.model_fields.items()]
+        return {f"negatives.{s.flat_name(k)}": f.default for s, k, f in fields}
 
 
 def options_section(value: Any) -> Any:
@@ -122,8 +126,10 @@ def options_section(value: Any) -> Any:
 
     The section is ``[negatives.<source>]``; a setting in the older flat
     spelling (``negatives.gamma``) is moved into it when the source reads it.
-    Another source's section, or its flat option, is a one-line error: a recipe
-    cannot carry options that its source ignores.
+    Another source's section, or its flat option set away from its default, is
+    a one-line error: a recipe cannot carry options that its source ignores.
+    (At its default a flat one is dropped: a recipe dumped before the sections,
+    as records and checkpoints hold it, carries every source's options.)
     """
     if not isinstance(value, dict) or "options" in value:
         return value  # an instance, a wrong type for the field check, or already moved
@@ -146,6 +152,9 @@ def options_section(value: Any) -> Any:
         if owner is None:
             continue
         option = next(o for o in owner.options.model_fields if owner.flat_name(o) == key)
+        if owner.name != source and out[key] == owner.options.model_fields[option].default:
+            del out[key]  # as every recipe dumped before the sections carries it: harmless
+            continue
         if owner.name != source:
             raise NegscaleError(
                 f"negatives.{key}: an option of source '{owner.name}' ([negatives."
