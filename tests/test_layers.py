@@ -160,3 +160,21 @@ def test_the_walker_sees_lazy_up_imports_and_cycles(tmp_path):
     got = {t for node in ast.walk(tree) for t in _targets(node, "negscale.negatives.base",
                                                            "negscale.negatives")}  # fmt: skip
     assert got == {"negscale.config", "negscale.negatives.step"}
+
+
+def test_only_the_build_functions_meet_a_recipe() -> None:
+    """The parts take plain values or their own section: of the parts' modules, only
+    ``negscale.negatives`` (its ``build``, which makes a source's ``SourceParams``)
+    imports ``Recipe``; datasets and towers are built from their sections."""
+    parts = ("negscale.data", "negscale.encoders", "negscale.negatives", "negscale.losses",
+             "negscale.tiled_lse", "negscale.metrics")  # fmt: skip
+    readers = set()
+    for path in sorted(PACKAGE.rglob("*.py")):
+        me = module_name(path)
+        if not any(me == p or me.startswith(p + ".") for p in parts):
+            continue
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ImportFrom) and any(a.name == "Recipe" for a in node.names):
+                readers.add(me)
+    assert readers == {"negscale.negatives"}
