@@ -154,3 +154,19 @@ def test_chunk_loader_passes_are_the_rows_in_order_and_persistent_workers_stay()
     fresh = loader.chunk_loader(_PidPairs(), range(3, 10), 3, workers=1, pin=False)
     again = [{int(x.flatten()[0]) for _, x, _ in loader.unwrapped(fresh)} for _ in range(2)]
     assert again[0] != again[1]  # without persistence each pass starts its own worker
+
+
+def test_without_workers_the_items_are_the_dataloaders_own(folder: Path) -> None:
+    """``unwrapped`` fetches a worker-less, unpinned loader's items itself; they must be
+    what the DataLoader's own single-process iterator yields, random fetches included."""
+    pairs = _augmented(folder)
+    sampler = loader.StepSampler(_order(len(pairs), 8), 0, 5)
+    for make in (
+        lambda: loader._loader(pairs, sampler, seed=SEED, workers=0, pin=False, persistent=False),
+        lambda: loader.chunk_loader(pairs, range(3, 21), 8, workers=0, pin=False),
+    ):
+        ours = list(loader.unwrapped(make()))
+        theirs = [loader._unwrap(b) for b in make()]  # torch's iterator
+        assert len(ours) == len(theirs) > 0
+        for a, b in zip(ours, theirs, strict=True):
+            assert all(torch.equal(x, y) for x, y in zip(a, b, strict=True))
