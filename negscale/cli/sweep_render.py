@@ -65,8 +65,11 @@ class SweepProgress:
         return max(0.0, mean * self.left - running)
 
     def begin(self, pending: int) -> None:
+        """A batch of ``pending`` runs: the whole grid, or one adaptive round (counted
+        from 1 again, so a round's lines read [1/3], not [19/3])."""
         self.total = self.left = pending
-        self.bar.update(self.task, total=pending)
+        self.done = 0
+        self.bar.update(self.task, total=pending, completed=0)
 
     def notice(self, message: str) -> None:
         self.bar.console.print(

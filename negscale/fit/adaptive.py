@@ -36,9 +36,18 @@ def start_design(m_lo: int, m_hi: int, ns: list[float], levels: int = START_LEVE
     return [(m, float(n), s) for n in ns for m in ms for s in range(seeds)]
 
 
-def round_size(groups: int) -> int:
-    """Runs a round: two per n group, at least four."""
-    return max(4, 2 * groups)
+def round_size(groups: int, slots: int = 1) -> int:
+    """Runs a round: one per n group, at least two, and at least ``slots`` (the runs
+    the study trains at once: a round smaller than that would leave processes idle).
+
+    Why so small: a round is planned from the fit before it, and the study stops
+    as soon as every interval is pinned, so a large round spends runs the answer
+    no longer needs. On the simulated studies (bench_adaptive, 20 families x 8
+    draws) two a group, at least four, used a median 0.67x the grid's runs; one a
+    group, at least two: 0.53x, at the same coverage (94-97 %). One run a round
+    was cheaper still where it reached the target, but reached it less often.
+    """
+    return max(2, groups, slots)
 
 
 @dataclass
@@ -58,8 +67,10 @@ def next_round(
     budget_left: int,
     cap: Callable[[float], int | None],
     fit_kwargs: dict | None = None,
+    slots: int = 1,
 ) -> Round:
-    """Fit ``table`` (the runs so far) and plan the next round."""
+    """Fit ``table`` (the runs so far) and plan the next round (``slots``: see
+    :func:`round_size`)."""
     report = fit(table, **(fit_kwargs or {}))
     if all(pinned(g, target) for g in report.groups):
         return Round(report, stop=PINNED)
@@ -67,7 +78,7 @@ def next_round(
         return Round(report, stop=BUDGET)
     tested = {(int(m), float(n), int(s)) for m, n, s in
               zip(table["m"], table["n"], table["seed"], strict=True)}  # fmt: skip
-    k = min(round_size(len(report.groups)), budget_left)
+    k = min(round_size(len(report.groups), slots), budget_left)
     runs = suggest(report, k, tested, target=target, cap=cap, defer=True)
     if not runs:
         why = blocked(report, cap, target) or ["no run left to suggest would narrow them"]

@@ -124,6 +124,9 @@ def adaptive(
         for m, n, s in start_design(ms[0], ms[-1], ns)]})  # fmt: skip
     out = Outcome()
     k, done_points = 0, []
+    # runs trained at once: every shard's processes (rounds are written once, first
+    # writer wins, so shards with other --jobs still train the same rounds)
+    slots = (shard[1] if shard else 1) * (jobs if isinstance(jobs, int) else jobs.jobs)
 
     def run(plan: Plan, part):
         stats = execute(plan, results, shard=part, device=device, listener=listener,
@@ -139,6 +142,7 @@ def adaptive(
         rnd = next_round(
             table, target=target, budget_left=max_runs - len(done_points),
             cap=lambda n: caps.get(int(n)), fit_kwargs={"metric": metric, "setting": grid.setting},
+            slots=slots,
         )  # fmt: skip
         info = {"round": k, "runs": len(points), "total": len(done_points),
                 "next": [s.to_dict() for s in rnd.runs], "stop": rnd.stop, "why": rnd.why,

@@ -117,6 +117,25 @@ def test_fit_suggest_on_any_table(tmp_path):
     assert "next runs (2):" in text and "between 4 and 64" in text
 
 
+def test_a_round_is_one_run_a_group_at_least_two_and_at_least_the_runs_trained_at_once():
+    from negscale.fit.adaptive import next_round, round_size
+
+    assert [round_size(g) for g in (1, 2, 3, 5)] == [2, 2, 3, 5]
+    assert round_size(3, slots=8) == 8 and round_size(1, slots=1) == 2
+    # three n, each dense but noisy around m_sat: two seeds to suggest at each
+    df = pd.concat([_study([4, 8, 16, 32, 64], seeds=2, sd=0.004, n=n) for n in (1e3, 4e3, 16e3)])
+    kw = {"metric": "auc", "bootstrap": 50, "tolerance": 0.005, "random_state": 0}
+
+    def round_of(**extra):
+        return next_round(df, target=1.0, cap=lambda n: None, fit_kwargs=kw, **extra).runs
+
+    one = round_of(budget_left=50)
+    assert len(one) == 3 and {s.n for s in one} == {1e3, 4e3, 16e3}  # one run a group
+    many = round_of(budget_left=50, slots=6)
+    assert len(many) == 6 and many[:3] == one  # the same order, only more of it
+    assert len(round_of(budget_left=1, slots=6)) == 1  # never past the budget
+
+
 def test_an_adaptive_round_defers_seeds_at_far_apart_levels_while_a_level_between_is_due():
     """Levels 4 and 64 around m_sat are 4 doublings apart: the new level between them
     comes first; their seeds are listed after it, and an adaptive round leaves them out

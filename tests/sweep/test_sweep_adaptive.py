@@ -95,3 +95,26 @@ def test_two_shards_compute_the_same_rounds_and_share_them(tmp_path, fast, refer
     assert set(records_on_disk(tmp_path)) == set(records_on_disk(reference))
     trained = [rid for d in docs for rid in d["adaptive"]["trained"]]
     assert sorted(trained) == sorted(set(trained))  # no run trained twice
+
+
+def test_each_rounds_lines_count_from_one(tmp_path):
+    """The per-run lines count within the batch begun: [1/3] in a round of 3, not [19/3]."""
+    import io
+    import re
+    from types import SimpleNamespace
+
+    from rich.console import Console
+
+    from negscale.cli.sweep_render import SweepProgress
+
+    buf = io.StringIO()
+    progress = SweepProgress(Console(file=buf, width=200), "auc")
+    recipe = SimpleNamespace(data=SimpleNamespace(n=1024), m=4, train=SimpleNamespace(seed=0))
+    record = SimpleNamespace(status="ok", run_id="abc", to_row=lambda: {"auc": 0.9})
+    with progress:
+        for total in (2, 3):
+            progress.begin(total)
+            for _ in range(total):
+                progress.finished(recipe, record, 1.0)
+    counters = re.findall(r"\[(\d+/\d+)\] n=1024", buf.getvalue())
+    assert counters == ["1/2", "2/2", "1/3", "2/3", "3/3"]
