@@ -54,8 +54,9 @@ def _negatives() -> list[dict[str, str]]:
     from negscale.negatives import sources
 
     def options(cls: type) -> str:
-        own = [f"{cls.spec.name}.{o}" for o in cls.spec.options.model_fields]
-        return ", ".join([*cls.spec.fields, *own]) or "-"
+        """The shared fields it reads; then its own, set in ``[negatives.<name>]``."""
+        own = ", ".join(cls.spec.options.model_fields)
+        return ", ".join(cls.spec.fields) + (f"; own: {own}" if own else "")
 
     return [{"name": k, "setting": v.setting, "summary": v.summary, "options": options(v)}
             for k, v in sources().items()]  # fmt: skip

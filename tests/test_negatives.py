@@ -143,8 +143,8 @@ def test_list_negatives_reads_the_summaries() -> None:
     rows = {row["name"]: row for row in json.loads(res.stdout)}
     assert rows["pool"]["summary"] == PoolSource.summary
     assert rows["independent"]["setting"] == "supervised"
-    # the fields each reads, its own section's options as `negatives.<name>.<option>` takes them
-    assert rows["pool"]["options"] == "chunk, tile, pool.minibatch, pool.exact_max, pool.gamma"
+    # the shared fields each reads, then its own section's ([negatives.<name>]) options
+    assert rows["pool"]["options"] == "chunk, tile; own: minibatch, exact_max, gamma"
     assert rows["batch"]["options"] == "tile"
 
 
