@@ -330,7 +330,8 @@ def options_for(source: str, overrides: list[str]) -> list[str]:
         keys, _ = parse_override(text)
         if len(keys) < 2 or keys[0] != "negatives":
             return False
-        owner = keys[1] if keys[1] in SPECS else getattr(owner_of_flat(keys[1]), "name", None)
+        found = owner_of_flat(keys[1])
+        owner = keys[1] if keys[1] in SPECS else found[0].name if found else None
         return owner is not None and owner != source
 
     return [text for text in overrides if not foreign(text)]

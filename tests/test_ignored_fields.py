@@ -67,6 +67,11 @@ def test_a_flat_override_replaces_the_option_in_the_files_section() -> None:
     assert later.negatives.options.gamma == 0.6  # overrides apply in order, as everywhere
 
 
+def test_options_is_not_a_recipe_key() -> None:
+    with pytest.raises(NegscaleError, match=r"^negatives\.options: unknown key"):
+        load_recipe("self-supervised", ["negatives.options.gamma=0.5"])
+
+
 def test_an_unknown_option_is_named_in_its_section() -> None:
     with pytest.raises(NegscaleError, match=r"^negatives\.pool\.bogus: unknown key"):
         load_recipe("self-supervised", ["negatives.pool.bogus=1"])

@@ -106,11 +106,6 @@ class NegativesConfig(Section):
     def setting(self) -> str:
         return setting_of(self.source)
 
-    def flat_options(self) -> dict[str, Any]:
-        """``negatives.<flat name>`` -> value of the source's options, as run ids hash them."""
-        spec = SPECS[self.source]
-        return {f"negatives.{spec.flat_name(k)}": v for k, v in self.options.model_dump().items()}
-
     @staticmethod
     def flat_option_defaults() -> dict[str, Any]:
         """``negatives.<flat name>`` -> default, for every source's options: a recipe
@@ -131,8 +126,13 @@ def options_section(value: Any) -> Any:
     (At its default a flat one is dropped: a recipe dumped before the sections,
     as records and checkpoints hold it, carries every source's options.)
     """
-    if not isinstance(value, dict) or "options" in value:
-        return value  # an instance, a wrong type for the field check, or already moved
+    if not isinstance(value, dict) or isinstance(value.get("options"), Section):
+        return value  # an instance, a wrong type for the field check, or an assignment's values
+    if "options" in value:
+        raise NegscaleError(
+            "negatives.options: unknown key; a source's own options go in its section,"
+            " [negatives.<source>]"
+        )
     source = value.get("source", "batch")
     spec = SPECS.get(source) if isinstance(source, str) else None
     if spec is None:
@@ -148,10 +148,10 @@ def options_section(value: Any) -> Any:
                 f"negatives.{key}: options of source '{key}', but negatives.source is"
                 f" '{source}'; drop the section or change the source"
             )
-        owner = owner_of_flat(key)
-        if owner is None:
+        found = owner_of_flat(key)
+        if found is None:
             continue
-        option = next(o for o in owner.options.model_fields if owner.flat_name(o) == key)
+        owner, option = found
         if owner.name != source and out[key] == owner.options.model_fields[option].default:
             del out[key]  # as every recipe dumped before the sections carries it: harmless
             continue
@@ -237,10 +237,9 @@ def into_section(keys: list[str], raw: dict[str, Any]) -> list[str]:
     """An override's keys, with ``negatives.<flat option>`` moved into its source's
     section when the recipe writes that section (so ``--set negatives.gamma=0.5``
     replaces ``[negatives.pool] gamma`` instead of giving the option twice)."""
-    if len(keys) != 2 or keys[0] != "negatives" or (owner := owner_of_flat(keys[1])) is None:
+    if len(keys) != 2 or keys[0] != "negatives" or (found := owner_of_flat(keys[1])) is None:
         return keys
-    negatives = raw.get("negatives")
+    (owner, option), negatives = found, raw.get("negatives")
     if not isinstance(negatives, dict) or not isinstance(negatives.get(owner.name), dict):
         return keys
-    option = next(o for o in owner.options.model_fields if owner.flat_name(o) == keys[1])
     return ["negatives", owner.name, option]

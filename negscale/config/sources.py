@@ -200,12 +200,13 @@ def setting_of(source: str) -> str:
     return SPECS[source].setting
 
 
-def owner_of_flat(name: str) -> SourceSpec | None:
-    """The source whose option is spelled ``negatives.<name>`` in run ids (and in
-    recipes written before the sections), or None."""
+def owner_of_flat(name: str) -> tuple[SourceSpec, str] | None:
+    """(the source, its option) spelled ``negatives.<name>`` in run ids (and in recipes
+    written before the sections), or None."""
     for spec in SPECS.values():
-        if any(spec.flat_name(opt) == name for opt in spec.options.model_fields):
-            return spec
+        for option in spec.options.model_fields:
+            if spec.flat_name(option) == name:
+                return spec, option
     return None
 
 
