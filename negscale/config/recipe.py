@@ -29,6 +29,7 @@ from pydantic import (
     model_validator,
 )
 
+from negscale.config import run_id as identity
 from negscale.config.base import Section, one_line
 from negscale.config.datasets import (
     DATA_CONFIGS,
@@ -99,15 +100,11 @@ class Recipe(Section):
         wherever it ran. Versioned so that new recipe fields never move the ids
         of existing studies: see :mod:`negscale.config.run_id`.
         """
-        from negscale.config.run_id import flatten, run_id
-
-        return run_id(flatten(self.resolved()), self.field_defaults())
+        return identity.run_id(identity.flatten(self.resolved()), self.field_defaults())
 
     def design_id(self) -> str:
         """The design this run belongs to (run_id's fields minus m, n, seed)."""
-        from negscale.config.run_id import design_id, flatten
-
-        return design_id(flatten(self.resolved()), self.field_defaults())
+        return identity.design_id(identity.flatten(self.resolved()), self.field_defaults())
 
     def field_defaults(self) -> dict[str, Any]:
         """Section.field -> the schema default of every field this recipe's sections carry."""
