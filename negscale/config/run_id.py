@@ -29,6 +29,11 @@ Version 3 (negscale 0.3): a tower loaded from local weights (``model.image_path`
 ``model.*_lr_scale`` says otherwise (negscale/encoders/tuning.py). Such a run,
 left at the default, hashes the scale and gets a new id; every other run keeps
 its id.
+
+A source's own options moved into their own section (``[negatives.pool]
+gamma``); :func:`flatten` hashes them under the flat names they had
+(``negatives.gamma``, ``negatives.pool_batch``: ``SourceSpec.flat_names``), so
+the move changed no id and needed no new version.
 """
 
 from __future__ import annotations
