@@ -216,7 +216,9 @@ def _show_suggestions(rows: list[dict]) -> None:
         out.print("\n" + wrap(text, out.width), markup=False, highlight=False, soft_wrap=True)
         return
     lines = [f"next runs ({len(rows)}):"]
-    lines += [f"  m = {r['m']}, n = {r['n']}, seed {r['seed']}: {r['reason']}" for r in rows]
+    later = " (worth it once the runs above are in)"
+    lines += [f"  m = {r['m']}, n = {r['n']}, seed {r['seed']}: {r['reason']}"
+              f"{later if r.get('deferred') else ''}" for r in rows]  # fmt: skip
     text = "\n".join(wrap(line, out.width) for line in lines)
     out.print("\n" + text, markup=False, highlight=False, soft_wrap=True)
 

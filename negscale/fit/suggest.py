@@ -49,7 +49,8 @@ class Suggestion:
 
     def to_dict(self) -> dict:
         n = int(self.n) if float(self.n).is_integer() else self.n
-        return {"m": self.m, "n": n, "seed": self.seed, "reason": self.reason}
+        return {"m": self.m, "n": n, "seed": self.seed, "reason": self.reason,
+                "deferred": self.deferred}  # fmt: skip
 
 
 def width(g: GroupReport) -> float:

@@ -112,9 +112,15 @@ def test_fit_suggest_on_any_table(tmp_path):
     res = runner.invoke(app, [*args, "--json"])
     assert res.exit_code == 0, res.output
     rows = json.loads(res.stdout)["suggestions"]
-    assert len(rows) == 2 and set(rows[0]) == {"m", "n", "seed", "reason"}
+    assert len(rows) == 2 and set(rows[0]) == {"m", "n", "seed", "reason", "deferred"}
     text = " ".join(runner.invoke(app, args).stdout.split())  # wrapped at 80 columns
     assert "next runs (2):" in text and "between 4 and 64" in text
+    # seeds at 4 and 64 (four doublings apart) matter once the level between is in
+    more = [*args[:-1], "4"]
+    rows = json.loads(runner.invoke(app, [*more, "--json"]).stdout)["suggestions"]
+    assert not rows[0]["deferred"] and any(r["deferred"] for r in rows)
+    text = " ".join(runner.invoke(app, more).stdout.split())
+    assert text.count("(worth it once the runs above are in)") == sum(r["deferred"] for r in rows)
 
 
 def test_a_round_is_one_run_a_group_at_least_two_and_at_least_the_runs_trained_at_once():
