@@ -323,16 +323,13 @@ def options_for(source: str, overrides: list[str]) -> list[str]:
     """The ``--set`` overrides a run of ``source`` takes: one list is passed to every
     source compared, so another source's own options (``negatives.pool.gamma``, or its
     flat spelling ``negatives.gamma``) are left out rather than refused."""
-    from negscale.config import SPECS, parse_override
-    from negscale.config.sources import owner_of_flat
+    from negscale.config import parse_override
+    from negscale.config.sources import source_of_key
 
     def foreign(text: str) -> bool:
         keys, _ = parse_override(text)
-        if len(keys) < 2 or keys[0] != "negatives":
-            return False
-        found = owner_of_flat(keys[1])
-        owner = keys[1] if keys[1] in SPECS else found[0].name if found else None
-        return owner is not None and owner != source
+        owner = source_of_key(keys[1]) if len(keys) > 1 and keys[0] == "negatives" else None
+        return owner not in (None, source)
 
     return [text for text in overrides if not foreign(text)]
 

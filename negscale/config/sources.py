@@ -200,6 +200,15 @@ def setting_of(source: str) -> str:
     return SPECS[source].setting
 
 
+def source_of_key(key: str) -> str | None:
+    """The source that ``negatives.<key>`` belongs to: its section (``pool``) or one of
+    its options in the flat spelling (``gamma``); None for a shared field."""
+    if key in SPECS:
+        return key
+    found = owner_of_flat(key)
+    return found[0].name if found else None
+
+
 def owner_of_flat(name: str) -> tuple[SourceSpec, str] | None:
     """(the source, its option) spelled ``negatives.<name>`` in run ids (and in recipes
     written before the sections), or None."""

@@ -139,7 +139,7 @@ def unwrapped(loader: DataLoader) -> Iterator[tuple[torch.Tensor, torch.Tensor, 
     Without workers or pinning, the items are fetched here exactly as the
     loader's single-process iterator would (``dataset[item]``, then
     ``default_convert``, its collate for ``batch_size=None``), skipping its
-    per-item bookkeeping: about 0.1-0.2 ms a step, some 4 % of a quickstart step.
+    per-item bookkeeping: about 0.25 ms, 6 % of a quickstart step (n = 4096, m = 20).
     """
     if loader.num_workers == 0 and not loader.pin_memory:
         for item in loader.sampler:
