@@ -159,3 +159,19 @@ def test_metrics_module_does_not_import_scipy() -> None:
     cmd = [sys.executable, "-c", code]
     out = subprocess.run(cmd, capture_output=True, text=True, check=True, env=env)
     assert out.stdout.strip() == "False"
+
+
+def test_instance_auc_sign_sum_equals_counting_with_ties_and_nan() -> None:
+    """The one-pass sign sum against the two counting passes it replaced (and a NaN row)."""
+    from negscale.metrics import _instance_auc, _positive_scores
+
+    g = torch.Generator().manual_seed(5)
+    scores = torch.randint(-3, 4, (40, 40), generator=g).float()  # ties everywhere
+    p = _positive_scores(scores, 0)
+
+    def counted() -> torch.Tensor:
+        return ((scores < p).sum(1).double() + 0.5 * ((scores == p).sum(1).double() - 1)) / 39
+
+    assert torch.equal(_instance_auc(scores, p), counted())
+    scores[3, 7] = float("nan")  # torch's sign(NaN) is 0; counting: NaN equals and undercuts none
+    assert torch.equal(_instance_auc(scores, p), counted())
