@@ -36,20 +36,25 @@ def build_optimizer(model: torch.nn.Module, recipe: Recipe, fused: bool) -> torc
     run: the same single-tensor AdamW maths (torch's CPU default), step under
     no_grad as torch's own wrapper does. Fused (CUDA) optimisers are built as usual.
     """
-    import inspect
-    import types
-
     from negscale.encoders.tuning import param_groups
 
     groups = param_groups(model, recipe.model, recipe.train.lr, recipe.train.weight_decay)
+    return adamw(groups, recipe.train.lr, fused)
+
+
+def adamw(groups: list[dict], lr: float, fused: bool) -> torch.optim.Optimizer:
+    """torch's AdamW over ``groups``: fused (CUDA), else single-tensor without torch._dynamo."""
+    import inspect
+    import types
+
     if fused:
-        return torch.optim.AdamW(groups, lr=recipe.train.lr, fused=True)
+        return torch.optim.AdamW(groups, lr=lr, fused=True)
     add = getattr(torch.optim.Optimizer.add_param_group, "__wrapped__", None)
     if add is None or "torch._dynamo" in sys.modules:  # nothing to save, or another torch
-        return torch.optim.AdamW(groups, lr=recipe.train.lr, foreach=False, fused=False)
+        return torch.optim.AdamW(groups, lr=lr, foreach=False, fused=False)
     add.__dynamo_disable = add  # torch's lazy cache of the dynamo-disabled function
     try:
-        opt = torch.optim.AdamW(groups, lr=recipe.train.lr, foreach=False, fused=False)
+        opt = torch.optim.AdamW(groups, lr=lr, foreach=False, fused=False)
     finally:
         del add.__dynamo_disable
     raw_step = inspect.unwrap(torch.optim.AdamW.step)

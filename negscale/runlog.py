@@ -108,6 +108,7 @@ class RunLog:
             "train_s": self.train_s,
             "select_s": self.select_s,
             "eval_s": self.eval_s,
+            "scores_per_step": self.scores_per_step,
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -117,3 +118,5 @@ class RunLog:
         self.train_s = state["train_s"]
         self.select_s = state.get("select_s", 0.0)  # older checkpoints lack the two
         self.eval_s = state.get("eval_s", 0.0)
+        # a run resumed at its last step takes no step to count them again
+        self.scores_per_step = state.get("scores_per_step", self.scores_per_step)

@@ -121,6 +121,7 @@ class Trainer:
             "run_id": self.recipe.run_id(),
             "init_metrics": self.init_metrics,
             "selection": None if self.selection is None else self.selection.state_dict(),
+            "flops": (self.flops_per_item, self.encoder_flops_per_step),
         }
 
     def load_state_dict(self, state: dict) -> None:
@@ -131,6 +132,8 @@ class Trainer:
         self.step = state["step"]
         self.log.load_state_dict(state)
         self.init_metrics = state.get("init_metrics")  # checkpoints before these keys lack them
+        # a run resumed at its last step takes no step to count them again
+        self.flops_per_item, self.encoder_flops_per_step = state.get("flops", (None, 0.0))
         if self.selection is not None and state.get("selection") is not None:
             self.selection.load_state_dict(state["selection"])
 
@@ -140,7 +143,7 @@ class Trainer:
             return
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_suffix(".tmp")
-        torch.save(self.state_dict(), tmp)
+        torch.save(_own_storage(self.state_dict()), tmp)
         tmp.replace(path)
 
     # ------------------------------------------------------------ training
@@ -192,6 +195,23 @@ class Trainer:
             encoder_flops_per_step=self.encoder_flops_per_step,
             data_skipped=self.data.info.get("skipped"),
         )
+
+
+def _own_storage(state: object) -> object:
+    """``state`` with every tensor that views a larger storage copied out.
+
+    Why: runs stepped together (:mod:`negscale.cohort`) hold their weights and
+    moments as views of stacked tensors, and ``torch.save`` writes a view's
+    whole storage: every run's checkpoint would hold all the runs.
+    """
+    if isinstance(state, torch.Tensor):
+        own = state.numel() * state.element_size()
+        return state.clone() if state.untyped_storage().nbytes() > own else state
+    if isinstance(state, dict):
+        return {k: _own_storage(v) for k, v in state.items()}
+    if isinstance(state, list | tuple):
+        return type(state)(_own_storage(v) for v in state)
+    return state
 
 
 def checkpoint_path(results: Path, run_id: str) -> Path:
@@ -250,6 +270,74 @@ def _learned(trainer: Trainer, metrics: dict) -> str | None:
     )
 
 
+def open_run(
+    recipe: Recipe,
+    results: Path,
+    runtime: Runtime,
+    *,
+    data: PairedData | None,
+    console: Console | None,
+    progress: bool,
+    say: Notice,
+    resume: bool,
+) -> tuple[Trainer, Path]:
+    """A built run and its checkpoint path, at its checkpoint's step when resuming."""
+
+    def build() -> Trainer:
+        return Trainer(recipe, runtime, data=data, console=console, progress=progress)
+
+    trainer = build()
+    data = trainer.data  # a rebuilt trainer reuses it
+    towers = describe_towers(recipe.model, recipe.train.lr)
+    if towers and runtime.dist.is_main:
+        say(towers)
+    ckpt = checkpoint_path(results, recipe.run_id())
+    if resume:
+        trainer = _resume(trainer, ckpt, build, say)
+    return trainer, ckpt
+
+
+def evaluate_init(trainer: Trainer) -> None:
+    """The step-0 metrics (the collapse check's baseline), once per run: kept in checkpoints."""
+    if trainer.runtime.dist.is_main and trainer.step == 0 and trainer.init_metrics is None:
+        trainer.init_metrics = trainer.evaluate()
+
+
+def conclude(trainer: Trainer) -> Outcome:
+    """A trained run's outcome: its held-out metrics and whether it learned."""
+    status, message, metrics = "ok", None, {}
+    if trainer.runtime.dist.is_main:
+        metrics = trainer.evaluate()
+        message = _learned(trainer, metrics)
+        status = "collapsed" if message else "ok"
+        if message:
+            message += _what_to_try(trainer.recipe)
+    return Outcome(status, message, metrics, trainer.init_metrics, trainer.selection)
+
+
+def diverged(trainer: Trainer, exc: Diverged) -> Outcome:
+    return Outcome("diverged", str(exc), {}, trainer.init_metrics, trainer.selection)
+
+
+def close_run(
+    trainer: Trainer, results: Path, outcome: Outcome, wall_s: float, report_to: str | None
+) -> RunRecord:
+    """Write the run's history and record (rank 0 only) and return the record."""
+    recipe, runtime = trainer.recipe, trainer.runtime
+    main = runtime.dist.is_main
+    if main:  # one record (and history) per run, however many processes trained it
+        write_history(trainer.log.history, results, recipe.run_id())
+    record = build_record(recipe, runtime, trainer.facts(), trainer.log, outcome, wall_s)
+    if main:
+        if report_to == "tensorboard":
+            from negscale.report_to import write_tensorboard
+
+            write_tensorboard(results, record, trainer.log.history)
+        write(record, results)
+    distributed.barrier()
+    return record
+
+
 def run(
     recipe: Recipe,
     results: str | Path,
@@ -273,46 +361,14 @@ def run(
     ``report_to="tensorboard"`` also writes the curve and metrics as scalars.
     """
     start = time.perf_counter()
-    say = notice or _stderr
     runtime = resolve_runtime(recipe, device)
     memory.reset_peak(runtime.device)  # this run's peak, not an earlier run's in a sweep
-
-    def build() -> Trainer:
-        return Trainer(recipe, runtime, data=data, console=console, progress=progress)
-
-    trainer = build()
-    data = trainer.data  # a rebuilt trainer reuses it
-    towers = describe_towers(recipe.model, recipe.train.lr)
-    if towers and runtime.dist.is_main:
-        say(towers)
-    ckpt = checkpoint_path(Path(results), recipe.run_id())
-    if resume:
-        trainer = _resume(trainer, ckpt, build, say)
-    main = runtime.dist.is_main
-    status, message, metrics = "ok", None, {}
+    trainer, ckpt = open_run(recipe, Path(results), runtime, data=data, console=console,
+                             progress=progress, say=notice or _stderr, resume=resume)  # fmt: skip
     try:
-        if main and trainer.step == 0 and trainer.init_metrics is None:
-            trainer.init_metrics = trainer.evaluate()
+        evaluate_init(trainer)
         trainer.fit(ckpt)
-        if main:
-            metrics = trainer.evaluate()
-            message = _learned(trainer, metrics)
-            status = "collapsed" if message else "ok"
-            if message:
-                message += _what_to_try(recipe)
+        outcome = conclude(trainer)
     except Diverged as exc:
-        status, message = "diverged", str(exc)
-    if main:  # one record (and history) per run, however many processes trained it
-        write_history(trainer.log.history, results, recipe.run_id())
-    outcome = Outcome(status, message, metrics, trainer.init_metrics, trainer.selection)
-    record = build_record(
-        recipe, runtime, trainer.facts(), trainer.log, outcome, time.perf_counter() - start
-    )
-    if main:
-        if report_to == "tensorboard":
-            from negscale.report_to import write_tensorboard
-
-            write_tensorboard(results, record, trainer.log.history)
-        write(record, results)
-    distributed.barrier()
-    return record
+        outcome = diverged(trainer, exc)
+    return close_run(trainer, Path(results), outcome, time.perf_counter() - start, report_to)

@@ -81,6 +81,9 @@ class SourceSpec:
     options: type[Section] = NoOptions  # its own section, [negatives.<name>]
     # option -> its name in run ids and in recipes before the sections (negatives.<flat>)
     flat_names: Mapping[str, str] = field(default_factory=dict)
+    # runs differing only in their seed may train as one stacked model: the source's
+    # negatives are columns of the batch (its class defines NegativeSource.table)
+    stacks: bool = False
 
     def flat_name(self, option: str) -> str:
         """``negatives.<this>``: the option's key in run ids (and its older flat spelling)."""
@@ -151,6 +154,7 @@ for _spec in (
         ("tile",),
         _batch_rule,
         in_batch=True,
+        stacks=True,
     ),
     SourceSpec(
         "subsample",
@@ -159,6 +163,7 @@ for _spec in (
         "negatives per anchor, a subset of the other B - 1 batch items",
         ("tile",),
         _subsample_rule,
+        stacks=True,
     ),
     SourceSpec(
         "independent",

@@ -9,6 +9,11 @@ import torch.nn.functional as F
 from torch import nn
 
 
+def temperature(logit_scale: torch.Tensor) -> torch.Tensor:
+    """tau from the stored log(1/tau); CLIP clamps the scale at 100 (tau >= 0.01) for stability."""
+    return 1.0 / logit_scale.clamp(max=math.log(100.0)).exp()
+
+
 class DualEncoder(nn.Module):
     """Image tower and text tower -> L2-normalised ``embed_dim`` embeddings.
 
@@ -31,8 +36,7 @@ class DualEncoder(nn.Module):
 
     @property
     def tau(self) -> torch.Tensor:
-        # CLIP clamps the scale at 100 (tau >= 0.01) to keep training stable.
-        return 1.0 / self.logit_scale.clamp(max=math.log(100.0)).exp()
+        return temperature(self.logit_scale)
 
     def encode_image(self, x: torch.Tensor) -> torch.Tensor:
         return F.normalize(self.image_proj(self.image_tower(x)), dim=-1)

@@ -124,6 +124,17 @@ class StepLoss:
     pending: dict[str, Any] = field(default_factory=dict)  # state for the update stage
 
 
+@dataclass
+class BatchTable:
+    """A step's negatives as batch columns: anchor i scores items ``columns`` except
+    column ``drop[i]`` (its own item, or the one extra column it skips)."""
+
+    columns: torch.Tensor  # (k,) batch rows scored by every anchor
+    drop: torch.Tensor  # (B,) the column each anchor leaves out: k - 1 negatives each
+    negatives_per_anchor: float
+    scores: int  # as StepLoss.scores
+
+
 # embeds the global batch through a module without graph: (img, txt)
 KeyEmbed = Callable[[torch.nn.Module], tuple[torch.Tensor, torch.Tensor]]
 
@@ -225,6 +236,17 @@ class NegativeSource:
         return None
 
     # ------------------------------------------------------------ checkpoints
+    def table(self, draw: Draw, batch: int) -> BatchTable | None:
+        """The step's negatives as columns of the batch, for runs stepped together.
+
+        Runs of one design that differ only in their seed can train as one
+        stacked model (:mod:`negscale.cohort`), whose loss scores every run's
+        anchors against columns of its own batch. A source whose negatives are
+        such columns says which here; None (the default) trains its runs one
+        at a time.
+        """
+        return None
+
     def state_dict(self) -> dict[str, Any]:
         return {}
 

@@ -7,6 +7,7 @@ import torch
 from negscale.config.sources import SPECS
 from negscale.losses import in_batch_loss
 from negscale.negatives.base import (
+    BatchTable,
     Draw,
     Embedded,
     NegativeSource,
@@ -33,3 +34,7 @@ class BatchSource(NegativeSource):
                 emb.img, emb.txt, tau=tau, form=self.form, symmetric=True, tile=tile
             )
         return StepLoss(loss, float(b - 1), 2 * b * (b - 1))
+
+    def table(self, draw: Draw, batch: int) -> BatchTable:
+        every = torch.arange(batch)
+        return BatchTable(every, every, float(batch - 1), 2 * batch * (batch - 1))

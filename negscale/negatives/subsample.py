@@ -5,10 +5,11 @@ from __future__ import annotations
 import torch
 
 from negscale.config.sources import SPECS
-from negscale.losses import subsample_loss
+from negscale.losses import subsample_columns, subsample_loss
 from negscale.negatives.base import (
     SUBSAMPLE_STREAM,
     Batch,
+    BatchTable,
     Draw,
     Embedded,
     NegativeSource,
@@ -65,6 +66,10 @@ class SubsampleSource(NegativeSource):
             loss = self.batch_loss(emb.img, emb.txt, order, tau)
             scores = 2 * b * (self.m + 1)  # the B x (m+1) table per direction
         return StepLoss(loss, float(self.m), scores)
+
+    def table(self, draw: Draw, batch: int) -> BatchTable:
+        columns, drop = subsample_columns(draw.info["order"], self.m)
+        return BatchTable(columns, drop, float(self.m), 2 * batch * (self.m + 1))
 
     def batch_loss(
         self, img: torch.Tensor, txt: torch.Tensor, order: torch.Tensor, tau: torch.Tensor

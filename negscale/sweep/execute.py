@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
+from negscale.cohort import cohorts
 from negscale.config import Recipe
 from negscale.errors import NegscaleError
 from negscale.results import RunRecord, record_path
@@ -94,6 +95,9 @@ def longest_first(recipes: list[Recipe]) -> list[Recipe]:
     return sorted(recipes, key=lambda r: (-r.train.steps * r.train.batch_size, -(r.m or 0)))
 
 
+Held = list[tuple[Recipe, Claim]]
+
+
 def execute(
     plan: Plan,
     results: str | Path,
@@ -103,14 +107,17 @@ def execute(
     listener: Listener | None = None,
     report_to: str | None = None,
     jobs: int | JobPlan = 1,
+    stack: bool = True,
 ) -> SweepStats:
     """Train every run of this shard that has no valid record, each under a claim.
 
     A diverged run is recorded by the trainer and reported; an unexpected error
     in one run is reported and the sweep goes on (the run stays pending, so a
     re-run retries it); a user error (NegscaleError) stops the sweep. With
-    ``jobs`` > 1 that many runs train at once, each in a worker process
-    (:mod:`negscale.sweep.workers`); this process holds their claims.
+    ``jobs`` > 1 that many groups train at once, each in a worker process
+    (:mod:`negscale.sweep.workers`); this process holds their claims. With
+    ``stack``, runs that differ only in their seed train together as one
+    stacked model (:mod:`negscale.cohort`), else one at a time.
     """
     listener = listener or SilentListener()
     results = Path(results)
@@ -121,31 +128,35 @@ def execute(
     if stats.done_before:
         listener.notice(f"{stats.done_before} of {len(mine)} runs already recorded: skipped")
     listener.begin(len(todo))
-    running: dict[Future, tuple[Recipe, Claim, float]] = {}
+    running: dict[Future, tuple[Held, float]] = {}
     at_once = jobs.jobs if isinstance(jobs, JobPlan) else jobs
     if at_once > 1:
         todo = longest_first(todo)
+    groups = cohorts(todo, at_once) if stack else [[r] for r in todo]
     try:
         with Workers(jobs, device, report_to, listener.notice) as workers:
-            for recipe in todo:
-                held = _claim(results, recipe, stats, listener)
-                if held is None:
+            for group in groups:
+                held = [(r, c) for r in group if (c := _claim(results, r, stats, listener))]
+                if not held:
                     continue
                 start = time.perf_counter()
-                try:  # in this process the run trains inside submit: Ctrl-C, SIGTERM
-                    listener.started(recipe)
-                    future = workers.submit(recipe, results)
+                try:  # in this process the runs train inside submit: Ctrl-C, SIGTERM
+                    for recipe, _ in held:
+                        listener.started(recipe)
+                    future = workers.submit([r for r, _ in held], results)
                 except BaseException:
-                    held.release()
+                    for _, c in held:
+                        c.release()
                     raise
-                running[future] = (recipe, held, start)
+                running[future] = (held, start)
                 while len(running) >= at_once:
                     _collect(workers, running, stats, listener, FIRST_COMPLETED)
             while running:
                 _collect(workers, running, stats, listener, ALL_COMPLETED)
     finally:  # after the workers stopped: no claim is dropped under a run still training
-        for _, held, _ in running.values():
-            held.release()
+        for held, _ in running.values():
+            for _, c in held:
+                c.release()
     return stats
 
 
@@ -186,30 +197,34 @@ def _claim(results: Path, recipe: Recipe, stats: SweepStats, listener: Listener)
 
 def _collect(
     workers: Workers,
-    running: dict[Future, tuple[Recipe, Claim, float]],
+    running: dict[Future, tuple[Held, float]],
     stats: SweepStats,
     listener: Listener,
     until: str,
 ) -> None:
-    """Account for the runs that have ended (at least one), releasing their claims."""
+    """Account for the groups that have ended (at least one), releasing their claims."""
     done, _ = wait(list(running), return_when=until)
     for future in done:
-        recipe, held, start = running.pop(future)
+        held, start = running.pop(future)
         try:
-            record = workers.result(future)
+            records = workers.result(future)
         except NegscaleError:
             raise
         except Exception as exc:
-            rid = recipe.run_id()
-            stats.failed[rid] = f"{type(exc).__name__}: {exc}"
-            listener.notice(f"run {rid} (m={recipe.m}, n={recipe.data.n}) failed: {exc}")
-            listener.finished(recipe, None, time.perf_counter() - start)
+            for recipe, _ in held:
+                rid = recipe.run_id()
+                stats.failed[rid] = f"{type(exc).__name__}: {exc}"
+                listener.notice(f"run {rid} (m={recipe.m}, n={recipe.data.n}) failed: {exc}")
+                listener.finished(recipe, None, time.perf_counter() - start)
             continue
         finally:
-            held.release()
-        stats.trained.append(record.run_id)
-        if record.status == "diverged":
-            stats.diverged.append(record.run_id)
-        elif record.status == "collapsed":
-            stats.collapsed.append(record.run_id)
-        listener.finished(recipe, record, time.perf_counter() - start)
+            for _, c in held:
+                c.release()
+        seconds = (time.perf_counter() - start) / len(held)  # a group's time, shared
+        for (recipe, _), record in zip(held, records, strict=True):
+            stats.trained.append(record.run_id)
+            if record.status == "diverged":
+                stats.diverged.append(record.run_id)
+            elif record.status == "collapsed":
+                stats.collapsed.append(record.run_id)
+            listener.finished(recipe, record, seconds)

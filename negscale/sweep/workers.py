@@ -131,16 +131,33 @@ def _start_worker(threads: int) -> None:
     load_plugins()
 
 
-def _train_in_worker(
-    recipe: Recipe, results: str, device: str | None, report_to: str | None
-) -> tuple[RunRecord, list[str]]:
-    from negscale.train import run
+def _train(
+    recipes: list[Recipe],
+    results: str,
+    device: str | None,
+    report_to: str | None,
+    data: Any,
+    notice: Notice,
+) -> list[RunRecord]:
+    """One run as ``train.run`` trains it, or runs apart only by seed stacked together."""
+    if len(recipes) == 1:
+        from negscale.train import run
 
+        return [run(recipes[0], results, device=device, progress=False, data=data,
+                    notice=notice, report_to=report_to)]  # fmt: skip
+    from negscale.cohort.run import run_together
+
+    return run_together(recipes, results, device=device, data=data, notice=notice,
+                        report_to=report_to)  # fmt: skip
+
+
+def _train_in_worker(
+    recipes: list[Recipe], results: str, device: str | None, report_to: str | None
+) -> tuple[list[RunRecord], list[str]]:
     notices: list[str] = []
-    record = run(recipe, results, device=device, progress=False,
-                 data=_WORKER_CACHE.get(recipe), notice=notices.append,
-                 report_to=report_to)  # fmt: skip
-    return record, notices
+    data = _WORKER_CACHE.get(recipes[0])
+    records = _train(recipes, results, device, report_to, data, notices.append)
+    return records, notices
 
 
 class Workers:
@@ -191,29 +208,28 @@ class Workers:
 
             torch.set_num_threads(self._threads_before)
 
-    def submit(self, recipe: Recipe, results: Path) -> Future:
-        """Start a run; in this process it has ended by the time the future returns."""
-        recipe = self._planned(recipe)
+    def submit(self, recipes: list[Recipe], results: Path) -> Future:
+        """Start a group of runs (one, or seeds stacked together: :mod:`negscale.cohort`);
+        in this process they have ended by the time the future returns."""
+        recipes = [self._planned(r) for r in recipes]
         if self.pool is not None:
             return self.pool.submit(
-                _train_in_worker, recipe, str(results), self.device, self.report_to
+                _train_in_worker, recipes, str(results), self.device, self.report_to
             )
-        from negscale.train import run
-
         future: Future = Future()
         try:
-            record = run(recipe, results, device=self.device, progress=False,
-                         data=self.cache.get(recipe), notice=self.notice,
-                         report_to=self.report_to)  # fmt: skip
+            data = self.cache.get(recipes[0])
+            records = _train(recipes, str(results), self.device, self.report_to, data,
+                             self.notice)  # fmt: skip
         except Exception as exc:  # reported by the sweep; Ctrl-C and exits go through
             future.set_exception(exc)
         else:
-            future.set_result((record, []))
+            future.set_result((records, []))
         return future
 
-    def result(self, future: Future) -> RunRecord:
-        """The run's record (raising what the run raised), its worker's notices passed on."""
-        record, notices = future.result()
+    def result(self, future: Future) -> list[RunRecord]:
+        """The runs' records (raising what a run raised), its worker's notices passed on."""
+        records, notices = future.result()
         for message in notices:
             self.notice(message)
-        return record
+        return records

@@ -1,0 +1,100 @@
+"""The loop of runs stepped together: the one-run loop (:mod:`negscale.loop`) over a stack.
+
+Per step, each run fetches its own batch and draws its own negatives; the
+stack embeds all batches in one vmapped forward, takes every run's loss in
+one call (:func:`negscale.cohort.loss.stacked_table_loss`), backpropagates
+once, clips each run's gradients and steps once. Each run's books (log,
+selection, checkpoints) are then kept exactly as the one-run loop keeps them,
+and a run that diverges leaves the books (its slot still steps, unread).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+
+from negscale.cohort.loss import stacked_table_loss
+from negscale.cohort.stacked import StackedRuns
+from negscale.flops import encoder_flops_per_item
+from negscale.negatives.base import BatchTable
+from negscale.negatives.step import StepCost
+from negscale.runlog import Diverged
+from negscale.selection import is_due
+from negscale.train import Trainer
+
+
+def _step(stack: StackedRuns, trainers: Sequence[Trainer]) -> tuple[torch.Tensor, list[BatchTable]]:
+    """One optimiser step of every run; (R,) detached losses and each run's table."""
+    step = trainers[0].step
+    batches = [t.feed(step) for t in trainers]
+    tables = []
+    for t, batch in zip(trainers, batches, strict=True):
+        b = len(batch.index)
+        tables.append(t.source.table(t.source.draw(batch, step), b))
+        if t.flops_per_item is None:
+            t.flops_per_item = encoder_flops_per_item(t.model, batch.x, batch.y, t.runtime.autocast)
+            t.encoder_flops_per_step = t.flops_per_item * StepCost(graph=b).forwards()
+    dev = batches[0].x.device
+    x, y = torch.stack([b.x for b in batches]), torch.stack([b.y for b in batches])
+    columns = torch.stack([tb.columns for tb in tables]).to(dev)
+    drop = torch.stack([tb.drop for tb in tables]).to(dev)
+    stack.zero_grad()
+    with trainers[0].runtime.autocast:
+        img, txt = stack.forward(x, y)
+        form = trainers[0].source.form
+        loss = stacked_table_loss(img, txt, columns, drop, tau=stack.tau(), form=form)
+    loss.sum().backward()
+    clip = trainers[0].recipe.train.grad_clip
+    if clip > 0:
+        stack.clip(clip)
+    stack.step()
+    for t in trainers:
+        t.scheduler.step()
+        t.step += 1
+    return loss.detach(), tables
+
+
+def train_together(trainers: Sequence[Trainer], checkpoints: Sequence[Path]) -> dict[int, Diverged]:
+    """Step runs at the same step to ``train.steps``; the ones that diverged, by position.
+
+    Checkpoints, selection and the final restore are each run's own, at the
+    steps the one-run loop takes them; a batched step's time is shared equally
+    among the runs still training.
+    """
+    stack = StackedRuns(trainers)
+    first = trainers[0]
+    total, every = first.recipe.train.steps, first.recipe.train.checkpoint_every
+    live = dict(enumerate(trainers))
+    failed: dict[int, Diverged] = {}
+    while first.step < total and live:
+        t0 = time.perf_counter()
+        losses, tables = _step(stack, trainers)
+        share = (time.perf_counter() - t0) / len(live)
+        step = first.step
+        due = bool(every) and step % every == 0
+        select = first.selection is not None and is_due(step, total)
+        for r, t in list(live.items()):
+            try:
+                t.log.add(losses[r], tables[r].negatives_per_anchor, tables[r].scores)
+                if due or select or step == total:
+                    t.log.flush()
+            except Diverged as exc:
+                failed[r] = exc
+                del live[r]
+                continue
+            t.log.train_s += share
+            if select and t.selection is not None:
+                t0 = time.perf_counter()
+                t.selection.offer(step, t.evaluator.validation_auc(), t.model)
+                t.log.select_s += time.perf_counter() - t0
+            if due:
+                t.save(checkpoints[r])
+    for r, t in live.items():
+        t.save(checkpoints[r])
+        if t.selection is not None:
+            t.selection.restore(t.model)
+        t.evaluator.close()
+    return failed

@@ -1,0 +1,67 @@
+"""A cohort from recipes to records: each run opened, trained together, concluded, recorded."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from negscale import memory
+from negscale.cohort.loop import train_together
+from negscale.config import Recipe
+from negscale.data.base import PairedData
+from negscale.results import RunRecord
+from negscale.run_record import Outcome
+from negscale.runlog import Diverged
+from negscale.runtime import resolve_runtime
+from negscale.train import close_run, conclude, diverged, evaluate_init, open_run
+
+
+def run_together(
+    recipes: Sequence[Recipe],
+    results: str | Path,
+    *,
+    device: str | None = None,
+    data: PairedData | None = None,
+    notice: Callable[[str], None] = print,
+    report_to: str | None = None,
+) -> list[RunRecord]:
+    """Train runs of one design (seeds apart) as one stacked model; their records.
+
+    Each run resumes from its own checkpoint; runs at the same step train
+    together, a run alone (or a runtime that compiles) trains as
+    :func:`negscale.train.run` would. Each record's ``wall_s`` is the cohort's
+    wall time shared equally.
+    """
+    start, results = time.perf_counter(), Path(results)
+    runtime = resolve_runtime(recipes[0], device)
+    memory.reset_peak(runtime.device)
+    trainers, ckpts = [], []
+    for recipe in recipes:
+        trainer, ckpt = open_run(recipe, results, runtime, data=data, console=None,
+                                 progress=False, say=notice, resume=True)  # fmt: skip
+        data = trainer.data
+        trainers.append(trainer)
+        ckpts.append(ckpt)
+    outcomes: dict[int, Outcome] = {}
+    for i in range(len(trainers)):
+        evaluate_init(trainers[i])
+    at: dict[int, list[int]] = {}
+    for i, trainer in enumerate(trainers):
+        at.setdefault(trainer.step, []).append(i)
+    for group in at.values():
+        if len(group) == 1 or runtime.compile:
+            for i in group:
+                try:
+                    trainers[i].fit(ckpts[i])
+                except Diverged as exc:
+                    outcomes[i] = diverged(trainers[i], exc)
+            continue
+        failed = train_together([trainers[i] for i in group], [ckpts[i] for i in group])
+        for j, exc in failed.items():
+            outcomes[group[j]] = diverged(trainers[group[j]], exc)
+    for i, trainer in enumerate(trainers):
+        if i not in outcomes:
+            outcomes[i] = conclude(trainer)
+    wall = (time.perf_counter() - start) / len(trainers)
+    return [close_run(t, results, outcomes[i], wall, report_to) for i, t in enumerate(trainers)]

@@ -1,0 +1,192 @@
+"""Runs stacked by seed (negscale.cohort) against the one-run trainer they replace.
+
+The reference is the trainer itself: the same recipes trained one at a time
+by ``negscale.train.run`` must give the same records (to float rounding: a
+batched matmul sums in another order), checkpoints that hold one run each,
+and the same resume and divergence behaviour.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from negscale.cohort import cohorts, stackable
+from negscale.cohort.loss import stacked_table_loss
+from negscale.cohort.run import run_together
+from negscale.config import load_recipe
+from negscale.losses import in_batch_loss, subsample_columns, subsample_loss
+from negscale.sweep.execute import execute
+from negscale.sweep.plan import GridSpec, make_plan
+from negscale.train import Trainer, checkpoint_path, resolve_runtime, run
+
+SMALL = ["data.n_eval=256", "train.steps=24", "model.hidden=32", "train.batch_size=64"]
+CLOSE = ["auc", "recall_at_1", "recall_at_5", "mean_rank", "zeroshot_top1", "val_loss",
+         "train_loss", "select_auc", "auc_init", "excess_auc"]  # fmt: skip
+EXACT = ["run_id", "status", "selected_step", "m", "n", "seed", "steps", "negatives_used",
+         "encoder_gflops", "loss_gflops"]  # fmt: skip
+
+
+def _recipes(m: int, seeds=(0, 1, 2), extra=()) -> list:
+    return [load_recipe("quickstart", [*SMALL, *extra, f"train.seed={s}"], m=m, n=512)
+            for s in seeds]  # fmt: skip
+
+
+def _same_records(got, want) -> None:
+    for a, b in zip(got, want, strict=True):
+        for key in EXACT:
+            assert getattr(a, key) == getattr(b, key), key
+        for key in CLOSE:
+            x, y = getattr(a, key), getattr(b, key)
+            assert (x is None) == (y is None), key
+            if x is not None:
+                assert x == pytest.approx(y, abs=2e-6), key
+
+
+@pytest.mark.parametrize("form", ["paper", "infonce"])
+@pytest.mark.parametrize("m", [1, 5, 15])
+def test_stacked_loss_equals_each_runs_loss_and_gradient(form: str, m: int) -> None:
+    runs, b, d = 3, 16, 8
+    g = torch.Generator().manual_seed(m)
+    img = torch.nn.functional.normalize(torch.randn(runs, b, d, generator=g), dim=-1)
+    txt = torch.nn.functional.normalize(torch.randn(runs, b, d, generator=g), dim=-1)
+    img.requires_grad_()
+    txt.requires_grad_()
+    tau = torch.tensor([0.1, 0.2, 0.5])
+    orders = [torch.randperm(b, generator=g) for _ in range(runs)]
+    cols, drop = zip(*(subsample_columns(o, m) for o in orders), strict=True)
+    got = stacked_table_loss(img, txt, torch.stack(cols), torch.stack(drop), tau=tau, form=form)
+    got.sum().backward()
+    g_img, g_txt = img.grad.clone(), txt.grad.clone()
+    for r in range(runs):
+        i, t = img[r].detach().requires_grad_(), txt[r].detach().requires_grad_()
+        if m == b - 1:  # the batch source's loss: every other item
+            want = in_batch_loss(i, t, tau=tau[r], form=form, symmetric=True)
+        else:
+            want = subsample_loss(i, t, orders[r], m, tau=tau[r], form=form)
+        want.backward()
+        assert float(got[r].detach()) == pytest.approx(float(want.detach()), abs=1e-6)
+        assert torch.allclose(g_img[r], i.grad, atol=1e-6)
+        assert torch.allclose(g_txt[r], t.grad, atol=1e-6)
+
+
+@pytest.mark.parametrize("m", [6, 63])  # subsample, and the whole batch (source batch)
+def test_records_equal_the_one_run_trainers(tmp_path, m: int) -> None:
+    recipes = _recipes(m)
+    assert recipes[0].negatives.source == ("batch" if m == 63 else "subsample")
+    alone = [run(r, tmp_path / "alone", progress=False, notice=print) for r in recipes]
+    together = run_together(recipes, tmp_path / "together", notice=print)
+    _same_records(together, alone)
+    assert all(r.status == "ok" for r in together)
+
+
+def test_a_checkpoint_holds_its_own_run_and_loads_into_a_trainer(tmp_path) -> None:
+    recipes = _recipes(6, seeds=(0, 1))
+    alone = run(recipes[1], tmp_path / "alone", progress=False, notice=print)
+    run_together(recipes, tmp_path / "together", notice=print)
+    mine = checkpoint_path(tmp_path / "together", alone.run_id)
+    ref = checkpoint_path(tmp_path / "alone", alone.run_id)
+    assert mine.stat().st_size < 1.2 * ref.stat().st_size  # not every run's stacked tensors
+    state = torch.load(mine, weights_only=False)
+    for name, t in state["model"].items():
+        assert t.untyped_storage().nbytes() == t.numel() * t.element_size(), name
+    trainer = Trainer(recipes[1], resolve_runtime(recipes[1], "cpu"), progress=False)
+    trainer.load_state_dict(state)
+    want = torch.load(ref, weights_only=False)
+    assert trainer.step == want["step"]
+    for k, v in want["optimizer"]["state"].items():
+        for key in ("exp_avg", "exp_avg_sq"):
+            assert torch.allclose(state["optimizer"]["state"][k][key], v[key], atol=1e-6)
+        assert float(state["optimizer"]["state"][k]["step"]) == float(v["step"])
+
+
+def test_a_killed_cohort_resumes_from_its_checkpoints(tmp_path, monkeypatch) -> None:
+    import negscale.cohort.loop as loop
+
+    recipes = _recipes(6, extra=["train.checkpoint_every=8"])
+    want = run_together(recipes, tmp_path / "whole", notice=print)
+    real = loop._step
+
+    def killed_at_16(stack, trainers):
+        if trainers[0].step == 16:
+            raise KeyboardInterrupt
+        return real(stack, trainers)
+
+    monkeypatch.setattr(loop, "_step", killed_at_16)
+    with pytest.raises(KeyboardInterrupt):
+        run_together(recipes, tmp_path / "killed", notice=print)
+    monkeypatch.setattr(loop, "_step", real)
+    said: list[str] = []
+    got = run_together(recipes, tmp_path / "killed", notice=said.append)
+    assert sum("from its checkpoint at step 16/24" in s for s in said) == 3
+    _same_records(got, want)
+
+
+def test_runs_at_different_steps_train_apart_to_the_same_records(tmp_path) -> None:
+    recipes = _recipes(6, extra=["train.checkpoint_every=8"])
+    want = run_together(recipes, tmp_path / "whole", notice=print)
+    for path in (tmp_path / "whole").rglob("*"):  # run 0's checkpoint (step 24) only
+        if path.is_file() and recipes[0].run_id() not in path.name:
+            path.unlink()
+    for path in (tmp_path / "whole" / "runs").glob("*"):
+        path.unlink()
+    got = run_together(recipes, tmp_path / "whole", notice=print)
+    _same_records(got, want)
+
+
+def test_a_diverged_run_leaves_its_cohort_training(tmp_path, monkeypatch) -> None:
+    import negscale.cohort.loop as loop
+
+    recipes = _recipes(6)
+    want = run_together(recipes, tmp_path / "clean", notice=print)
+    real = loop.stacked_table_loss
+
+    def nan_for_run_1(img, txt, columns, drop, *, tau, form):
+        loss = real(img, txt, columns, drop, tau=tau, form=form)
+        return loss * torch.tensor([1.0, float("nan"), 1.0])
+
+    monkeypatch.setattr(loop, "stacked_table_loss", nan_for_run_1)
+    got = run_together(recipes, tmp_path / "nan", notice=print)
+    assert [r.status for r in got] == ["ok", "diverged", "ok"]
+    assert "loss became nan at step 0" in got[1].message
+    _same_records([got[0], got[2]], [want[0], want[2]])
+
+
+def test_cohorts_group_seeds_of_one_design_and_keep_the_rest_alone() -> None:
+    grid = GridSpec(negatives="2,4", samples="256,512", seeds="0,1,2")
+    plan = make_plan("quickstart", SMALL, grid)
+    groups = cohorts(plan.recipes)
+    assert [len(g) for g in groups] == [3, 3, 3, 3]
+    for g in groups:
+        assert len({(r.m, r.data.n) for r in g}) == 1
+        assert sorted(r.train.seed for r in g) == [0, 1, 2]
+    assert len(cohorts(plan.recipes[:3], at_least=2)) == 2  # never fewer groups than jobs
+    supervised = load_recipe("quickstart-supervised", SMALL, m=4, n=256)
+    assert not stackable(supervised)
+    assert [len(g) for g in cohorts([supervised, supervised])] == [1, 1]
+    assert not stackable(load_recipe("quickstart", [*SMALL, "train.micro_batch=16"], m=4))
+
+
+def test_grouping_runs_without_torch() -> None:
+    code = (
+        "import sys; from negscale.cohort import cohorts; from negscale.config import "
+        "load_recipe; cohorts([load_recipe('quickstart')]); print('torch' in sys.modules)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
+
+
+def test_a_sweep_stacks_seeds_and_writes_the_one_at_a_time_records(tmp_path) -> None:
+    from negscale.results import load
+
+    plan = make_plan("quickstart", SMALL, GridSpec(negatives="4", samples="256", seeds="0,1"))
+    one = execute(plan, tmp_path / "one", stack=False)
+    both = execute(plan, tmp_path / "both")
+    assert sorted(one.trained) == sorted(both.trained)
+    a, b = load(tmp_path / "one"), load(tmp_path / "both")
+    a, b = (t.sort_values("run_id").reset_index(drop=True) for t in (a, b))
+    assert list(a["run_id"]) == list(b["run_id"])
+    assert (a["auc"] - b["auc"]).abs().max() < 2e-6
