@@ -6,7 +6,6 @@ the batches it would have seen, and 0, 1 or 8 loader workers give the same ones.
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Iterator
 
 import torch
@@ -19,14 +18,27 @@ from negscale.runtime import Runtime
 BATCH_STREAM = 1  # the step_generator stream of the batch order
 
 
-@functools.lru_cache(maxsize=2)
+_ORDERS: dict[tuple[int, int], tuple[int, torch.Tensor]] = {}  # (n, seed) -> its current epoch
+_RUNS_KEPT = 64  # runs of a cohort interleave their seeds (and m): one epoch's order each
+
+
 def _epoch_order(n: int, seed: int, epoch: int) -> torch.Tensor:
     """One epoch's seeded permutation of the n items: drawn once, cut into n // B batches.
 
     Why cached: a fresh randperm(n) every step cost 170 us at n = 16,384 (about
     5 % of a quickstart step); the order is a pure function of (n, seed, epoch).
+    Only each run's current epoch is kept, so a process holds one order per run
+    it steps (one at the paper's n, where an order is 100 MB).
     """
-    return torch.randperm(n, generator=step_generator(seed, epoch, BATCH_STREAM))
+    kept = _ORDERS.get((n, seed))
+    if kept is not None and kept[0] == epoch:
+        return kept[1]
+    order = torch.randperm(n, generator=step_generator(seed, epoch, BATCH_STREAM))
+    _ORDERS.pop((n, seed), None)
+    while len(_ORDERS) >= _RUNS_KEPT:
+        _ORDERS.pop(next(iter(_ORDERS)))
+    _ORDERS[(n, seed)] = (epoch, order)
+    return order
 
 
 def batch_indices(n: int, batch: int, seed: int, step: int) -> torch.Tensor:

@@ -73,6 +73,26 @@ def test_stacked_loss_equals_each_runs_loss_and_gradient(form: str, m: int) -> N
         assert torch.allclose(g_txt[r], t.grad, atol=1e-6)
 
 
+def test_runs_of_other_m_take_one_loss_call_per_width() -> None:
+    """Consecutive runs of one width share a call; each run's loss is still its own."""
+    from negscale.cohort.loop import _loss, _segments
+    from negscale.negatives.base import BatchTable
+
+    ms, b, d = [1, 1, 5, 15, 15, 1], 16, 8
+    g = torch.Generator().manual_seed(7)
+    img = torch.nn.functional.normalize(torch.randn(len(ms), b, d, generator=g), dim=-1)
+    txt = torch.nn.functional.normalize(torch.randn(len(ms), b, d, generator=g), dim=-1)
+    orders = [torch.randperm(b, generator=g) for _ in ms]
+    tables = [
+        BatchTable(*subsample_columns(o, m), float(m), 0) for o, m in zip(orders, ms, strict=True)
+    ]
+    assert _segments(tables) == [(0, 2), (2, 3), (3, 5), (5, 6)]
+    got = _loss(img, txt, tables, torch.full((len(ms),), 0.2), "paper")
+    for r, m in enumerate(ms):
+        want = subsample_loss(img[r], txt[r], orders[r], m, tau=0.2, form="paper")
+        assert float(got[r]) == pytest.approx(float(want), abs=1e-6)
+
+
 @pytest.mark.parametrize("m", [6, 63])  # subsample, and the whole batch (source batch)
 def test_records_equal_the_one_run_trainers(tmp_path, m: int) -> None:
     recipes = _recipes(m)
@@ -81,6 +101,14 @@ def test_records_equal_the_one_run_trainers(tmp_path, m: int) -> None:
     together = run_together(recipes, tmp_path / "together", notice=print)
     _same_records(together, alone)
     assert all(r.status == "ok" for r in together)
+
+
+def test_a_stack_of_several_m_and_sources_records_each_run_as_alone(tmp_path) -> None:
+    recipes = [*_recipes(63, seeds=(0,)), *_recipes(6, seeds=(0, 1)), *_recipes(2, seeds=(1,))]
+    assert len(cohorts(recipes)) == 1
+    alone = [run(r, tmp_path / "alone", progress=False, notice=print) for r in recipes]
+    together = run_together(recipes, tmp_path / "together", notice=print)
+    _same_records(together, alone)
 
 
 def test_a_checkpoint_holds_its_own_run_and_loads_into_a_trainer(tmp_path) -> None:
@@ -155,19 +183,36 @@ def test_a_diverged_run_leaves_its_cohort_training(tmp_path, monkeypatch) -> Non
     _same_records([got[0], got[2]], [want[0], want[2]])
 
 
-def test_cohorts_group_seeds_of_one_design_and_keep_the_rest_alone() -> None:
-    grid = GridSpec(negatives="2,4", samples="256,512", seeds="0,1,2")
-    plan = make_plan("quickstart", SMALL, grid)
+def test_cohorts_group_a_design_across_seeds_and_m_and_keep_the_rest_alone(monkeypatch) -> None:
+    import negscale.cohort as cohort
+
+    grid = GridSpec(negatives="2,4,63", samples="256,512", seeds="0,1,2")
+    plan = make_plan("quickstart", SMALL, grid)  # m = 63 is the batch source
     groups = cohorts(plan.recipes)
-    assert [len(g) for g in groups] == [3, 3, 3, 3]
+    assert [len(g) for g in groups] == [9, 9]
+    assert [r for g in groups for r in g] == plan.recipes  # order kept
     for g in groups:
-        assert len({(r.m, r.data.n) for r in g}) == 1
-        assert sorted(r.train.seed for r in g) == [0, 1, 2]
-    assert len(cohorts(plan.recipes[:3], at_least=2)) == 2  # never fewer groups than jobs
+        assert len({r.data.n for r in g}) == 1
+    monkeypatch.setattr(cohort, "MAX_STACK", 4)
+    assert [len(g) for g in cohorts(plan.recipes)] == [4, 4, 1, 4, 4, 1]
     supervised = load_recipe("quickstart-supervised", SMALL, m=4, n=256)
     assert not stackable(supervised)
     assert [len(g) for g in cohorts([supervised, supervised])] == [1, 1]
     assert not stackable(load_recipe("quickstart", [*SMALL, "train.micro_batch=16"], m=4))
+
+
+def test_jobs_get_lanes_of_equal_work() -> None:
+    """Longest first (as a sweep orders them), groups cut where a job's share of the work fills."""
+    from negscale.sweep.execute import longest_first
+
+    grid = GridSpec(negatives="2,4", samples="1024,4096", seeds="0,1,2")
+    recipes = longest_first(make_plan("quickstart", ["data.n_eval=256"], grid).recipes)
+    assert {r.train.steps for r in recipes} == {128, 512}  # 40 epochs of B = 320
+    groups = cohorts(recipes, jobs=2)  # work 6 x 4 + 6 x 1 = 30: lanes of 15
+    assert [len(g) for g in groups] == [4, 2, 6]
+    assert [r for g in groups for r in g] == recipes
+    work = [sum(r.train.steps for r in g) for g in groups]
+    assert work[0] >= 15 * 128 and work[1] + work[2] <= 15 * 128
 
 
 def test_grouping_runs_without_torch() -> None:

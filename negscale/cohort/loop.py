@@ -19,11 +19,34 @@ import torch
 from negscale.cohort.loss import stacked_table_loss
 from negscale.cohort.stacked import StackedRuns
 from negscale.flops import encoder_flops_per_item
+from negscale.losses import Form
 from negscale.negatives.base import BatchTable
 from negscale.negatives.step import StepCost
 from negscale.runlog import Diverged
 from negscale.selection import is_due
 from negscale.train import Trainer
+
+
+def _segments(tables: Sequence[BatchTable]) -> list[tuple[int, int]]:
+    """[start, stop) ranges of consecutive runs with tables of one width (one loss call each)."""
+    out: list[tuple[int, int]] = []
+    for r, table in enumerate(tables):
+        if out and len(tables[out[-1][0]].columns) == len(table.columns):
+            out[-1] = (out[-1][0], r + 1)
+        else:
+            out.append((r, r + 1))
+    return out
+
+
+def _loss(img, txt, tables: Sequence[BatchTable], tau: torch.Tensor, form: Form) -> torch.Tensor:
+    """(R,) each run's loss: one stacked call per width, on views of the stack."""
+    dev, parts = img.device, []
+    for a, b in _segments(tables):
+        columns = torch.stack([t.columns for t in tables[a:b]]).to(dev)
+        drop = torch.stack([t.drop for t in tables[a:b]]).to(dev)
+        parts.append(stacked_table_loss(img[a:b], txt[a:b], columns, drop,
+                                        tau=tau[a:b], form=form))  # fmt: skip
+    return torch.cat(parts)
 
 
 def _step(stack: StackedRuns, trainers: Sequence[Trainer]) -> tuple[torch.Tensor, list[BatchTable]]:
@@ -37,15 +60,11 @@ def _step(stack: StackedRuns, trainers: Sequence[Trainer]) -> tuple[torch.Tensor
         if t.flops_per_item is None:
             t.flops_per_item = encoder_flops_per_item(t.model, batch.x, batch.y, t.runtime.autocast)
             t.encoder_flops_per_step = t.flops_per_item * StepCost(graph=b).forwards()
-    dev = batches[0].x.device
     x, y = torch.stack([b.x for b in batches]), torch.stack([b.y for b in batches])
-    columns = torch.stack([tb.columns for tb in tables]).to(dev)
-    drop = torch.stack([tb.drop for tb in tables]).to(dev)
     stack.zero_grad()
     with trainers[0].runtime.autocast:
         img, txt = stack.forward(x, y)
-        form = trainers[0].source.form
-        loss = stacked_table_loss(img, txt, columns, drop, tau=stack.tau(), form=form)
+        loss = _loss(img, txt, tables, stack.tau(), trainers[0].source.form)
     loss.sum().backward()
     clip = trainers[0].recipe.train.grad_clip
     if clip > 0:
