@@ -85,24 +85,37 @@ class Evaluator:
         the same AUC and keeps the same weights. The pairs' loader is kept
         until :meth:`close` (its workers persist between the ~50 evaluations).
         """
+        total, info = len(self.validation_split()), self.runtime.dist
+        world = info.world_size if total >= info.world_size else 1
+        img, txt = self._embed(self.validation_inputs())
+        img = distributed.gather_shares(img, total, world, self.runtime.device)
+        txt = distributed.gather_shares(txt, total, world, self.runtime.device)
+        return self.validation_score(img, txt)
+
+    def validation_split(self) -> PairSet:
         if self.val_split is None:
             raise RuntimeError('validation pairs exist only with train.select = "best"')
-        total, info = len(self.val_split), self.runtime.dist
+        return self.val_split
+
+    def validation_inputs(self) -> Iterable[tuple[torch.Tensor, torch.Tensor]]:
+        """This rank's share of the validation pairs, (x, y) chunk by chunk, from a kept loader."""
+        total, info = len(self.validation_split()), self.runtime.dist
         world, rank = (info.world_size, info.rank) if total >= info.world_size else (1, 0)
         if self._val_loader is None:
             self._val_loader = loader.chunk_loader(
-                self.val_split,
+                self.validation_split(),
                 distributed.share(total, world, rank),
                 self.recipe.eval.batch_size,
                 workers=self.workers,
                 pin=self.runtime.pin,
                 persistent=True,
             )
-        img, txt = self._embed(loader.chunks(self._val_loader))
-        img = distributed.gather_shares(img, total, world, self.runtime.device)
-        txt = distributed.gather_shares(txt, total, world, self.runtime.device)
+        return loader.chunks(self._val_loader)
+
+    def validation_score(self, img: torch.Tensor, txt: torch.Tensor) -> float:
+        """Selection's metric of all the validation pairs' embeddings."""
         class_level = self.recipe.eval.retrieval == "class"
-        return mean_auc(img, txt, self.val_split.labels, class_level=class_level)
+        return mean_auc(img, txt, self.validation_split().labels, class_level=class_level)
 
     def close(self) -> None:
         """No more validations: the validation loader's persistent workers end here."""

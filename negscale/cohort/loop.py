@@ -76,6 +76,23 @@ def _step(stack: StackedRuns, trainers: Sequence[Trainer]) -> tuple[torch.Tensor
     return loss.detach(), tables
 
 
+def _validation_aucs(stack: StackedRuns, live: dict[int, Trainer]) -> dict[int, float]:
+    """Each live run's validation AUC; one stacked embedding pass when they share the pairs."""
+    runs = list(live.values())
+    pairs = runs[0].evaluator.validation_split()
+    if any(t.evaluator.validation_split() is not pairs for t in runs):
+        return {r: t.evaluator.validation_auc() for r, t in live.items()}
+    imgs, txts = [], []
+    with runs[0].runtime.autocast:
+        for x, y in runs[0].evaluator.validation_inputs():
+            dev = runs[0].runtime.device
+            img, txt = stack.embed(x.to(dev), y.to(dev))
+            imgs.append(img.float().cpu())
+            txts.append(txt.float().cpu())
+    img, txt = torch.cat(imgs, dim=1), torch.cat(txts, dim=1)
+    return {r: t.evaluator.validation_score(img[r], txt[r]) for r, t in live.items()}
+
+
 def train_together(trainers: Sequence[Trainer], checkpoints: Sequence[Path]) -> dict[int, Diverged]:
     """Step runs at the same step to ``train.steps``; the ones that diverged, by position.
 
@@ -95,6 +112,11 @@ def train_together(trainers: Sequence[Trainer], checkpoints: Sequence[Path]) -> 
         step = first.step
         due = bool(every) and step % every == 0
         select = first.selection is not None and is_due(step, total)
+        aucs, select_share = {}, 0.0
+        if select:
+            t0 = time.perf_counter()
+            aucs = _validation_aucs(stack, live)
+            select_share = (time.perf_counter() - t0) / len(live)
         for r, t in list(live.items()):
             try:
                 t.log.add(losses[r], tables[r].negatives_per_anchor, tables[r].scores)
@@ -107,8 +129,8 @@ def train_together(trainers: Sequence[Trainer], checkpoints: Sequence[Path]) -> 
             t.log.train_s += share
             if select and t.selection is not None:
                 t0 = time.perf_counter()
-                t.selection.offer(step, t.evaluator.validation_auc(), t.model)
-                t.log.select_s += time.perf_counter() - t0
+                t.selection.offer(step, aucs[r], t.model)
+                t.log.select_s += time.perf_counter() - t0 + select_share
             if due:
                 t.save(checkpoints[r])
     for r, t in live.items():

@@ -52,6 +52,7 @@ class StackedRuns:
         if self.trainers[0].optimizer.state:  # resumed runs: their moments go into the stack
             self._stack_state()
         self._forward = vmap(self._one, in_dims=(0, 0, 0, 0))
+        self._shared = vmap(self._one, in_dims=(0, 0, None, None))  # one input for all runs
 
     def _one(self, params: dict, buffers: dict, x: torch.Tensor, y: torch.Tensor):
         return functional_call(self.base, (params, buffers), (x, y))
@@ -105,6 +106,15 @@ class StackedRuns:
     def forward(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(R, B, d) embeddings of each run's own (R, B, ...) inputs."""
         return self._forward(self.params, self.buffers, x, y)
+
+    @torch.no_grad()
+    def embed(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(R, b, d) every run's eval-mode embeddings of the same (b, ...) inputs."""
+        self.base.eval()
+        try:
+            return self._shared(self.params, self.buffers, x, y)
+        finally:
+            self.base.train()
 
     def tau(self) -> torch.Tensor:
         """(R,) each run's temperature."""
