@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import signal
 import time
@@ -95,6 +96,15 @@ _Jobs = typer.Option(
     " with 1 at the same threads per run.",
 )
 
+_Stack = typer.Option(
+    True,
+    "--stack/--no-stack",
+    help="Train the runs of a design that differ only in seed and m as one stacked model"
+    " (tiny built-in towers, in-batch negatives: about 2x faster on CPU; each run keeps its"
+    " own batches, record and checkpoint, equal to a lone run's to float rounding)."
+    " --no-stack trains every run on its own.",
+)
+
 
 @app.command()
 @user_errors
@@ -118,6 +128,7 @@ def sweep(
     device: str | None = DeviceOpt,
     report_to: str | None = ReportOpt,
     jobs: str = _Jobs,
+    stack: bool = _Stack,
     as_json: bool = JsonOpt,
 ) -> None:
     """Train a grid over m, n and seeds; resumable, shardable; summarise (and fit) the study.
@@ -149,6 +160,8 @@ def sweep(
         plot = check_plot_path(plot)
     check_results_dir(folder)
     workers = _workers(plan, jobs, device)
+    if not stack and isinstance(workers, sw.JobPlan):
+        workers = dataclasses.replace(workers, stack=False)
     if adaptive:
         if target <= 0 or (max_runs is not None and max_runs < 1):
             raise NegscaleError("--target must be > 0 and --max-runs >= 1")

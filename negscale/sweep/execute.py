@@ -21,7 +21,7 @@ from negscale.results import RunRecord, record_path
 from negscale.sweep.locks import Claim, claim
 from negscale.sweep.plan import Plan
 from negscale.sweep.state import record_state, stray_files
-from negscale.sweep.workers import JobPlan, Workers
+from negscale.sweep.workers import Failed, JobPlan, Workers
 
 
 class Listener(Protocol):
@@ -107,7 +107,7 @@ def execute(
     listener: Listener | None = None,
     report_to: str | None = None,
     jobs: int | JobPlan = 1,
-    stack: bool = True,
+    stack: bool | None = None,
 ) -> SweepStats:
     """Train every run of this shard that has no valid record, each under a claim.
 
@@ -116,9 +116,12 @@ def execute(
     re-run retries it); a user error (NegscaleError) stops the sweep. With
     ``jobs`` > 1 that many groups train at once, each in a worker process
     (:mod:`negscale.sweep.workers`); this process holds their claims. With
-    ``stack``, runs that differ only in their seed train together as one
-    stacked model (:mod:`negscale.cohort`), else one at a time.
+    ``stack`` (default: the job plan's, else True), runs of one design that
+    differ only in their seed and m train together as one stacked model
+    (:mod:`negscale.cohort`), else one at a time.
     """
+    if stack is None:
+        stack = jobs.stack if isinstance(jobs, JobPlan) else True
     listener = listener or SilentListener()
     results = Path(results)
     mine = plan.shard(shard)
@@ -207,24 +210,31 @@ def _collect(
     for future in done:
         held, start = running.pop(future)
         try:
-            records = workers.result(future)
+            outcomes: list = workers.result(future)
         except NegscaleError:
             raise
-        except Exception as exc:
-            for recipe, _ in held:
-                rid = recipe.run_id()
-                stats.failed[rid] = f"{type(exc).__name__}: {exc}"
-                listener.notice(f"run {rid} (m={recipe.m}, n={recipe.data.n}) failed: {exc}")
-                listener.finished(recipe, None, time.perf_counter() - start)
-            continue
+        except Exception as exc:  # the group could not start (e.g. its data)
+            outcomes = [Failed(type(exc).__name__, str(exc))] * len(held)
         finally:
             for _, c in held:
                 c.release()
         seconds = (time.perf_counter() - start) / len(held)  # a group's time, shared
-        for (recipe, _), record in zip(held, records, strict=True):
-            stats.trained.append(record.run_id)
-            if record.status == "diverged":
-                stats.diverged.append(record.run_id)
-            elif record.status == "collapsed":
-                stats.collapsed.append(record.run_id)
-            listener.finished(recipe, record, seconds)
+        for (recipe, _), outcome in zip(held, outcomes, strict=True):
+            _account(recipe, outcome, seconds, stats, listener)
+
+
+def _account(recipe: Recipe, outcome: RunRecord | Failed, seconds: float, stats: SweepStats,
+             listener: Listener) -> None:  # fmt: skip
+    """One ended run into the stats and the listener."""
+    if isinstance(outcome, Failed):
+        rid = recipe.run_id()
+        stats.failed[rid] = f"{outcome.kind}: {outcome.message}"
+        listener.notice(f"run {rid} (m={recipe.m}, n={recipe.data.n}) failed: {outcome.message}")
+        listener.finished(recipe, None, seconds)
+        return
+    stats.trained.append(outcome.run_id)
+    if outcome.status == "diverged":
+        stats.diverged.append(outcome.run_id)
+    elif outcome.status == "collapsed":
+        stats.collapsed.append(outcome.run_id)
+    listener.finished(recipe, outcome, seconds)

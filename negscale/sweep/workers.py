@@ -34,6 +34,7 @@ class JobPlan:
     threads: int  # torch intra-op threads of each run
     loader_workers: int | None  # DataLoader processes of each run (None: the data's default)
     why: str
+    stack: bool = True  # runs of one design apart only by seed and m train stacked (cohort)
 
     def text(self) -> str:
         loaders = (
@@ -131,6 +132,27 @@ def _start_worker(threads: int) -> None:
     load_plugins()
 
 
+@dataclass(frozen=True)
+class Failed:
+    """A run that raised: what the sweep reports (picklable, unlike some exceptions)."""
+
+    kind: str
+    message: str
+
+
+def _alone(recipe: Recipe, results: str, device: str | None, report_to: str | None, data: Any,
+           notice: Notice) -> RunRecord | Failed:  # fmt: skip
+    from negscale.train import run
+
+    try:
+        return run(recipe, results, device=device, progress=False, data=data, notice=notice,
+                   report_to=report_to)  # fmt: skip
+    except NegscaleError:
+        raise
+    except Exception as exc:  # reported by the sweep; Ctrl-C and exits go through
+        return Failed(type(exc).__name__, str(exc))
+
+
 def _train(
     recipes: list[Recipe],
     results: str,
@@ -138,22 +160,29 @@ def _train(
     report_to: str | None,
     data: Any,
     notice: Notice,
-) -> list[RunRecord]:
-    """One run as ``train.run`` trains it, or runs apart only by seed stacked together."""
-    if len(recipes) == 1:
-        from negscale.train import run
+) -> list[RunRecord | Failed]:
+    """One run as ``train.run`` trains it, or runs apart only by seed and m stacked.
 
-        return [run(recipes[0], results, device=device, progress=False, data=data,
-                    notice=notice, report_to=report_to)]  # fmt: skip
-    from negscale.cohort.run import run_together
+    A stack that fails trains its runs again one at a time, so one bad run
+    does not take its stack-mates with it.
+    """
+    if len(recipes) > 1:
+        from negscale.cohort.run import run_together
 
-    return run_together(recipes, results, device=device, data=data, notice=notice,
-                        report_to=report_to)  # fmt: skip
+        try:
+            return list(run_together(recipes, results, device=device, data=data, notice=notice,
+                                     report_to=report_to))  # fmt: skip
+        except NegscaleError:
+            raise
+        except Exception as exc:
+            notice(f"a stack of {len(recipes)} runs failed ({type(exc).__name__}: {exc}); "
+                   "training them one at a time")  # fmt: skip
+    return [_alone(r, results, device, report_to, data, notice) for r in recipes]
 
 
 def _train_in_worker(
     recipes: list[Recipe], results: str, device: str | None, report_to: str | None
-) -> tuple[list[RunRecord], list[str]]:
+) -> tuple[list[RunRecord | Failed], list[str]]:
     notices: list[str] = []
     data = _WORKER_CACHE.get(recipes[0])
     records = _train(recipes, results, device, report_to, data, notices.append)
@@ -221,14 +250,14 @@ class Workers:
             data = self.cache.get(recipes[0])
             records = _train(recipes, str(results), self.device, self.report_to, data,
                              self.notice)  # fmt: skip
-        except Exception as exc:  # reported by the sweep; Ctrl-C and exits go through
+        except Exception as exc:  # user errors (and a failed data build) end the sweep
             future.set_exception(exc)
         else:
             future.set_result((records, []))
         return future
 
-    def result(self, future: Future) -> list[RunRecord]:
-        """The runs' records (raising what a run raised), its worker's notices passed on."""
+    def result(self, future: Future) -> list[RunRecord | Failed]:
+        """Each run's record or failure (raising a user error), the notices passed on."""
         records, notices = future.result()
         for message in notices:
             self.notice(message)

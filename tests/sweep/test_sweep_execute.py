@@ -141,23 +141,25 @@ def test_a_collapsed_run_is_reported_counted_and_the_table_shows_chance(tmp_path
 def test_a_crashing_run_is_reported_the_others_finish_and_it_stays_pending(
     tmp_path, fast, monkeypatch
 ) -> None:
+    """The three runs form one stack; it fails, and trains them again one at a time."""
     import negscale.train
 
-    real_run = negscale.train.run
+    real_init = negscale.train.Trainer.__init__
     crash = load_recipe("quickstart", fast, m=2).run_id()
 
-    def flaky(recipe, *args, **kwargs):
+    def flaky(self, recipe, *args, **kwargs):
         if recipe.run_id() == crash:
             raise RuntimeError("out of memory")
-        return real_run(recipe, *args, **kwargs)
+        real_init(self, recipe, *args, **kwargs)
 
-    monkeypatch.setattr(negscale.train, "run", flaky)
+    monkeypatch.setattr(negscale.train.Trainer, "__init__", flaky)
     args = ["sweep", "quickstart", "-m", "1,2,4", "--results", str(tmp_path), *set_args(fast)]
     res = runner.invoke(app, args)
     assert res.exit_code == 1 and "out of memory" in res.stderr and "re-run" in res.stderr
+    assert "a stack of 3 runs failed" in res.stderr
     assert set(records_on_disk(tmp_path)) == expected_ids(fast, [1, 4], [256], [0])
     assert leftovers(tmp_path) == []
-    monkeypatch.setattr(negscale.train, "run", real_run)
+    monkeypatch.setattr(negscale.train.Trainer, "__init__", real_init)
     assert runner.invoke(app, args).exit_code == 0  # the re-run trains the missing one
     assert set(records_on_disk(tmp_path)) == expected_ids(fast, [1, 2, 4], [256], [0])
 

@@ -82,3 +82,18 @@ def test_each_run_is_reported_with_its_own_duration(tmp_path, fast, jobs: int) -
     assert len(timings.seen) == 2
     for seconds, wall in timings.seen:  # the listener's time covers the run's own wall time
         assert seconds >= 0.9 * wall > 0
+
+
+def test_no_stack_trains_each_run_alone_to_the_stacked_records(tmp_path, fast) -> None:
+    """--no-stack (every run on its own) against the default stacked sweep."""
+    plan = make_plan("quickstart", fast, GridSpec(negatives="1,4", seeds="0,1"))
+    stacked = execute(plan, tmp_path / "stacked", device="cpu")
+    args = ["sweep", "quickstart", "-m", "1,4", "--seeds", "0,1", "--no-stack"]
+    res = runner.invoke(app, [*args, "--results", str(tmp_path / "alone"), *set_args(fast)])
+    assert res.exit_code == 0, res.output
+    a, b = records_on_disk(tmp_path / "stacked"), records_on_disk(tmp_path / "alone")
+    assert set(a) == set(b) == set(stacked.trained)
+    for rid in a:
+        assert a[rid]["selected_step"] == b[rid]["selected_step"]
+        for key in ("auc", "recall_at_1", "val_loss", "train_loss"):
+            assert a[rid][key] == pytest.approx(b[rid][key], abs=2e-6), key

@@ -62,7 +62,9 @@ def test_killed_sweep_is_finished_by_two_concurrent_shards_with_every_run_once(t
     sets = [*tiny, "data.n=256", "train.steps=40", "train.checkpoint_every=8"]
     ms, seeds = [1, 2, 4], [0, 1]
     want = expected_ids(sets, ms, [256], seeds)
-    cmd = cli("sweep", "quickstart", "-m", "1,2,4", "--seeds", "0,1", "--device", "cpu")
+    # one run at a time, so a kill lands between records (a killed stack: test_cohort.py)
+    cmd = cli("sweep", "quickstart", "-m", "1,2,4", "--seeds", "0,1", "--device", "cpu",
+              "--no-stack")  # fmt: skip
     cmd += ["--results", str(tmp_path), *set_args(sets)]
     runs = tmp_path / "runs"
     rng = random.Random(0)
