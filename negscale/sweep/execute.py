@@ -139,11 +139,13 @@ def execute(
     try:
         with Workers(jobs, device, report_to, listener.notice) as workers:
             for group in groups:
-                held = [(r, c) for r in group if (c := _claim(results, r, stats, listener))]
-                if not held:
-                    continue
-                start = time.perf_counter()
-                try:  # in this process the runs train inside submit: Ctrl-C, SIGTERM
+                held: Held = []
+                try:  # a signal between two claims, or while the runs train in this process
+                    for recipe in group:
+                        _claim(results, recipe, stats, listener, held)
+                    if not held:
+                        continue
+                    start = time.perf_counter()
                     for recipe, _ in held:
                         listener.started(recipe)
                     future = workers.submit([r for r, _ in held], results)
@@ -163,39 +165,37 @@ def execute(
     return stats
 
 
-def _claim(results: Path, recipe: Recipe, stats: SweepStats, listener: Listener) -> Claim | None:
-    """This process's claim on a pending run, its stray files cleaned; None: skip it.
+def _claim(results: Path, recipe: Recipe, stats: SweepStats, listener: Listener,
+           held: Held) -> None:  # fmt: skip
+    """Claim a pending run into ``held`` (its stray files cleaned), or skip it.
 
     A run another live process holds is busy; one finished since the sweep
-    looked is done; a corrupt record is removed so the run is redone.
+    looked is done; a corrupt record is removed so the run is redone. The
+    claim joins ``held`` first thing, so a signal after it is released by the
+    caller's handler with the group's other claims.
     """
     rid = recipe.run_id()
-    held = claim(results, rid)
-    if held is None:
+    mine = claim(results, rid)
+    if mine is None:
         stats.busy.append(rid)
         listener.notice(f"run {rid} is being trained by another process: skipped")
         listener.finished(recipe, None, 0.0)
-        return None
-    # try/except rather than `with`: a signal arriving while __enter__ runs
-    # would skip __exit__ and leave the lock behind.
-    try:
-        for stray in stray_files(results, rid):
-            stray.unlink(missing_ok=True)
-            stats.cleaned.append(str(stray))
-        state = record_state(results, rid)
-        if state == "done":  # finished by another process since we looked
-            listener.finished(recipe, None, 0.0)
-            held.release()
-            return None
-        if state == "corrupt":
-            path = record_path(results, rid)
-            listener.notice(f"corrupt run record {path}: removed, redoing the run")
-            path.unlink(missing_ok=True)
-            stats.corrupt.append(rid)
-    except BaseException:
-        held.release()
-        raise
-    return held
+        return
+    held.append((recipe, mine))
+    for stray in stray_files(results, rid):
+        stray.unlink(missing_ok=True)
+        stats.cleaned.append(str(stray))
+    state = record_state(results, rid)
+    if state == "done":  # finished by another process since we looked
+        listener.finished(recipe, None, 0.0)
+        mine.release()  # idempotent: a signal before the pop releases it again, harmlessly
+        held.pop()
+        return
+    if state == "corrupt":
+        path = record_path(results, rid)
+        listener.notice(f"corrupt run record {path}: removed, redoing the run")
+        path.unlink(missing_ok=True)
+        stats.corrupt.append(rid)
 
 
 def _collect(
