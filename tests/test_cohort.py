@@ -199,6 +199,20 @@ def test_cohorts_group_a_design_across_seeds_and_m_and_keep_the_rest_alone(monke
     assert not stackable(supervised)
     assert [len(g) for g in cohorts([supervised, supervised])] == [1, 1]
     assert not stackable(load_recipe("quickstart", [*SMALL, "train.micro_batch=16"], m=4))
+    assert not stackable(load_recipe("digits-simclr"))  # a CNN tower: it would not round alike
+    images = load_recipe("quickstart", [*SMALL, "data.flavour='images'"], m=4)
+    assert not stackable(images)  # auto is a CNN and a token transformer there
+    assert stackable(load_recipe("quickstart", [*SMALL, "model.image_encoder='mlp'"], m=4))
+
+
+def test_a_group_of_other_towers_trains_one_at_a_time_to_the_same_records(tmp_path) -> None:
+    """run_together's own check: towers other than the MLP train as lone runs would."""
+    recipes = [load_recipe("digits-simclr", ["train.steps=6", f"train.seed={s}"], m=7)
+               for s in (0, 1)]  # fmt: skip
+    alone = [run(r, tmp_path / "alone", progress=False, notice=print) for r in recipes]
+    together = run_together(recipes, tmp_path / "together", notice=print)
+    for a, b in zip(alone, together, strict=True):
+        assert (a.auc, a.train_loss, a.recall_at_1) == (b.auc, b.train_loss, b.recall_at_1)
 
 
 def test_jobs_get_lanes_of_equal_work() -> None:

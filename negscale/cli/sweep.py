@@ -100,7 +100,7 @@ _Stack = typer.Option(
     True,
     "--stack/--no-stack",
     help="Train the runs of a design that differ only in seed and m as one stacked model"
-    " (tiny built-in towers, in-batch negatives: about 2x faster on CPU; each run keeps its"
+    " (built-in MLP towers, in-batch negatives: about 2x faster on CPU; each run keeps its"
     " own batches, record and checkpoint, equal to a lone run's to float rounding)."
     " --no-stack trains every run on its own.",
 )

@@ -10,6 +10,7 @@ from negscale import memory
 from negscale.cohort.loop import train_together
 from negscale.config import Recipe
 from negscale.data.base import PairedData
+from negscale.encoders.tiny import MLPTower
 from negscale.results import RunRecord
 from negscale.run_record import Outcome
 from negscale.runlog import Diverged
@@ -29,7 +30,8 @@ def run_together(
     """Train runs of one design (seeds apart) as one stacked model; their records.
 
     Each run resumes from its own checkpoint; runs at the same step train
-    together, a run alone (or a runtime that compiles) trains as
+    together, a run alone (or a runtime that compiles, or towers other than
+    the built-in MLP: :func:`negscale.cohort.mlp_towers`) trains as
     :func:`negscale.train.run` would. Each record's ``wall_s`` is the cohort's
     wall time shared equally.
     """
@@ -49,8 +51,10 @@ def run_together(
     at: dict[int, list[int]] = {}
     for i, trainer in enumerate(trainers):
         at.setdefault(trainer.step, []).append(i)
+    towers = [tower for t in trainers for tower in (t.model.image_tower, t.model.text_tower)]
+    mlps = all(isinstance(tower, MLPTower) for tower in towers)
     for group in at.values():
-        if len(group) == 1 or runtime.compile:
+        if len(group) == 1 or runtime.compile or not mlps:
             for i in group:
                 try:
                     trainers[i].fit(ckpts[i])

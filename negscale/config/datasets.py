@@ -26,6 +26,11 @@ class _DataBase(Section):
         None, ge=0, description="DataLoader processes; default 0 in memory, up to 4 when decoding"
     )
 
+    def vectors(self) -> bool:
+        """Whether both sides are plain vectors, known without building the data (so a
+        sweep knows, torch-free, which runs the built-in MLP towers train: those stack)."""
+        return False
+
 
 class SyntheticData(_DataBase):
     """The embedded generator (negscale.data.synthetic): its task knobs."""
@@ -41,6 +46,9 @@ class SyntheticData(_DataBase):
     image_size: int = Field(16, ge=8)
     caption_len: int = Field(8, ge=1)
     vocab: int = Field(16, ge=2, description="token bins per latent coordinate (images flavour)")
+
+    def vectors(self) -> bool:
+        return self.flavour == "vectors"
 
 
 class _ImageData(_DataBase):
