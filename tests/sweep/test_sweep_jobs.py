@@ -27,7 +27,10 @@ def test_two_workers_record_what_one_process_records(tmp_path, fast) -> None:
     a, b = records_on_disk(tmp_path / "one"), records_on_disk(tmp_path / "two")
     assert set(a) == set(b) == set(one.trained) == expected_ids(sets, [1, 4, 8], [256], [0, 1])
     for rid in a:  # worker processes pin torch to 1 thread here, as the tests do
-        assert [a[rid][k] for k in OUTCOMES] == [b[rid][k] for k in OUTCOMES]
+        # two jobs cut the stack of six runs in two: equal to float rounding
+        assert a[rid]["selected_step"] == b[rid]["selected_step"]
+        for key in OUTCOMES[:-1]:
+            assert a[rid][key] == pytest.approx(b[rid][key], abs=2e-6), key
     assert leftovers(tmp_path / "two") == []
 
 
