@@ -31,9 +31,12 @@ BOUND = "bound the m range cannot close"
 
 def start_design(m_lo: int, m_hi: int, ns: list[float], levels: int = START_LEVELS,
                  seeds: int = START_SEEDS) -> list[tuple[int, float, int]]:  # fmt: skip
-    """(m, n, seed) of round 0: ``levels`` distinct integers log-spaced over [m_lo, m_hi]."""
+    """(m, n, seed) of round 0: ``levels`` distinct integers log-spaced over [m_lo, m_hi],
+    ``seeds`` seeds each but one at the smallest m, where the curve is steep and seed
+    noise does not move the answer (later rounds add seeds where noise sets it)."""
     ms = sorted({round(x) for x in np.geomspace(m_lo, m_hi, levels)})
-    return [(m, float(n), s) for n in ns for m in ms for s in range(seeds)]
+    return [(m, float(n), s) for n in ns for m in ms
+            for s in range(1 if m == ms[0] and len(ms) > 1 else seeds)]  # fmt: skip
 
 
 def round_size(groups: int, slots: int = 1) -> int:

@@ -99,10 +99,13 @@ def test_pinned_groups_get_nothing_and_the_same_report_gives_the_same_runs():
     assert suggest(wide, 4, t) == suggest(wide, 4, t)
 
 
-def test_the_start_design_spans_the_m_range_with_two_seeds():
+def test_the_start_design_spans_the_m_range_with_two_seeds_but_one_at_the_smallest_m():
     d = start_design(1, 319, [1024.0, 4096.0])
     assert sorted({m for m, _, _ in d}) == [1, 18, 319]
-    assert len(d) == 3 * 2 * 2
+    assert sorted((m, s) for m, n, s in d if n == 1024.0) == [(1, 0), (18, 0), (18, 1),
+                                                              (319, 0), (319, 1)]  # fmt: skip
+    assert len(d) == 5 * 2
+    assert start_design(8, 8, [1024.0]) == [(8, 1024.0, 0), (8, 1024.0, 1)]  # one level
 
 
 def test_fit_suggest_on_any_table(tmp_path):
