@@ -49,6 +49,8 @@ def round_size(groups: int, slots: int = 1) -> int:
     draws) two a group, at least four, used a median 0.67x the grid's runs; one a
     group, at least two: 0.53x, at the same coverage (94-97 %). One run a round
     was cheaper still where it reached the target, but reached it less often.
+    With one seed at the start's smallest m as well: 0.48x (20 x 12 draws,
+    coverage 94 %).
     """
     return max(2, groups, slots)
 
