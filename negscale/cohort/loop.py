@@ -82,10 +82,9 @@ def _validation_aucs(stack: StackedRuns, live: dict[int, Trainer]) -> dict[int, 
     pairs = runs[0].evaluator.validation_split()
     if any(t.evaluator.validation_split() is not pairs for t in runs):
         return {r: t.evaluator.validation_auc() for r, t in live.items()}
-    imgs, txts = [], []
+    imgs, txts, dev = [], [], runs[0].runtime.device
     with runs[0].runtime.autocast:
         for x, y in runs[0].evaluator.validation_inputs():
-            dev = runs[0].runtime.device
             img, txt = stack.embed(x.to(dev), y.to(dev))
             imgs.append(img.float().cpu())
             txts.append(txt.float().cpu())

@@ -46,8 +46,8 @@ def run_together(
         trainers.append(trainer)
         ckpts.append(ckpt)
     outcomes: dict[int, Outcome] = {}
-    for i in range(len(trainers)):
-        evaluate_init(trainers[i])
+    for trainer in trainers:
+        evaluate_init(trainer)
     at: dict[int, list[int]] = {}
     for i, trainer in enumerate(trainers):
         at.setdefault(trainer.step, []).append(i)
