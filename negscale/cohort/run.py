@@ -27,7 +27,7 @@ def run_together(
     notice: Callable[[str], None] = print,
     report_to: str | None = None,
 ) -> list[RunRecord]:
-    """Train runs of one design (seeds apart) as one stacked model; their records.
+    """Train runs of one design (apart only by seed and m) as one stacked model; their records.
 
     Each run resumes from its own checkpoint; runs at the same step train
     together, a run alone (or a runtime that compiles, or towers other than
