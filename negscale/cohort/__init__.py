@@ -1,10 +1,10 @@
-"""Runs that differ only in their seed, trained together as one stacked model.
+"""Runs that differ only in their seed and m, trained together as one stacked model.
 
 The bundled studies' runs are tiny (an MLP pair at B = 320): a step costs
 Python and autograd overhead far more than arithmetic, so R runs stepped one
 at a time cost R times that overhead. Stacked (:mod:`negscale.cohort.stacked`),
-one forward, one backward and one optimiser step advance all R: the three
-seeds of a quickstart cell step about 2.5x faster than one after another
+one forward, one backward and one optimiser step advance all R: the 21 runs
+of a quickstart n train about 2x faster than one after another
 (benchmarks/bench_batched_runs.py).
 
 Each run keeps its own batches, negative draws, initial weights, log,
@@ -64,7 +64,7 @@ def cohort_key(recipe: Recipe) -> str:
     """The recipe without its seed and m (and the loader workers, which change no batch).
 
     Runs of one design at other m differ only in their table of batch columns
-    (``subsample``'s m + 1, ``batch``'s B), which the stacked loss pads.
+    (``subsample``'s m + 1, ``batch``'s B): the stack takes one loss call per width.
     """
     train = recipe.train.model_copy(update={"seed": 0})
     data = recipe.data.model_copy(update={"workers": None})
@@ -86,7 +86,7 @@ def cohorts(recipes: Sequence[Recipe], jobs: int = 1) -> list[list[Recipe]]:
     order, a group cut where a lane fills: the jobs then finish together (the
     quickstart's n = 16384 runs are 3/4 of its work) with stacks as large as
     that allows. Consecutive runs stay together (in a sweep's order, the same
-    m side by side: less padding in the loss).
+    m side by side: one loss call for them).
     """
     groups: dict[str, list[Recipe]] = {}
     for i, recipe in enumerate(recipes):

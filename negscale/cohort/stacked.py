@@ -7,9 +7,10 @@ of it. So a run's model, optimiser and checkpoint always hold the run's current
 weights and moments, with nothing copied back.
 
 Why torch.func and not a hand-written stacked tower: ``vmap`` over
-``functional_call`` batches any built-in tower (MLP, CNN) without a second
-implementation of it. AdamW is elementwise, so one optimiser over the stacked
-tensors takes each run's own step; gradient clipping is per run.
+``functional_call`` batches the tower without a second implementation of it
+(only MLP towers are stacked: :func:`negscale.cohort.mlp_towers` says why).
+AdamW is elementwise, so one optimiser over the stacked tensors takes each
+run's own step; gradient clipping is per run.
 """
 
 from __future__ import annotations
