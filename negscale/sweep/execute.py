@@ -20,6 +20,7 @@ from negscale.errors import NegscaleError
 from negscale.results import RunRecord, record_path
 from negscale.sweep.locks import Claim, claim
 from negscale.sweep.plan import Plan
+from negscale.sweep.signals import signals_deferred
 from negscale.sweep.state import record_state, stray_files
 from negscale.sweep.workers import Failed, JobPlan, Workers
 
@@ -142,18 +143,20 @@ def execute(
                 held: Held = []
                 try:  # a signal between two claims, or while the runs train in this process
                     for recipe in group:
-                        _claim(results, recipe, stats, listener, held)
+                        with signals_deferred():  # the lock and its entry in held, together
+                            _claim(results, recipe, stats, listener, held)
                     if not held:
                         continue
                     start = time.perf_counter()
                     for recipe, _ in held:
                         listener.started(recipe)
                     future = workers.submit([r for r, _ in held], results)
+                    running[future] = (held, start)
                 except BaseException:
-                    for _, c in held:
-                        c.release()
+                    if not any(h is held for h, _ in running.values()):
+                        for _, c in held:
+                            c.release()
                     raise
-                running[future] = (held, start)
                 while len(running) >= at_once:
                     _collect(workers, running, stats, listener, FIRST_COMPLETED)
             while running:
@@ -208,16 +211,17 @@ def _collect(
     """Account for the groups that have ended (at least one), releasing their claims."""
     done, _ = wait(list(running), return_when=until)
     for future in done:
-        held, start = running.pop(future)
+        held, start = running[future]
         try:
             outcomes: list = workers.result(future)
         except NegscaleError:
             raise
         except Exception as exc:  # the group could not start (e.g. its data)
             outcomes = [Failed(type(exc).__name__, str(exc))] * len(held)
-        finally:
+        finally:  # released before it leaves ``running``: a signal in between drops nothing
             for _, c in held:
                 c.release()
+            running.pop(future)
         seconds = (time.perf_counter() - start) / len(held)  # a group's time, shared
         for (recipe, _), outcome in zip(held, outcomes, strict=True):
             _account(recipe, outcome, seconds, stats, listener)

@@ -126,6 +126,59 @@ def test_sigterm_releases_the_lock_of_the_run_in_progress(tmp_path, fast) -> Non
     assert list((tmp_path / "runs").iterdir()) == []  # no lock, no temp file, no record
 
 
+def test_a_sigterm_the_instant_a_lock_appears_still_releases_it(
+    tmp_path, fast, monkeypatch
+) -> None:
+    """The race the test above hits only by chance, forced: SIGTERM lands right after the
+    lock file is created, before the sweep has noted the claim. It is held back until
+    the claim is in the sweep's list, then exits through Python, which releases it."""
+    import importlib
+
+    ex = importlib.import_module("negscale.sweep.execute")  # the package re-exports execute()
+
+    def claim_then_signal(results, run_id):
+        taken = claim(results, run_id)
+        os.kill(os.getpid(), signal.SIGTERM)
+        return taken
+
+    monkeypatch.setattr(ex, "claim", claim_then_signal)
+    previous = signal.signal(signal.SIGTERM, signal.SIG_IGN)  # never kill pytest itself
+    try:
+        args = ["sweep", "quickstart", "-m", "1,2", "--results", str(tmp_path)]
+        res = runner.invoke(app, [*args, *set_args(fast)])
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    assert res.exit_code == 128 + signal.SIGTERM
+    assert list((tmp_path / "runs").iterdir()) == []  # no lock, no temp file, no record
+
+
+def test_signals_deferred_holds_the_signal_to_the_end_of_the_block() -> None:
+    from negscale.sweep.signals import signals_deferred
+
+    seen: list[str] = []
+
+    def stop(signum, frame):
+        seen.append("handler")
+        raise SystemExit(128 + signum)
+
+    previous = signal.signal(signal.SIGTERM, stop)
+    try:
+        try:
+            with signals_deferred():
+                os.kill(os.getpid(), signal.SIGTERM)
+                time.sleep(0.01)
+                seen.append("block ran to its end")
+        except SystemExit as exc:
+            seen.append(f"exit {exc.code}")
+        assert seen == ["block ran to its end", "handler", f"exit {128 + signal.SIGTERM}"]
+        assert signal.getsignal(signal.SIGTERM) is stop  # the handler is back
+        with signals_deferred():  # no signal: nothing is delivered
+            pass
+        assert seen[-1] == f"exit {128 + signal.SIGTERM}"
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 def test_two_unsharded_sweeps_at_once_never_train_a_run_twice(tmp_path, fast) -> None:
     """Two sweeps over the same plan in parallel (threads: each claim opens its own
     lock file, exactly as separate processes do) share the work through the locks."""
