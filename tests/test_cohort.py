@@ -15,7 +15,7 @@ import pytest
 import torch
 
 from negscale.cohort import cohorts, stackable
-from negscale.cohort.loss import stacked_table_loss
+from negscale.cohort.loss import stacked_table_loss, table_loss
 from negscale.cohort.run import run_together
 from negscale.config import load_recipe
 from negscale.losses import in_batch_loss, subsample_columns, subsample_loss
@@ -46,24 +46,32 @@ def _same_records(got, want) -> None:
                 assert x == pytest.approx(y, abs=2e-6), key
 
 
+@pytest.mark.parametrize("way", ["autograd", "fused"])
 @pytest.mark.parametrize("form", ["paper", "infonce"])
-@pytest.mark.parametrize("m", [1, 5, 15])
-def test_stacked_loss_equals_each_runs_loss_and_gradient(form: str, m: int) -> None:
+@pytest.mark.parametrize("m", [1, 5, 15, "batch"])
+def test_stacked_loss_equals_each_runs_loss_and_gradient(way: str, form: str, m) -> None:
+    """Both stacked losses (autograd's, and the fused one a fixed temperature takes)
+    against each run's own loss: a random m-subset, m = B-1 as a subset in random
+    order, and the batch source's columns in order."""
     runs, b, d = 3, 16, 8
-    g = torch.Generator().manual_seed(m)
+    loss_fn = stacked_table_loss if way == "autograd" else table_loss
+    g = torch.Generator().manual_seed(0 if m == "batch" else m)
     img = torch.nn.functional.normalize(torch.randn(runs, b, d, generator=g), dim=-1)
     txt = torch.nn.functional.normalize(torch.randn(runs, b, d, generator=g), dim=-1)
     img.requires_grad_()
     txt.requires_grad_()
     tau = torch.tensor([0.1, 0.2, 0.5])
     orders = [torch.randperm(b, generator=g) for _ in range(runs)]
-    cols, drop = zip(*(subsample_columns(o, m) for o in orders), strict=True)
-    got = stacked_table_loss(img, txt, torch.stack(cols), torch.stack(drop), tau=tau, form=form)
+    if m == "batch":
+        cols = drop = [torch.arange(b)] * runs
+    else:
+        cols, drop = zip(*(subsample_columns(o, m) for o in orders), strict=True)
+    got = loss_fn(img, txt, torch.stack(cols), torch.stack(drop), tau=tau, form=form)
     got.sum().backward()
     g_img, g_txt = img.grad.clone(), txt.grad.clone()
     for r in range(runs):
         i, t = img[r].detach().requires_grad_(), txt[r].detach().requires_grad_()
-        if m == b - 1:  # the batch source's loss: every other item
+        if m in (b - 1, "batch"):  # the batch source's loss: every other item
             want = in_batch_loss(i, t, tau=tau[r], form=form, symmetric=True)
         else:
             want = subsample_loss(i, t, orders[r], m, tau=tau[r], form=form)
@@ -71,6 +79,23 @@ def test_stacked_loss_equals_each_runs_loss_and_gradient(form: str, m: int) -> N
         assert float(got[r].detach()) == pytest.approx(float(want.detach()), abs=1e-6)
         assert torch.allclose(g_img[r], i.grad, atol=1e-6)
         assert torch.allclose(g_txt[r], t.grad, atol=1e-6)
+
+
+def test_a_learnable_temperature_takes_autograd_and_gets_its_gradient() -> None:
+    """The fused loss treats tau as fixed; a learnable one must reach autograd's loss."""
+    b, d = 16, 8
+    g = torch.Generator().manual_seed(3)
+    img = torch.nn.functional.normalize(torch.randn(2, b, d, generator=g), dim=-1)
+    txt = torch.nn.functional.normalize(torch.randn(2, b, d, generator=g), dim=-1)
+    cols, drop = zip(*(subsample_columns(torch.randperm(b, generator=g), 4) for _ in "ab"),
+                     strict=True)  # fmt: skip
+    grads = []
+    for fn in (stacked_table_loss, table_loss):
+        tau = torch.tensor([0.1, 0.3], requires_grad=True)
+        fn(img, txt, torch.stack(cols), torch.stack(drop), tau=tau, form="paper").sum().backward()
+        grads.append(tau.grad)
+    assert grads[1] is not None and torch.allclose(grads[0], grads[1])
+    assert bool((grads[1] != 0).all())
 
 
 def test_runs_of_other_m_take_one_loss_call_per_width() -> None:
@@ -170,13 +195,13 @@ def test_a_diverged_run_leaves_its_cohort_training(tmp_path, monkeypatch) -> Non
 
     recipes = _recipes(6)
     want = run_together(recipes, tmp_path / "clean", notice=print)
-    real = loop.stacked_table_loss
+    real = loop.table_loss
 
     def nan_for_run_1(img, txt, columns, drop, *, tau, form):
         loss = real(img, txt, columns, drop, tau=tau, form=form)
         return loss * torch.tensor([1.0, float("nan"), 1.0])
 
-    monkeypatch.setattr(loop, "stacked_table_loss", nan_for_run_1)
+    monkeypatch.setattr(loop, "table_loss", nan_for_run_1)
     got = run_together(recipes, tmp_path / "nan", notice=print)
     assert [r.status for r in got] == ["ok", "diverged", "ok"]
     assert "loss became nan at step 0" in got[1].message

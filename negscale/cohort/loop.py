@@ -2,7 +2,7 @@
 
 Per step, each run fetches its own batch and draws its own negatives; the
 stack embeds all batches in one vmapped forward, takes every run's loss in
-one call (:func:`negscale.cohort.loss.stacked_table_loss`), backpropagates
+one call per width (:func:`negscale.cohort.loss.table_loss`), backpropagates
 once, clips each run's gradients and steps once. Each run's books (log,
 selection, checkpoints) are then kept exactly as the one-run loop keeps them,
 and a run that diverges leaves the books (its slot still steps, unread).
@@ -16,7 +16,7 @@ from pathlib import Path
 
 import torch
 
-from negscale.cohort.loss import stacked_table_loss
+from negscale.cohort.loss import table_loss
 from negscale.cohort.stacked import StackedRuns
 from negscale.flops import encoder_flops_per_item
 from negscale.losses import Form
@@ -44,7 +44,7 @@ def _loss(img, txt, tables: Sequence[BatchTable], tau: torch.Tensor, form: Form)
     for a, b in _segments(tables):
         columns = torch.stack([t.columns for t in tables[a:b]]).to(dev)
         drop = torch.stack([t.drop for t in tables[a:b]]).to(dev)
-        parts.append(stacked_table_loss(img[a:b], txt[a:b], columns, drop,
+        parts.append(table_loss(img[a:b], txt[a:b], columns, drop,
                                         tau=tau[a:b], form=form))  # fmt: skip
     return torch.cat(parts)
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from negscale.cohort.fused import fused_table_loss
 from negscale.losses import Form, fp32_scores, loss_from_lse
 
 
@@ -57,3 +58,25 @@ def stacked_table_loss(
     fwd = _direction(img, txt, columns, own, tau, form)
     back = _direction(txt, img, columns, own, tau, form)
     return (0.5 * (fwd + back)).mean(dim=-1)
+
+
+def table_loss(
+    img: torch.Tensor,
+    txt: torch.Tensor,
+    columns: torch.Tensor,
+    drop: torch.Tensor,
+    *,
+    tau: torch.Tensor,
+    form: Form,
+) -> torch.Tensor:
+    """(R,) as :func:`stacked_table_loss`; with a fixed temperature through the fused
+    loss (:mod:`negscale.cohort.fused`, one autograd node), else through autograd."""
+    if tau.requires_grad:
+        return stacked_table_loss(img, txt, columns, drop, tau=tau, form=form)
+    k = columns.shape[1]
+    skip = F.one_hot(drop, k).bool()
+    count = torch.full((len(columns),), k - 1.0, device=img.device)
+    in_order = torch.arange(k, device=columns.device).expand_as(columns)
+    every = k == img.shape[1] and torch.equal(columns, in_order)
+    return fused_table_loss(img, txt, None if every else columns, skip, count, tau=tau,
+                            form=form)  # fmt: skip

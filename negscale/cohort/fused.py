@@ -1,0 +1,102 @@
+"""The stacked table loss with its gradient written out: one autograd node per call.
+
+:func:`negscale.cohort.loss.stacked_table_loss` builds the loss from some thirty
+small ops per direction, and autograd records and replays each. For the tiny
+models a stack trains, those per-op costs, not the arithmetic, set the time
+of the loss (about 60 % of it on the quickstart). The gradient of a
+log-sum-exp loss is the softmax of its logits, which the forward already
+computes, so here the forward keeps it and the backward is three batched
+matmuls and a scatter per direction. Values and gradients equal
+``stacked_table_loss`` to float rounding (tests/test_cohort_fused.py).
+
+Only for a fixed temperature: a learnable one (``model.learn_tau``) takes the
+autograd path, where its gradient comes for free.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from negscale.losses import Form, fp32_scores
+
+
+def _direction(scaled: torch.Tensor, items: torch.Tensor, table: torch.Tensor,
+               skip: torch.Tensor, tau: torch.Tensor, log_count: torch.Tensor,
+               paper: bool) -> tuple[torch.Tensor, ...]:  # fmt: skip
+    """(R, B) losses, the (R, B, K) softmax over kept columns and each anchor's dloss/dlse."""
+    logits = torch.bmm(scaled, table.transpose(1, 2)).masked_fill_(skip, float("-inf"))
+    lse = torch.logsumexp(logits, dim=-1)
+    prob = logits.sub_(lse[..., None]).exp_()
+    pos = (scaled * items).sum(dim=-1)
+    if paper:  # tau * (LSE - s+/tau - log count): d/dLSE = tau, d/ds+ = -tau
+        loss = tau[:, None] * (lse - pos - log_count[:, None])
+        coef = tau[:, None].expand_as(lse)
+    else:  # infonce: log(e^s+ + e^LSE) - s+: d/dLSE = sigmoid(LSE - s+) = -d/ds+
+        loss = torch.logaddexp(pos, lse) - pos
+        coef = torch.sigmoid(lse - pos)
+    return loss, prob, coef
+
+
+def _grads(scaled: torch.Tensor, items: torch.Tensor, table: torch.Tensor,
+           prob: torch.Tensor, weight: torch.Tensor, inv: torch.Tensor,
+           index: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:  # fmt: skip
+    """Gradients of one direction's weighted losses w.r.t. its anchors and its items."""
+    grad_logits = prob.mul_(weight[..., None])
+    d_scaled = torch.bmm(grad_logits, table).sub_(weight[..., None] * items)
+    d_table = torch.bmm(grad_logits.transpose(1, 2), scaled)
+    d_items = -weight[..., None] * scaled
+    if index is None:  # every batch row is a column, in order
+        d_items += d_table
+    else:
+        d_items.scatter_add_(1, index, d_table)
+    return d_scaled.mul_(inv), d_items
+
+
+class _TableLoss(torch.autograd.Function):
+    """Both directions' mean losses (R,) forward; the saved softmaxes give the backward."""
+
+    @staticmethod
+    def forward(ctx: Any, img: torch.Tensor, txt: torch.Tensor, columns: torch.Tensor | None,
+                skip: torch.Tensor, count: torch.Tensor, tau: torch.Tensor,
+                paper: bool) -> torch.Tensor:  # fmt: skip
+        inv = (1.0 / tau)[:, None, None]
+        index = None if columns is None else columns[:, :, None].expand(-1, -1, img.shape[-1])
+        log_count = count.log()
+        saved, total = [], torch.zeros_like(img[:, :, 0])
+        for anchors, items in ((img, txt), (txt, img)):
+            scaled = anchors * inv
+            table = items if index is None else torch.gather(items, 1, index)
+            loss, prob, coef = _direction(scaled, items, table, skip, tau, log_count, paper)
+            total += loss
+            saved += [scaled, table, prob, coef]
+        ctx.save_for_backward(img, txt, inv, *saved)
+        ctx.index = index
+        return 0.5 * total.mean(dim=-1)
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[Any, ...]:
+        img, txt, inv, s1, t1, p1, c1, s2, t2, p2, c2 = ctx.saved_tensors
+        per_anchor = grad[:, None] * (0.5 / img.shape[1])
+        a1, i1 = _grads(s1, txt, t1, p1, c1 * per_anchor, inv, ctx.index)  # img -> txt
+        a2, i2 = _grads(s2, img, t2, p2, c2 * per_anchor, inv, ctx.index)  # txt -> img
+        return a1 + i2, i1 + a2, None, None, None, None, None
+
+
+@fp32_scores
+def fused_table_loss(img: torch.Tensor, txt: torch.Tensor, columns: torch.Tensor | None,
+                     skip: torch.Tensor, count: torch.Tensor, *, tau: torch.Tensor,
+                     form: Form) -> torch.Tensor:  # fmt: skip
+    """(R,) symmetric losses, as ``stacked_table_loss``, of tables given as a skip mask.
+
+    ``columns``: (R, K) batch rows each run scores (None: all B rows, in order);
+    ``skip``: (R, B, K) True where anchor i does not score column j (its own
+    item, the extra column, or padding up to K); ``count``: (R,) negatives per
+    anchor (K minus the skipped columns of any row, the same for every row);
+    ``tau``: (R,), not learnable.
+    """
+    if form not in ("paper", "infonce"):
+        raise ValueError(f"unknown loss form {form!r}")
+    return _TableLoss.apply(img, txt, columns, skip, count.to(img.dtype), tau.detach(),
+                            form == "paper")  # fmt: skip
