@@ -8,11 +8,13 @@ and the same resume and divergence behaviour.
 
 from __future__ import annotations
 
+import copy
 import subprocess
 import sys
 
 import pytest
 import torch
+from torch.func import functional_call, vmap
 
 from negscale.cohort import cohorts, stackable
 from negscale.cohort.loss import stacked_table_loss, table_loss
@@ -96,6 +98,40 @@ def test_a_learnable_temperature_takes_autograd_and_gets_its_gradient() -> None:
         grads.append(tau.grad)
     assert grads[1] is not None and torch.allclose(grads[0], grads[1])
     assert bool((grads[1] != 0).all())
+
+
+@pytest.mark.parametrize("layers", [1, 2])
+def test_the_written_out_mlp_equals_the_vmapped_module(layers: int) -> None:
+    """Embeddings and gradients of the batched-op MLP against vmap(functional_call)."""
+    from negscale.cohort.mlp import encode, writes_out
+    from negscale.encoders.dual import DualEncoder
+    from negscale.encoders.tiny import CNNTower, MLPTower
+
+    torch.manual_seed(layers)
+    models = [DualEncoder(MLPTower(12, 16, layers), MLPTower(10, 16, layers), 8, 0.2, False)
+              for _ in range(3)]  # fmt: skip
+    assert writes_out(models[0])
+    assert not writes_out(DualEncoder(CNNTower(1, 16, 2), MLPTower(10, 16, 1), 8, 0.2, False))
+    base = copy.deepcopy(models[0]).to("meta")
+    x, y = torch.randn(3, 5, 12), torch.randn(3, 5, 10)
+    results = []
+    for way in ("vmap", "written"):
+        params = {k: torch.stack([dict(m.named_parameters())[k].detach() for m in models])
+                  .requires_grad_() for k, _ in models[0].named_parameters()}  # fmt: skip
+        buffers = {k: torch.stack([dict(m.named_buffers())[k] for m in models])
+                   for k, _ in models[0].named_buffers()}  # fmt: skip
+        if way == "vmap":
+            one = lambda p, b, x, y: functional_call(base, (p, b), (x, y))  # noqa: E731
+            img, txt = vmap(one)(params, buffers, x, y)
+        else:
+            img, txt = encode(base, params, x, y)
+        (img[..., 0] * txt[..., 1]).sum().backward()
+        results.append((img, txt, {k: p.grad for k, p in params.items()}))
+    (i0, t0, g0), (i1, t1, g1) = results
+    assert torch.allclose(i0, i1, atol=1e-6) and torch.allclose(t0, t1, atol=1e-6)
+    assert g0.keys() == g1.keys()
+    for k in g0:
+        assert torch.allclose(g0[k], g1[k], atol=1e-6), k
 
 
 def test_runs_of_other_m_take_one_loss_call_per_width() -> None:

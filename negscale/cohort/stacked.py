@@ -6,9 +6,10 @@ and once the stacked optimiser has state, their optimisers' states become views
 of it. So a run's model, optimiser and checkpoint always hold the run's current
 weights and moments, with nothing copied back.
 
-Why torch.func and not a hand-written stacked tower: ``vmap`` over
-``functional_call`` batches the tower without a second implementation of it
-(only MLP towers are stacked: :func:`negscale.cohort.mlp_towers` says why).
+The built-in MLP towers are applied as batched ops on the stacked tensors
+(:mod:`negscale.cohort.mlp`, faster); any other module goes through ``vmap``
+over ``functional_call``, which batches it without a second implementation
+(only MLP towers are stacked today: :func:`negscale.cohort.mlp_towers` says why).
 AdamW is elementwise, so one optimiser over the stacked tensors takes each
 run's own step; gradient clipping is per run.
 """
@@ -22,6 +23,7 @@ from typing import TYPE_CHECKING
 import torch
 from torch.func import functional_call, vmap
 
+from negscale.cohort import mlp
 from negscale.encoders.dual import temperature
 from negscale.optim import adamw
 
@@ -37,6 +39,7 @@ class StackedRuns:
     def __init__(self, trainers: Sequence[Trainer]) -> None:
         self.trainers = list(trainers)
         models = [t.model for t in self.trainers]
+        self.written = mlp.writes_out(models[0])  # batched ops, not vmap
         self.base = copy.deepcopy(models[0]).to("meta").train()
         named = [dict(m.named_parameters()) for m in models]
         self.params = {
@@ -106,11 +109,17 @@ class StackedRuns:
 
     def forward(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(R, B, d) embeddings of each run's own (R, B, ...) inputs."""
+        if self.written:
+            return mlp.encode(self.base, self.params, x, y)
         return self._forward(self.params, self.buffers, x, y)
 
     @torch.no_grad()
     def embed(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(R, b, d) every run's eval-mode embeddings of the same (b, ...) inputs."""
+        if self.written:  # no layer of these depends on train/eval mode
+            runs = len(self.trainers)
+            return mlp.encode(self.base, self.params, x.expand(runs, *x.shape),
+                              y.expand(runs, *y.shape))  # fmt: skip
         self.base.eval()
         try:
             return self._shared(self.params, self.buffers, x, y)
