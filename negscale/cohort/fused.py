@@ -28,8 +28,11 @@ def _direction(scaled: torch.Tensor, items: torch.Tensor, table: torch.Tensor,
                paper: bool) -> tuple[torch.Tensor, ...]:  # fmt: skip
     """(R, B) losses, the (R, B, K) softmax over kept columns and each anchor's dloss/dlse."""
     logits = torch.bmm(scaled, table.transpose(1, 2)).masked_fill_(skip, float("-inf"))
-    lse = torch.logsumexp(logits, dim=-1)
-    prob = logits.sub_(lse[..., None]).exp_()
+    top = logits.amax(dim=-1, keepdim=True)  # finite: every row keeps a column
+    prob = logits.sub_(top).exp_()  # one exp serves the LSE and the softmax
+    total = prob.sum(dim=-1, keepdim=True)
+    prob.div_(total)
+    lse = (top + total.log()).squeeze(-1)
     pos = (scaled * items).sum(dim=-1)
     if paper:  # tau * (LSE - s+/tau - log count): d/dLSE = tau, d/ds+ = -tau
         loss = tau[:, None] * (lse - pos - log_count[:, None])
