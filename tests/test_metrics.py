@@ -175,3 +175,21 @@ def test_instance_auc_sign_sum_equals_counting_with_ties_and_nan() -> None:
     assert torch.equal(_instance_auc(scores, p), counted())
     scores[3, 7] = float("nan")  # torch's sign(NaN) is 0; counting: NaN equals and undercuts none
     assert torch.equal(_instance_auc(scores, p), counted())
+
+
+@pytest.mark.parametrize("v", [40, 300])
+def test_stacked_selection_auc_equals_each_runs_mean_auc_with_ties(v: int) -> None:
+    """Runs validated together against ``mean_auc`` run by run (sklearn-checked above).
+    Coordinates on a quarter grid make many exact ties and exact float32 sums, so
+    the batched matrix and its transpose score every pair as the per-run path does."""
+    from negscale.metrics import stacked_mean_auc
+
+    g = torch.Generator().manual_seed(v)
+    img = torch.randint(-4, 5, (3, v, 4), generator=g).float() / 4
+    txt = torch.randint(-4, 5, (3, v, 4), generator=g).float() / 4
+    got = stacked_mean_auc(img, txt)
+    assert got is not None
+    for r in range(3):
+        assert got[r] == pytest.approx(mean_auc(img[r], txt[r]), abs=1e-12)
+    img[1, 2, 0] = float("nan")
+    assert stacked_mean_auc(img, txt) is None  # the per-run path counts NaNs

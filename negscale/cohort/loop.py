@@ -20,6 +20,7 @@ from negscale.cohort.loss import table_loss
 from negscale.cohort.stacked import StackedRuns
 from negscale.flops import encoder_flops_per_item
 from negscale.losses import Form
+from negscale.metrics import stacked_mean_auc
 from negscale.negatives.base import BatchTable
 from negscale.negatives.step import StepCost
 from negscale.runlog import Diverged
@@ -89,6 +90,11 @@ def _validation_aucs(stack: StackedRuns, live: dict[int, Trainer]) -> dict[int, 
             imgs.append(img.float().cpu())
             txts.append(txt.float().cpu())
     img, txt = torch.cat(imgs, dim=1), torch.cat(txts, dim=1)
+    rows = list(live)
+    if runs[0].recipe.eval.retrieval != "class":  # instance retrieval: all runs at once
+        aucs = stacked_mean_auc(img[rows], txt[rows])
+        if aucs is not None:
+            return dict(zip(rows, aucs, strict=True))
     return {r: t.evaluator.validation_score(img[r], txt[r]) for r, t in live.items()}
 
 
