@@ -290,6 +290,20 @@ def test_jobs_get_lanes_of_equal_work() -> None:
     assert work[0] >= 15 * 128 and work[1] + work[2] <= 15 * 128
 
 
+def test_lanes_weigh_the_loss_width_and_split_within_half_a_run() -> None:
+    """The quickstart's two lanes: its widest-m runs cost more, and the cut falls where
+    the lanes' work differs by at most half of the run at the cut."""
+    from negscale.cohort import _work
+    from negscale.sweep.execute import longest_first
+
+    recipes = longest_first(make_plan("quickstart", [], GridSpec()).recipes)
+    wide, narrow = (next(r for r in recipes if r.m == m) for m in (319, 1))
+    assert _work(wide) / _work(narrow) == pytest.approx(1.4, abs=0.01)
+    groups = cohorts(recipes, jobs=2)
+    first, rest = sum(map(_work, groups[0])), sum(_work(r) for g in groups[1:] for r in g)
+    assert abs(first - rest) <= _work(groups[1][0])
+
+
 def test_grouping_runs_without_torch() -> None:
     code = (
         "import sys; from negscale.cohort import cohorts; from negscale.config import "
