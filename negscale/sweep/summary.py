@@ -10,7 +10,7 @@ from typing import Any
 
 from negscale.config import Recipe
 from negscale.errors import NegscaleError
-from negscale.results import RunRecord, is_valid_record, load, record_path
+from negscale.results import RunRecord, load, record_path
 from negscale.sweep.plan import Plan
 
 _COST_COLUMNS = {"epochs", "tau", "wall_s", "train_s", "samples_per_s", "peak_mem_mb",
@@ -46,9 +46,13 @@ def _mean_sd(values: list[float]) -> dict[str, float | None]:
 
 
 def study_frame(plan: Plan, results: str | Path) -> Any:
-    """The valid records of the planned runs as one DataFrame (what --fit reads)."""
+    """The valid records of the planned runs as one DataFrame (what --fit reads).
+
+    Each file is read once; an unreadable one is left out silently, as a pending
+    run (the next sweep redoes it).
+    """
     files = [record_path(results, rid) for rid in plan.run_ids]
-    return load([f for f in files if f.exists() and is_valid_record(f)])
+    return load([f for f in files if f.exists()], notice=lambda message: None)
 
 
 def summarise(
