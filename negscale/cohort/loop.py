@@ -18,10 +18,11 @@ import torch
 
 from negscale.cohort.loss import table_loss
 from negscale.cohort.stacked import StackedRuns
+from negscale.feed import BatchFeed
 from negscale.flops import encoder_flops_per_item
 from negscale.losses import Form
 from negscale.metrics import stacked_mean_auc
-from negscale.negatives.base import BatchTable
+from negscale.negatives.base import Batch, BatchTable
 from negscale.negatives.step import StepCost
 from negscale.runlog import Diverged
 from negscale.selection import is_due
@@ -53,7 +54,11 @@ def _loss(img, txt, tables: Sequence[BatchTable], tau: torch.Tensor, form: Form)
 def _step(stack: StackedRuns, trainers: Sequence[Trainer]) -> tuple[torch.Tensor, list[BatchTable]]:
     """One optimiser step of every run; (R,) detached losses and each run's table."""
     step = trainers[0].step
-    batches = [t.feed(step) for t in trainers]
+    fetched: dict[int, Batch] = {}  # runs of one seed share a feed (_share_feeds)
+    for t in trainers:
+        if id(t.feed) not in fetched:
+            fetched[id(t.feed)] = t.feed(step)
+    batches = [fetched[id(t.feed)] for t in trainers]
     tables = []
     for t, batch in zip(trainers, batches, strict=True):
         b = len(batch.index)
@@ -75,6 +80,16 @@ def _step(stack: StackedRuns, trainers: Sequence[Trainer]) -> tuple[torch.Tensor
         t.scheduler.step()
         t.step += 1
     return loss.detach(), tables
+
+
+def _share_feeds(trainers: Sequence[Trainer]) -> None:
+    """Runs of one seed (and n) see the same batches, a pure function of (seed, step):
+    one feed serves them all, so a stack of 7 m x 3 seeds fetches 3 batches a step."""
+    feeds: dict[tuple, BatchFeed] = {}
+    for t in trainers:
+        f = t.feed
+        key = (id(f.pairs), f.batch, f.seed, f.steps, f.workers, id(f.runtime))
+        t.feed = feeds.setdefault(key, f)
 
 
 def _validation_aucs(stack: StackedRuns, live: dict[int, Trainer]) -> dict[int, float]:
@@ -106,6 +121,7 @@ def train_together(trainers: Sequence[Trainer], checkpoints: Sequence[Path]) -> 
     among the runs still training.
     """
     stack = StackedRuns(trainers)
+    _share_feeds(trainers)
     first = trainers[0]
     total, every = first.recipe.train.steps, first.recipe.train.checkpoint_every
     live = dict(enumerate(trainers))
