@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+
 import torch
 
 from negscale.config.sources import SPECS
@@ -20,6 +22,13 @@ from negscale.negatives.base import (
 )
 
 
+@functools.lru_cache(maxsize=64)
+def _order(seed: int, step: int, batch: int) -> torch.Tensor:
+    """A pure function of (seed, step, B), drawn once: runs of one seed stepped
+    together (:mod:`negscale.cohort`, every m of a design) share it."""
+    return torch.randperm(batch, generator=step_generator(seed, step, SUBSAMPLE_STREAM))
+
+
 @register
 class SubsampleSource(NegativeSource):
     """A shared random m-subset of the batch, re-drawn every step.
@@ -33,8 +42,8 @@ class SubsampleSource(NegativeSource):
     spec = SPECS["subsample"]
 
     def order(self, batch: int, step: int) -> torch.Tensor:
-        """The step's random order of the batch (what the negatives are cut from)."""
-        return torch.randperm(batch, generator=step_generator(self.seed, step, SUBSAMPLE_STREAM))
+        """The step's random order of the batch (what the negatives are cut from); read-only."""
+        return _order(self.seed, step, batch)
 
     def mask_of(self, order: torch.Tensor, device: torch.device) -> torch.Tensor:
         """(B, B) keep-mask: row i keeps the first m items of ``order`` other than i."""
