@@ -134,8 +134,10 @@ def test_the_written_out_mlp_equals_the_vmapped_module(layers: int) -> None:
         assert torch.allclose(g0[k], g1[k], atol=1e-6), k
 
 
-def test_runs_of_other_m_take_one_loss_call_per_width() -> None:
-    """Consecutive runs of one width share a call; each run's loss is still its own."""
+@pytest.mark.parametrize("form", ["paper", "infonce"])
+def test_runs_of_other_m_share_a_padded_call_and_keep_their_own_loss(form: str) -> None:
+    """Narrow tables padded into one call: each run's loss and gradient are still its own
+    (the padding is never scored); without padding, one call per width."""
     from negscale.cohort.loop import _loss, _segments
     from negscale.negatives.base import BatchTable
 
@@ -143,15 +145,51 @@ def test_runs_of_other_m_take_one_loss_call_per_width() -> None:
     g = torch.Generator().manual_seed(7)
     img = torch.nn.functional.normalize(torch.randn(len(ms), b, d, generator=g), dim=-1)
     txt = torch.nn.functional.normalize(torch.randn(len(ms), b, d, generator=g), dim=-1)
+    img.requires_grad_()
+    txt.requires_grad_()
     orders = [torch.randperm(b, generator=g) for _ in ms]
     tables = [
         BatchTable(*subsample_columns(o, m), float(m), 0) for o, m in zip(orders, ms, strict=True)
     ]
-    assert _segments(tables) == [(0, 2), (2, 3), (3, 5), (5, 6)]
-    got = _loss(img, txt, tables, torch.full((len(ms),), 0.2), "paper")
+    assert _segments(tables, pad=False) == [(0, 2), (2, 3), (3, 5), (5, 6)]
+    assert _segments(tables) == [(0, 6)]  # widths 2 ... 16: one call is cheaper
+    tau = torch.tensor([0.1, 0.2, 0.3, 0.2, 0.5, 0.2])
+    got = _loss(img, txt, tables, tau, form)
+    got.sum().backward()
     for r, m in enumerate(ms):
-        want = subsample_loss(img[r], txt[r], orders[r], m, tau=0.2, form="paper")
-        assert float(got[r]) == pytest.approx(float(want), abs=1e-6)
+        i, t = img[r].detach().requires_grad_(), txt[r].detach().requires_grad_()
+        want = subsample_loss(i, t, orders[r], m, tau=float(tau[r]), form=form)
+        want.backward()
+        assert float(got[r].detach()) == pytest.approx(float(want.detach()), abs=1e-6)
+        assert torch.allclose(img.grad[r], i.grad, atol=1e-6)
+        assert torch.allclose(txt.grad[r], t.grad, atol=1e-6)
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_padded_calls_are_the_cheapest_partition(seed: int) -> None:
+    """Against brute force over every way to cut the runs into consecutive calls."""
+    import itertools
+
+    from negscale.cohort.loop import _cost, _segments
+    from negscale.negatives.base import BatchTable
+
+    rng = torch.Generator().manual_seed(seed)
+    levels = sorted({int(w) for w in torch.randint(2, 321, (6,), generator=rng)}, reverse=True)
+    widths = [w for w in levels for _ in range(int(torch.randint(1, 4, (1,), generator=rng)))]
+    tables = [BatchTable(torch.arange(w), torch.zeros(320, dtype=torch.long), w - 1.0, 0)
+              for w in widths]  # fmt: skip
+
+    def total(calls):
+        return sum(_cost(b - a, max(widths[a:b])) for a, b in calls)
+
+    inner = range(1, len(widths))
+    every = (list(cuts) for k in range(len(widths)) for cuts in itertools.combinations(inner, k))
+    bounds = ([0, *cuts, len(widths)] for cuts in every)
+    least = min(total(list(itertools.pairwise(b))) for b in bounds)
+    got = _segments(tables)
+    assert total(got) == least and got[0][0] == 0 and got[-1][1] == len(widths)
+    assert all(a == b for (_, a), (b, _) in itertools.pairwise(got))
+    assert len(_segments(tables, pad=False)) == len(levels)
 
 
 @pytest.mark.parametrize("m", [6, 63])  # subsample, and the whole batch (source batch)
@@ -233,8 +271,8 @@ def test_a_diverged_run_leaves_its_cohort_training(tmp_path, monkeypatch) -> Non
     want = run_together(recipes, tmp_path / "clean", notice=print)
     real = loop.table_loss
 
-    def nan_for_run_1(img, txt, columns, drop, *, tau, form):
-        loss = real(img, txt, columns, drop, tau=tau, form=form)
+    def nan_for_run_1(img, txt, columns, drop, *, tau, form, widths=None):
+        loss = real(img, txt, columns, drop, tau=tau, form=form, widths=widths)
         return loss * torch.tensor([1.0, float("nan"), 1.0])
 
     monkeypatch.setattr(loop, "table_loss", nan_for_run_1)

@@ -68,15 +68,28 @@ def table_loss(
     *,
     tau: torch.Tensor,
     form: Form,
+    widths: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """(R,) as :func:`stacked_table_loss`; with a fixed temperature through the fused
-    loss (:mod:`negscale.cohort.fused`, one autograd node), else through autograd."""
-    if tau.requires_grad:
-        return stacked_table_loss(img, txt, columns, drop, tau=tau, form=form)
+    loss (:mod:`negscale.cohort.fused`, one autograd node), else through autograd.
+
+    ``widths``: (R,) each run's own table width when narrower tables are padded
+    to ``columns``' K (fused loss only; the padding is never scored).
+    """
     k = columns.shape[1]
+    padded = widths is not None and bool((widths != k).any())
+    if tau.requires_grad:
+        if padded:
+            raise ValueError("padded tables need a fixed temperature (the fused loss)")
+        return stacked_table_loss(img, txt, columns, drop, tau=tau, form=form)
     skip = F.one_hot(drop, k).bool()
-    count = torch.full((len(columns),), k - 1.0, device=img.device)
+    if padded:
+        assert widths is not None
+        skip |= torch.arange(k, device=skip.device) >= widths.to(skip.device)[:, None, None]
+        count = (widths - 1).to(img.device, torch.float32)
+    else:
+        count = torch.full((len(columns),), k - 1.0, device=img.device)
     in_order = torch.arange(k, device=columns.device).expand_as(columns)
-    every = k == img.shape[1] and torch.equal(columns, in_order)
+    every = not padded and k == img.shape[1] and torch.equal(columns, in_order)
     return fused_table_loss(img, txt, None if every else columns, skip, count, tau=tau,
                             form=form)  # fmt: skip
