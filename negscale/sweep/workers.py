@@ -95,7 +95,18 @@ def resolve_jobs(jobs: str | int, device: str | None) -> int:
     return _cores()
 
 
+GPU_NODES = ("/dev/nvidiactl", "/dev/nvidia0", "/proc/driver/nvidia", "/dev/kfd", "/dev/dxg")
+
+
 def _cuda_available() -> bool:
+    """torch's answer, asked only where a GPU driver shows itself.
+
+    Importing torch takes 2 s, and on a machine without an NVIDIA (or ROCm, or
+    WSL) device node CUDA cannot be available; there the sweep's own process
+    never needs torch, so its workers start 2 s sooner.
+    """
+    if not any(os.path.exists(node) for node in GPU_NODES):
+        return False
     import torch
 
     return torch.cuda.is_available()
@@ -206,20 +217,26 @@ class Workers:
         self._threads_before: int | None = None
 
     def __enter__(self) -> Workers:
+        if self.plan is not None and self.jobs > 1:  # torch is the workers' to import
+            self.pool = self._pool(self.plan.threads)
+            return self
         import torch
 
         threads = self.plan.threads if self.plan else max(1, torch.get_num_threads() // self.jobs)
         if self.jobs > 1:
-            self.pool = ProcessPoolExecutor(
-                self.jobs,
-                mp_context=multiprocessing.get_context("spawn"),
-                initializer=_start_worker,
-                initargs=(threads,),
-            )
+            self.pool = self._pool(threads)
         elif self.plan is not None and threads != torch.get_num_threads():
             self._threads_before = torch.get_num_threads()  # restored on exit
             torch.set_num_threads(threads)  # the sweep's own process trains the runs
         return self
+
+    def _pool(self, threads: int) -> ProcessPoolExecutor:
+        return ProcessPoolExecutor(
+            self.jobs,
+            mp_context=multiprocessing.get_context("spawn"),
+            initializer=_start_worker,
+            initargs=(threads,),
+        )
 
     def _planned(self, recipe: Recipe) -> Recipe:
         """The recipe with the plan's loader workers, unless the recipe sets its own
@@ -229,9 +246,9 @@ class Workers:
             return recipe
         return recipe.model_copy(update={"data": recipe.data.model_copy(update={"workers": want})})
 
-    def __exit__(self, *exc: object) -> None:
-        if self.pool is not None:
-            self.pool.shutdown(wait=True, cancel_futures=True)
+    def __exit__(self, kind: object, *exc: object) -> None:
+        if self.pool is not None:  # all done: the workers' 1 s of teardown overlaps the summary
+            self.pool.shutdown(wait=kind is not None, cancel_futures=True)
         if self._threads_before is not None:
             import torch
 

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import torch
 
 from negscale.sweep.workers import JobPlan, Workers, plan_jobs
@@ -34,3 +37,19 @@ def test_the_plan_changes_no_thread_setting_beyond_the_sweep():
     with Workers(JobPlan(1, before + 1, None, "test"), "cpu", None, lambda s: None):
         assert torch.get_num_threads() == before + 1
     assert torch.get_num_threads() == before
+
+
+def test_no_gpu_device_node_means_no_cuda_and_no_torch_import() -> None:
+    """The sweep's own process asks torch about CUDA only where a driver shows itself."""
+    code = (
+        "import os, sys\n"
+        "import negscale.sweep.workers as w\n"
+        "os.path.exists = lambda p: False\n"
+        "assert w._cuda_available() is False and 'torch' not in sys.modules\n"
+        "os.path.exists = lambda p: p == '/dev/nvidiactl'\n"
+        "import torch\n"
+        "torch.cuda.is_available = lambda: True\n"
+        "assert w._cuda_available() is True\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
