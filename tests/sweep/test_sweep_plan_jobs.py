@@ -42,11 +42,11 @@ def test_the_plan_changes_no_thread_setting_beyond_the_sweep():
 def test_no_gpu_device_node_means_no_cuda_and_no_torch_import() -> None:
     """The sweep's own process asks torch about CUDA only where a driver shows itself."""
     code = (
-        "import os, sys\n"
+        "import sys\n"
         "import negscale.sweep.workers as w\n"
-        "os.path.exists = lambda p: False\n"
+        "w.GPU_NODES = ('/nonexistent/nvidiactl',)\n"
         "assert w._cuda_available() is False and 'torch' not in sys.modules\n"
-        "os.path.exists = lambda p: p == '/dev/nvidiactl'\n"
+        "w.GPU_NODES = (sys.executable,)  # a path that exists: torch decides\n"
         "import torch\n"
         "torch.cuda.is_available = lambda: True\n"
         "assert w._cuda_available() is True\n"
