@@ -362,3 +362,20 @@ def test_a_sweep_stacks_seeds_and_writes_the_one_at_a_time_records(tmp_path) -> 
     a, b = (t.sort_values("run_id").reset_index(drop=True) for t in (a, b))
     assert list(a["run_id"]) == list(b["run_id"])
     assert (a["auc"] - b["auc"]).abs().max() < 2e-6
+
+
+def test_runs_of_one_seed_share_one_feed(tmp_path) -> None:
+    """A stack fetches one batch a seed a step: runs of one seed see the same batches."""
+    from negscale.cohort.loop import _share_feeds
+
+    recipes = [r for m in (2, 5) for r in _recipes(m, seeds=(0, 1))]
+    runtime = resolve_runtime(recipes[0], None)
+    trainers, data = [], None
+    for recipe in recipes:
+        trainer = Trainer(recipe, runtime, data=data, progress=False)
+        data = trainer.data
+        trainers.append(trainer)
+    want = [t.feed(3).index for t in trainers]
+    _share_feeds(trainers)
+    assert len({id(t.feed) for t in trainers}) == 2
+    assert all(torch.equal(t.feed(3).index, w) for t, w in zip(trainers, want, strict=True))

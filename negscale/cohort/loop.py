@@ -126,8 +126,8 @@ def _share_feeds(trainers: Sequence[Trainer]) -> None:
     one feed serves them all, so a stack of 7 m x 3 seeds fetches 3 batches a step."""
     feeds: dict[tuple, BatchFeed] = {}
     for t in trainers:
-        f = t.feed
-        key = (id(f.pairs), f.batch, f.seed, f.steps, f.workers, id(f.runtime))
+        f = t.feed  # its pairs are the first n of the trainer's data, a fresh view each
+        key = (id(t.data), len(f.pairs), f.batch, f.seed, f.steps, f.workers, id(f.runtime))
         t.feed = feeds.setdefault(key, f)
 
 
