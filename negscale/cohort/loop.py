@@ -80,12 +80,15 @@ def _loss(img, txt, tables: Sequence[BatchTable], tau: torch.Tensor, form: Form)
     """(R,) each run's loss: one stacked call per segment, on views of the stack."""
     dev, parts = img.device, []
     pad = not tau.requires_grad  # padded tables take the fused loss
-    for a, b in _segments(tables, pad):
+    segments = _segments(tables, pad)
+    sizes = [b - a for a, b in segments]  # split, not sliced: one cat in the backward
+    pieces = zip(img.split(sizes), txt.split(sizes), tau.split(sizes), segments, strict=True)
+    for img_part, txt_part, tau_part, (a, b) in pieces:
         part = tables[a:b]
         columns = pad_sequence([t.columns for t in part], batch_first=True).to(dev)
         drop = torch.stack([t.drop for t in part]).to(dev)
         widths = torch.tensor([len(t.columns) for t in part])
-        parts.append(table_loss(img[a:b], txt[a:b], columns, drop, tau=tau[a:b], form=form,
+        parts.append(table_loss(img_part, txt_part, columns, drop, tau=tau_part, form=form,
                                 widths=widths))  # fmt: skip
     return torch.cat(parts)
 
