@@ -379,3 +379,21 @@ def test_runs_of_one_seed_share_one_feed(tmp_path) -> None:
     _share_feeds(trainers)
     assert len({id(t.feed) for t in trainers}) == 2
     assert all(torch.equal(t.feed(3).index, w) for t, w in zip(trainers, want, strict=True))
+
+
+def test_step_0_metrics_are_evaluated_once_a_starting_model(tmp_path, monkeypatch) -> None:
+    """Runs of one seed start from the same weights: 2 m x 3 seeds evaluate 3 models at
+    step 0, and every run still records what a lone run records (compared above)."""
+    real, steps = Trainer.evaluate, []
+
+    def counted(self):
+        steps.append(self.step)
+        return real(self)
+
+    monkeypatch.setattr(Trainer, "evaluate", counted)
+    got = run_together([*_recipes(2), *_recipes(5)], tmp_path, notice=print)
+    assert steps.count(0) == 3 and len(steps) == 3 + 6  # 3 starts, 6 final evaluations
+    by_seed = {}
+    for r in got:
+        by_seed.setdefault(r.seed, set()).add(r.auc_init)
+    assert all(len(v) == 1 for v in by_seed.values()) and len(by_seed) == 3

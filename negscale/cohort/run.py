@@ -6,6 +6,8 @@ import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+import torch
+
 from negscale import memory
 from negscale.cohort.loop import train_together
 from negscale.config import Recipe
@@ -15,7 +17,7 @@ from negscale.results import RunRecord
 from negscale.run_record import Outcome
 from negscale.runlog import Diverged
 from negscale.runtime import resolve_runtime
-from negscale.train import close_run, conclude, diverged, evaluate_init, open_run
+from negscale.train import Trainer, close_run, conclude, diverged, evaluate_init, open_run
 
 
 def run_together(
@@ -46,8 +48,7 @@ def run_together(
         trainers.append(trainer)
         ckpts.append(ckpt)
     outcomes: dict[int, Outcome] = {}
-    for trainer in trainers:
-        evaluate_init(trainer)
+    _evaluate_inits(trainers)
     at: dict[int, list[int]] = {}
     for i, trainer in enumerate(trainers):
         at.setdefault(trainer.step, []).append(i)
@@ -69,3 +70,30 @@ def run_together(
             outcomes[i] = conclude(trainer)
     wall = (time.perf_counter() - start) / len(trainers)
     return [close_run(t, results, outcomes[i], wall, report_to) for i, t in enumerate(trainers)]
+
+
+def _evaluate_inits(trainers: Sequence[Trainer]) -> None:
+    """Each run's step-0 metrics, evaluated once per distinct starting model.
+
+    The seed alone draws a run's initial weights, so the runs of one seed in a
+    stack (every m) start from the same model and score the same step-0
+    metrics on the same held-out pairs: a stack of 7 m x 3 seeds evaluates 3
+    models, not 21. Weights are compared, not assumed.
+    """
+    evaluated: list[Trainer] = []
+    for trainer in trainers:
+        twin = next((t for t in evaluated if _same_start(t, trainer)), None)
+        if twin is not None and trainer.step == 0 and trainer.init_metrics is None:
+            trainer.init_metrics = dict(twin.init_metrics or {})
+            continue
+        evaluate_init(trainer)
+        if trainer.init_metrics is not None and trainer.step == 0:
+            evaluated.append(trainer)
+
+
+def _same_start(a: Trainer, b: Trainer) -> bool:
+    """Same held-out data, evaluation settings and weights (so the same step-0 metrics)."""
+    if a.data is not b.data or a.recipe.eval != b.recipe.eval:
+        return False
+    mine, theirs = a.model.state_dict(), b.model.state_dict()
+    return mine.keys() == theirs.keys() and all(torch.equal(mine[k], theirs[k]) for k in mine)
