@@ -159,7 +159,16 @@ def sweep(
     if plot is not None:
         plot = check_plot_path(plot)
     check_results_dir(folder)
-    workers = _workers(plan, jobs, device)
+    early = None if adaptive else _early_workers(plan, jobs, device, report_to)
+    try:
+        workers = _workers(plan, jobs, device)
+    except BaseException:
+        if early is not None:
+            early.__exit__(NegscaleError, None, None)
+        raise
+    if early is not None and early.plan != workers:  # the data asked for another plan
+        early.__exit__(None, None, None)
+        early = None
     if not stack and isinstance(workers, sw.JobPlan):
         workers = dataclasses.replace(workers, stack=False)
     if adaptive:
@@ -171,7 +180,7 @@ def sweep(
         return
     start = time.perf_counter()
     metrics = list(dict.fromkeys([metric, _second(metric2, plan)]))
-    stats = _execute(plan, folder, part, device, metrics, report_to, workers)
+    stats = _execute(plan, folder, part, device, metrics, report_to, workers, early)
     summary = sw.summarise(plan, folder, metrics)
     summary.update(shard=list(part) if part else None, sweep=stats.to_dict())
     summary["wall_s"] = time.perf_counter() - start
@@ -191,6 +200,19 @@ def _show_plan(doc: dict[str, Any], as_json: bool) -> None:
         print_json(doc)
     else:
         out.print(plan_table(doc))
+
+
+def _early_workers(plan: Any, jobs: str, device: str | None, report_to: str | None) -> Any:
+    """Worker processes spawned before the first run is checked, where the job plan needs
+    no data built (vectors in memory): their 2 s of start-up overlap the check's."""
+    from negscale import sweep as sw
+
+    if not plan.recipes or not plan.recipes[0].data.vectors():
+        return None
+    job_plan = sw.plan_jobs(jobs, device, decodes=False)
+    if job_plan.jobs < 2:
+        return None
+    return sw.Workers(job_plan, device, report_to, lambda message: None).start()
 
 
 def _workers(plan: Any, jobs: str, device: str | None) -> Any:
@@ -325,7 +347,8 @@ def _show_study(summary: dict, plan: Any, folder: Path, metric: str, fit_: bool,
 
 
 def _execute(plan: Any, folder: Path, part: tuple[int, int] | None, device: str | None,
-             metrics: list[str], report_to: str | None, jobs: int) -> Any:  # fmt: skip
+             metrics: list[str], report_to: str | None, jobs: int,
+             early: Any = None) -> Any:  # fmt: skip
     """Run the sweep under a progress bar; SIGTERM and Ctrl-C leave no lock and say what next."""
     from negscale import sweep as sw
 
@@ -342,7 +365,7 @@ def _execute(plan: Any, folder: Path, part: tuple[int, int] | None, device: str 
     try:
         with SweepProgress(err, *metrics[:2]) as progress, _sigterm_as_exit():
             return sw.execute(plan, folder, shard=part, device=device, listener=progress,
-                              report_to=report_to, jobs=jobs)  # fmt: skip
+                              report_to=report_to, jobs=jobs, workers=early)  # fmt: skip
     except KeyboardInterrupt:
         err.print(
             "[red]interrupted:[/red] recorded runs are kept; re-run the same command to "

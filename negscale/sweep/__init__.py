@@ -28,7 +28,7 @@ from negscale.sweep.plan import GridSpec, Plan, make_plan, plan_document, plan_p
 from negscale.sweep.plot import plot_study
 from negscale.sweep.state import plan_states, record_state, stray_files
 from negscale.sweep.summary import check_metric, second_metric, study_frame, summarise
-from negscale.sweep.workers import JobPlan, plan_jobs, resolve_jobs
+from negscale.sweep.workers import JobPlan, Workers, plan_jobs, resolve_jobs
 
 __all__ = [
     "Claim",
@@ -38,6 +38,7 @@ __all__ = [
     "Plan",
     "SilentListener",
     "SweepStats",
+    "Workers",
     "check_metric",
     "claim",
     "execute",

@@ -109,6 +109,7 @@ def execute(
     report_to: str | None = None,
     jobs: int | JobPlan = 1,
     stack: bool | None = None,
+    workers: Workers | None = None,
 ) -> SweepStats:
     """Train every run of this shard that has no valid record, each under a claim.
 
@@ -119,7 +120,8 @@ def execute(
     (:mod:`negscale.sweep.workers`); this process holds their claims. With
     ``stack`` (default: the job plan's, else True), runs of one design that
     differ only in their seed and m train together as one stacked model
-    (:mod:`negscale.cohort`), else one at a time.
+    (:mod:`negscale.cohort`), else one at a time. ``workers``: a pool already
+    started (:meth:`Workers.start`) for these jobs, used and shut down here.
     """
     if stack is None:
         stack = jobs.stack if isinstance(jobs, JobPlan) else True
@@ -138,7 +140,9 @@ def execute(
         todo = longest_first(todo)
     groups = cohorts(todo, at_once) if stack else [[r] for r in todo]
     try:
-        with Workers(jobs, device, report_to, listener.notice) as workers:
+        pool = workers or Workers(jobs, device, report_to, listener.notice)
+        pool.notice = listener.notice
+        with pool as workers:
             for group in groups:
                 held: Held = []
                 try:  # a signal between two claims, or while the runs train in this process

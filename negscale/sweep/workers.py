@@ -143,6 +143,10 @@ def _start_worker(threads: int) -> None:
     load_plugins()
 
 
+def _ready() -> None:
+    """A task that only makes the pool spawn its worker (see :meth:`Workers.start`)."""
+
+
 @dataclass(frozen=True)
 class Failed:
     """A run that raised: what the sweep reports (picklable, unlike some exceptions)."""
@@ -216,7 +220,18 @@ class Workers:
         self.pool: ProcessPoolExecutor | None = None
         self._threads_before: int | None = None
 
+    def start(self) -> Workers:
+        """Spawn the worker processes now: they import torch (2 s) while this process
+        goes on (the sweep checks its first run meanwhile). Needs a :class:`JobPlan`."""
+        if self.plan is not None and self.jobs > 1 and self.pool is None:
+            self.pool = self._pool(self.plan.threads)
+            for _ in range(self.jobs):  # a pool spawns a process per task it cannot place
+                self.pool.submit(_ready)
+        return self
+
     def __enter__(self) -> Workers:
+        if self.pool is not None:  # started early
+            return self
         if self.plan is not None and self.jobs > 1:  # torch is the workers' to import
             self.pool = self._pool(self.plan.threads)
             return self

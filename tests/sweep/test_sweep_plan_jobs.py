@@ -53,3 +53,14 @@ def test_no_gpu_device_node_means_no_cuda_and_no_torch_import() -> None:
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
+
+
+def test_started_workers_spawn_before_any_run_and_serve_the_sweep() -> None:
+    """``Workers.start`` spawns the pool's processes at once (they import torch while the
+    sweep checks its first run); entering it later keeps that pool."""
+    workers = Workers(JobPlan(2, 1, 0, "test"), "cpu", None, print).start()
+    pool = workers.pool
+    assert pool is not None and len(pool._processes) == 2
+    with workers as entered:
+        assert entered is workers and entered.pool is pool
+    assert Workers(JobPlan(1, 1, 0, "test"), "cpu", None, print).start().pool is None
