@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import importlib
 import json
 import signal
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -179,6 +181,8 @@ def sweep(
                   target, budget, plot, as_json)  # fmt: skip
         return
     start = time.perf_counter()
+    if fit_:  # the fit's imports (scipy: 1 s) while the runs train, not after them
+        threading.Thread(target=importlib.import_module, args=("negscale.fit",)).start()
     metrics = list(dict.fromkeys([metric, _second(metric2, plan)]))
     stats = _execute(plan, folder, part, device, metrics, report_to, workers, early)
     summary = sw.summarise(plan, folder, metrics)
