@@ -6,7 +6,9 @@ models a stack trains, those passes over small tensors, not the arithmetic,
 set the time of the loss. The gradient of a
 log-sum-exp loss is the softmax of its logits, which the forward already
 computes, so here the forward keeps it and the backward is three batched
-matmuls and a scatter per direction. Values and gradients equal
+matmuls and a scatter per direction. When every anchor scores the whole
+batch but its own item (the batch source), one logit matrix serves both
+directions (:func:`batch_loss`). Values and gradients equal
 ``stacked_table_loss`` to float rounding (tests/test_cohort.py); on the
 quickstart's stacks the loss with its backward takes a third less time.
 
@@ -23,23 +25,32 @@ import torch
 from negscale.losses import Form, fp32_scores
 
 
+def _softmax_(logits: torch.Tensor, dim: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(softmax, LSE) along ``dim`` of logits with -inf where skipped; the softmax in place."""
+    top = logits.amax(dim=dim, keepdim=True)  # finite: every row keeps a column
+    prob = logits.sub_(top).exp_()  # one exp serves the LSE and the softmax
+    total = prob.sum(dim=dim, keepdim=True)
+    prob.div_(total)
+    return prob, (top + total.log()).squeeze(dim)
+
+
+def _form(lse: torch.Tensor, pos: torch.Tensor, tau: torch.Tensor, log_count: torch.Tensor,
+          paper: bool) -> tuple[torch.Tensor, torch.Tensor]:  # fmt: skip
+    """(R, B) losses from the LSEs and positive logits, and each anchor's dloss/dLSE."""
+    if paper:  # tau * (LSE - s+/tau - log count): d/dLSE = tau, d/ds+ = -tau
+        loss = tau[:, None] * (lse - pos - log_count[:, None])
+        return loss, tau[:, None].expand_as(lse)
+    # infonce: log(e^s+ + e^LSE) - s+: d/dLSE = sigmoid(LSE - s+) = -d/ds+
+    return torch.logaddexp(pos, lse) - pos, torch.sigmoid(lse - pos)
+
+
 def _direction(scaled: torch.Tensor, items: torch.Tensor, table: torch.Tensor,
                skip: torch.Tensor, tau: torch.Tensor, log_count: torch.Tensor,
                paper: bool) -> tuple[torch.Tensor, ...]:  # fmt: skip
     """(R, B) losses, the (R, B, K) softmax over kept columns and each anchor's dloss/dlse."""
     logits = torch.bmm(scaled, table.transpose(1, 2)).masked_fill_(skip, float("-inf"))
-    top = logits.amax(dim=-1, keepdim=True)  # finite: every row keeps a column
-    prob = logits.sub_(top).exp_()  # one exp serves the LSE and the softmax
-    total = prob.sum(dim=-1, keepdim=True)
-    prob.div_(total)
-    lse = (top + total.log()).squeeze(-1)
-    pos = (scaled * items).sum(dim=-1)
-    if paper:  # tau * (LSE - s+/tau - log count): d/dLSE = tau, d/ds+ = -tau
-        loss = tau[:, None] * (lse - pos - log_count[:, None])
-        coef = tau[:, None].expand_as(lse)
-    else:  # infonce: log(e^s+ + e^LSE) - s+: d/dLSE = sigmoid(LSE - s+) = -d/ds+
-        loss = torch.logaddexp(pos, lse) - pos
-        coef = torch.sigmoid(lse - pos)
+    prob, lse = _softmax_(logits, -1)
+    loss, coef = _form(lse, (scaled * items).sum(dim=-1), tau, log_count, paper)
     return loss, prob, coef
 
 
@@ -88,6 +99,39 @@ class _TableLoss(torch.autograd.Function):
         return a1 + i2, i1 + a2, None, None, None, None, None
 
 
+class _BatchLoss(torch.autograd.Function):
+    """The whole batch, each anchor skipping its own item: one (R, B, B) logit matrix
+    serves both directions (the text anchors' logits are its transpose), so one
+    matmul forward and two backward instead of two and four."""
+
+    @staticmethod
+    def forward(ctx: Any, img: torch.Tensor, txt: torch.Tensor, tau: torch.Tensor,
+                paper: bool) -> torch.Tensor:  # fmt: skip
+        inv = (1.0 / tau)[:, None, None]
+        scaled = img * inv
+        logits = torch.bmm(scaled, txt.transpose(1, 2))
+        pos = logits.diagonal(dim1=1, dim2=2).clone()  # s+/tau of both directions
+        logits.diagonal(dim1=1, dim2=2).fill_(float("-inf"))
+        log_count = torch.full_like(tau, img.shape[1] - 1.0).log()
+        by_row, lse_row = _softmax_(logits.clone(), -1)  # image anchors
+        by_col, lse_col = _softmax_(logits, 1)  # text anchors
+        loss_row, coef_row = _form(lse_row, pos, tau, log_count, paper)
+        loss_col, coef_col = _form(lse_col, pos, tau, log_count, paper)
+        ctx.save_for_backward(txt, scaled, inv, by_row, by_col, coef_row, coef_col)
+        return 0.5 * (loss_row + loss_col).mean(dim=-1)
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[Any, ...]:
+        txt, scaled, inv, by_row, by_col, coef_row, coef_col = ctx.saved_tensors
+        per_anchor = grad[:, None] * (0.5 / txt.shape[1])
+        row, col = coef_row * per_anchor, coef_col * per_anchor
+        grad_logits = by_row.mul_(row[:, :, None]).add_(by_col.mul_(col[:, None, :]))
+        both = (row + col)[..., None]  # each positive logit is in both directions
+        d_img = torch.bmm(grad_logits, txt).sub_(both * txt).mul_(inv)
+        d_txt = torch.bmm(grad_logits.transpose(1, 2), scaled).sub_(both * scaled)
+        return d_img, d_txt, None, None
+
+
 @fp32_scores
 def fused_table_loss(img: torch.Tensor, txt: torch.Tensor, columns: torch.Tensor | None,
                      skip: torch.Tensor, count: torch.Tensor, *, tau: torch.Tensor,
@@ -104,3 +148,13 @@ def fused_table_loss(img: torch.Tensor, txt: torch.Tensor, columns: torch.Tensor
         raise ValueError(f"unknown loss form {form!r}")
     return _TableLoss.apply(img, txt, columns, skip, count.to(img.dtype), tau.detach(),
                             form == "paper")  # fmt: skip
+
+
+@fp32_scores
+def batch_loss(img: torch.Tensor, txt: torch.Tensor, *, tau: torch.Tensor,
+               form: Form) -> torch.Tensor:  # fmt: skip
+    """(R,) symmetric losses of the whole batch, each anchor skipping its own item
+    (the batch source's table), from one logit matrix a run; ``tau`` not learnable."""
+    if form not in ("paper", "infonce"):
+        raise ValueError(f"unknown loss form {form!r}")
+    return _BatchLoss.apply(img, txt, tau.detach(), form == "paper")

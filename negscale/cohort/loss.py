@@ -14,7 +14,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from negscale.cohort.fused import fused_table_loss
+from negscale.cohort.fused import batch_loss, fused_table_loss
 from negscale.losses import Form, fp32_scores, loss_from_lse
 
 
@@ -82,6 +82,10 @@ def table_loss(
         if padded:
             raise ValueError("padded tables need a fixed temperature (the fused loss)")
         return stacked_table_loss(img, txt, columns, drop, tau=tau, form=form)
+    in_order = torch.arange(k, device=columns.device).expand_as(columns)
+    every = not padded and k == img.shape[1] and torch.equal(columns, in_order)
+    if every and torch.equal(drop, in_order):  # the batch source: one logit matrix
+        return batch_loss(img, txt, tau=tau, form=form)
     skip = F.one_hot(drop, k).bool()
     if padded:
         assert widths is not None
@@ -89,7 +93,5 @@ def table_loss(
         count = (widths - 1).to(img.device, torch.float32)
     else:
         count = torch.full((len(columns),), k - 1.0, device=img.device)
-    in_order = torch.arange(k, device=columns.device).expand_as(columns)
-    every = not padded and k == img.shape[1] and torch.equal(columns, in_order)
     return fused_table_loss(img, txt, None if every else columns, skip, count, tau=tau,
                             form=form)  # fmt: skip
