@@ -1,8 +1,9 @@
 """The loop of runs stepped together: the one-run loop (:mod:`negscale.loop`) over a stack.
 
-Per step, each run fetches its own batch and draws its own negatives; the
-stack embeds all batches in one vmapped forward, takes every run's loss in
-one call per width (:func:`negscale.cohort.loss.table_loss`), backpropagates
+Per step, each run draws its own negatives from its batch (runs of one seed
+share the feed: the same batches); the stack embeds all batches in one
+forward, takes every run's loss in one call per group of similar widths
+(:func:`_segments`, :func:`negscale.cohort.loss.table_loss`), backpropagates
 once, clips each run's gradients and steps once. Each run's books (log,
 selection, checkpoints) are then kept exactly as the one-run loop keeps them,
 and a run that diverges leaves the books (its slot still steps, unread).
