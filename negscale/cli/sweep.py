@@ -161,7 +161,7 @@ def sweep(
     if plot is not None:
         plot = check_plot_path(plot)
     check_results_dir(folder)
-    early = None if adaptive else _early_workers(plan, jobs, device, report_to)
+    early = _early_workers(plan, jobs, device, report_to)
     try:
         workers = _workers(plan, jobs, device)
     except BaseException:
@@ -177,14 +177,22 @@ def sweep(
         if target <= 0 or (max_runs is not None and max_runs < 1):
             raise NegscaleError("--target must be > 0 and --max-runs >= 1")
         budget = max_runs or len(plan.recipes)
-        _adaptive(recipe, set_, plan, folder, part, device, metric, report_to, workers,
-                  target, budget, plot, as_json)  # fmt: skip
+        try:
+            _adaptive(recipe, set_, plan, folder, part, device, metric, report_to, workers,
+                      target, budget, plot, as_json, early)  # fmt: skip
+        finally:
+            if early is not None:
+                early.__exit__(None, None, None)
         return
     start = time.perf_counter()
     if fit_:  # the fit's imports (scipy: 1 s) while the runs train, not after them
         threading.Thread(target=importlib.import_module, args=("negscale.fit",)).start()
     metrics = list(dict.fromkeys([metric, _second(metric2, plan)]))
-    stats = _execute(plan, folder, part, device, metrics, report_to, workers, early)
+    try:
+        stats = _execute(plan, folder, part, device, metrics, report_to, workers, early)
+    finally:
+        if early is not None:  # done: its workers' teardown overlaps the summary
+            early.__exit__(None, None, None)
     summary = sw.summarise(plan, folder, metrics)
     summary.update(shard=list(part) if part else None, sweep=stats.to_dict())
     summary["wall_s"] = time.perf_counter() - start
@@ -240,7 +248,7 @@ def _workers(plan: Any, jobs: str, device: str | None) -> Any:
 def _adaptive(recipe: str, overrides: list[str] | None, grid: Any, folder: Path,
               part: tuple[int, int] | None, device: str | None, metric: str,
               report_to: str | None, jobs: int, target: float, budget: int,
-              plot: Path | None, as_json: bool) -> None:  # fmt: skip
+              plot: Path | None, as_json: bool, early: Any = None) -> None:  # fmt: skip
     """``sweep --adaptive``: the rounds under a progress bar, each round's answers on stderr."""
     from negscale import sweep as sw
     from negscale.sweep.adaptive import adaptive
@@ -258,7 +266,8 @@ def _adaptive(recipe: str, overrides: list[str] | None, grid: Any, folder: Path,
         with SweepProgress(err, metric, _second("auto", grid)) as progress, _sigterm_as_exit():
             outcome = adaptive(raw, grid, folder, target=target, max_runs=budget, metric=metric,
                                shard=part, jobs=jobs, device=device, report_to=report_to,
-                               listener=progress, on_round=_show_round)  # fmt: skip
+                               listener=progress, on_round=_show_round,
+                               workers=early)  # fmt: skip
     except KeyboardInterrupt:
         err.print("[red]interrupted:[/red] re-run the same command to resume the rounds",
                   highlight=False)  # fmt: skip

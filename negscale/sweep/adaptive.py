@@ -29,7 +29,7 @@ from negscale.sweep.execute import Listener, SilentListener, execute
 from negscale.sweep.plan import Plan, largest_m, plan_points
 from negscale.sweep.state import record_state
 from negscale.sweep.summary import study_frame
-from negscale.sweep.workers import JobPlan
+from negscale.sweep.workers import JobPlan, Workers, lent
 
 POLL_S = 2.0  # seconds between looks at a round another shard is finishing
 
@@ -111,8 +111,10 @@ def adaptive(
     report_to: str | None = None,
     listener: Listener | None = None,
     on_round: Callable[[dict], None] | None = None,
+    workers: Workers | None = None,
 ) -> Outcome:
-    """Run the study in rounds (module docstring) over the m range and n of ``grid``."""
+    """Run the study in rounds (module docstring) over the m range and n of ``grid``;
+    ``workers``: the caller's pool for ``jobs`` (else one made here), for every round."""
     from negscale.fit.adaptive import next_round, start_design
 
     listener = listener or SilentListener()
@@ -130,33 +132,35 @@ def adaptive(
 
     def run(plan: Plan, part):
         stats = execute(plan, results, shard=part, device=device, listener=listener,
-                        report_to=report_to, jobs=jobs)  # fmt: skip
+                        report_to=report_to, jobs=jobs, workers=pool)  # fmt: skip
         out.trained += stats.trained
         return stats
 
-    while True:
-        points = _points(doc)
-        _finish_round(plan_points(raw, points), results, run, shard)
-        done_points += points
-        table = study_frame(plan_points(raw, done_points), results)
-        rnd = next_round(
-            table, target=target, budget_left=max_runs - len(done_points),
-            cap=lambda n: caps.get(int(n)), fit_kwargs={"metric": metric, "setting": grid.setting},
-            slots=slots,
-        )  # fmt: skip
-        info = {"round": k, "runs": len(points), "total": len(done_points),
-                "next": [s.to_dict() for s in rnd.runs], "stop": rnd.stop, "why": rnd.why,
-                "report": rnd.report}  # fmt: skip
-        out.rounds.append({key: v for key, v in info.items() if key != "report"})
-        if on_round is not None:
-            on_round(info)
-        if rnd.stop:
-            out.stop, out.why, out.report, out.runs = (
-                rnd.stop,
-                rnd.why,
-                rnd.report,
-                len(done_points),
-            )
-            return out
-        k += 1
-        doc = _write_round(results, k, {"round": k, "runs": [s.to_dict() for s in rnd.runs]})
+    # one pool for every round: each round's few runs would otherwise pay its start-up
+    with lent(workers) if workers else Workers(jobs, device, report_to, listener.notice) as pool:
+        while True:
+            points = _points(doc)
+            _finish_round(plan_points(raw, points), results, run, shard)
+            done_points += points
+            table = study_frame(plan_points(raw, done_points), results)
+            fit_kwargs = {"metric": metric, "setting": grid.setting}
+            rnd = next_round(
+                table, target=target, budget_left=max_runs - len(done_points),
+                cap=lambda n: caps.get(int(n)), fit_kwargs=fit_kwargs, slots=slots,
+            )  # fmt: skip
+            info = {"round": k, "runs": len(points), "total": len(done_points),
+                    "next": [s.to_dict() for s in rnd.runs], "stop": rnd.stop, "why": rnd.why,
+                    "report": rnd.report}  # fmt: skip
+            out.rounds.append({key: v for key, v in info.items() if key != "report"})
+            if on_round is not None:
+                on_round(info)
+            if rnd.stop:
+                out.stop, out.why, out.report, out.runs = (
+                    rnd.stop,
+                    rnd.why,
+                    rnd.report,
+                    len(done_points),
+                )
+                return out
+            k += 1
+            doc = _write_round(results, k, {"round": k, "runs": [s.to_dict() for s in rnd.runs]})

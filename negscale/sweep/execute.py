@@ -22,7 +22,7 @@ from negscale.sweep.locks import Claim, claim
 from negscale.sweep.plan import Plan
 from negscale.sweep.signals import signals_deferred
 from negscale.sweep.state import record_state, stray_files
-from negscale.sweep.workers import Failed, JobPlan, Workers
+from negscale.sweep.workers import Failed, JobPlan, Workers, lent
 
 
 class Listener(Protocol):
@@ -120,8 +120,8 @@ def execute(
     (:mod:`negscale.sweep.workers`); this process holds their claims. With
     ``stack`` (default: the job plan's, else True), runs of one design that
     differ only in their seed and m train together as one stacked model
-    (:mod:`negscale.cohort`), else one at a time. ``workers``: a pool already
-    started (:meth:`Workers.start`) for these jobs, used and shut down here.
+    (:mod:`negscale.cohort`), else one at a time. ``workers``: the caller's pool
+    for these jobs (:func:`negscale.sweep.workers.lent`), left to the caller to end.
     """
     if stack is None:
         stack = jobs.stack if isinstance(jobs, JobPlan) else True
@@ -140,8 +140,9 @@ def execute(
         todo = longest_first(todo)
     groups = cohorts(todo, at_once) if stack else [[r] for r in todo]
     try:
-        pool = workers or Workers(jobs, device, report_to, listener.notice)
-        pool.notice = listener.notice
+        if workers is not None:
+            workers.notice = listener.notice
+        pool = lent(workers) if workers else Workers(jobs, device, report_to, listener.notice)
         with pool as workers:
             for group in groups:
                 held: Held = []

@@ -11,9 +11,10 @@ survive a fork. The claims (run locks) stay with the sweep's own process.
 
 from __future__ import annotations
 
+import contextlib
 import multiprocessing
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -294,3 +295,16 @@ class Workers:
         for message in notices:
             self.notice(message)
         return records
+
+
+@contextlib.contextmanager
+def lent(pool: Workers) -> Iterator[Workers]:
+    """A caller's pool for one sweep: entered if it was not, left running for the
+    caller's next sweep (an adaptive study's next round), stopped here only when
+    the sweep fails, so that no claim is released under a run still training."""
+    pool.__enter__()
+    try:
+        yield pool
+    except BaseException as exc:
+        pool.__exit__(type(exc), exc, exc.__traceback__)
+        raise

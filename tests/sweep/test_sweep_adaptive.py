@@ -118,3 +118,23 @@ def test_each_rounds_lines_count_from_one(tmp_path):
                 progress.finished(recipe, record, 1.0)
     counters = re.findall(r"\[(\d+/\d+)\] n=1024", buf.getvalue())
     assert counters == ["1/2", "2/2", "1/3", "2/3", "3/3"]
+
+
+def test_every_round_trains_on_one_pool_of_workers(tmp_path, fast, reference, monkeypatch):
+    """With --jobs 2 the rounds share one pool (each round's few runs would otherwise
+    pay the workers' start-up again), and the rounds are still the reference's."""
+    from negscale.sweep.workers import JobPlan, Workers
+
+    real, pools = Workers._pool, []
+
+    def counted(self, threads):
+        pools.append(threads)
+        return real(self, threads)
+
+    monkeypatch.setattr(Workers, "_pool", counted)
+    overrides = [*fast, *GRID]
+    outcome = adaptive(read_raw("quickstart", overrides), make_plan("quickstart", overrides),
+                       tmp_path, target=1.0, max_runs=BUDGET, metric="auc",
+                       jobs=JobPlan(2, 1, 0, "test"))  # fmt: skip
+    assert len(outcome.rounds) > 1 and pools == [1]
+    assert _rounds(tmp_path) == _rounds(reference)
