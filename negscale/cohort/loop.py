@@ -55,18 +55,15 @@ def _segments(tables: Sequence[BatchTable], pad: bool = True) -> list[tuple[int,
             runs.append((r, r + 1))
     if not pad or len(runs) < 2:
         return runs
-    # best[j]: least cost of the first j equal-width ranges; cut[j]: where its last call starts
+
+    def call(i: int, j: int) -> int:  # one call for the equal-width ranges i .. j - 1
+        a, b = runs[i][0], runs[j - 1][1]
+        return _cost(b - a, max(width[a:b]))
+
+    # best[j]: least cost of the first j ranges; cut[j]: the range its last call starts at
     best, cut = [0], [0]
     for j in range(1, len(runs) + 1):
-        options = [
-            (
-                best[i]
-                + _cost(runs[j - 1][1] - runs[i][0], max(width[runs[i][0] : runs[j - 1][1]])),
-                i,
-            )
-            for i in range(j)
-        ]
-        cost, i = min(options)
+        cost, i = min((best[i] + call(i, j), i) for i in range(j))
         best.append(cost)
         cut.append(i)
     out, j = [], len(runs)
