@@ -397,3 +397,14 @@ def test_step_0_metrics_are_evaluated_once_a_starting_model(tmp_path, monkeypatc
     for r in got:
         by_seed.setdefault(r.seed, set()).add(r.auc_init)
     assert all(len(v) == 1 for v in by_seed.values()) and len(by_seed) == 3
+
+
+def test_bf16_runs_train_one_at_a_time_to_the_lone_records(tmp_path) -> None:
+    """A batched bf16 matmul rounds unlike one run's (more than float rounding), so bf16
+    runs are not grouped, and a stack handed them trains them one at a time."""
+    recipes = _recipes(5, seeds=(0, 1), extra=["train.precision=bf16"])
+    assert not any(stackable(r) for r in recipes)
+    assert [len(g) for g in cohorts(recipes)] == [1, 1]
+    want = [run(r, tmp_path / "alone", progress=False, notice=print) for r in recipes]
+    got = run_together(recipes, tmp_path / "stack", notice=print)
+    _same_records(got, want)

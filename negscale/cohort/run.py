@@ -32,7 +32,7 @@ def run_together(
     """Train runs of one design (apart only by seed and m) as one stacked model; their records.
 
     Each run resumes from its own checkpoint; runs at the same step train
-    together, a run alone (or a runtime that compiles, or towers other than
+    together, a run alone (or a runtime that compiles or runs in bf16, or towers other than
     the built-in MLP: :func:`negscale.cohort.mlp_towers`) trains as
     :func:`negscale.train.run` would. Each record's ``wall_s`` is the cohort's
     wall time shared equally.
@@ -55,7 +55,7 @@ def run_together(
     towers = [tower for t in trainers for tower in (t.model.image_tower, t.model.text_tower)]
     mlps = all(isinstance(tower, MLPTower) for tower in towers)
     for group in at.values():
-        if len(group) == 1 or runtime.compile or not mlps:
+        if len(group) == 1 or runtime.compile or runtime.precision != "fp32" or not mlps:
             for i in group:
                 try:
                     trainers[i].fit(ckpts[i])
