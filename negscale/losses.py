@@ -457,20 +457,29 @@ def contrastive_loss(
     raise ValueError("negatives must be None, (M, d) or (B, m, d)")
 
 
-def subsample_columns(order: torch.Tensor, m: int) -> tuple[torch.Tensor, torch.Tensor]:
+def order_rank(order: torch.Tensor) -> torch.Tensor:
+    """Each batch item's position in ``order`` (the inverse permutation)."""
+    rank = torch.empty_like(order)
+    rank[order] = torch.arange(order.shape[0], device=order.device)
+    return rank
+
+
+def subsample_columns(
+    order: torch.Tensor, m: int, rank: torch.Tensor | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
     """(items scored, position each anchor drops) for a shared random m-subset of the batch.
 
     ``order`` is the step's random permutation of the batch; anchor i's
     negatives are the first m items of ``order`` other than itself. So only
     the first m + 1 items are ever scored: an anchor among the first m drops
     its own position, every other anchor drops position m (item ``order[m]``).
+    ``rank``: :func:`order_rank` of ``order``, when the caller already has it.
     """
     b = order.shape[0]
     if not 1 <= m <= b - 1:
         raise ValueError(f"subsample needs 1 <= m <= B-1 = {b - 1}, got {m}")
-    rank = torch.empty_like(order)
-    rank[order] = torch.arange(b, device=order.device)
-    return order[: m + 1], torch.where(rank < m, rank, torch.full_like(rank, m))
+    rank = order_rank(order) if rank is None else rank
+    return order[: m + 1], rank.clamp(max=m)
 
 
 @fp32_scores

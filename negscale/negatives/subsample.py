@@ -7,7 +7,7 @@ import functools
 import torch
 
 from negscale.config.sources import SPECS
-from negscale.losses import subsample_columns, subsample_loss
+from negscale.losses import order_rank, subsample_columns, subsample_loss
 from negscale.negatives.base import (
     SUBSAMPLE_STREAM,
     Batch,
@@ -23,10 +23,11 @@ from negscale.negatives.base import (
 
 
 @functools.lru_cache(maxsize=64)
-def _order(seed: int, step: int, batch: int) -> torch.Tensor:
-    """A pure function of (seed, step, B), drawn once: runs of one seed stepped
-    together (:mod:`negscale.cohort`, every m of a design) share it."""
-    return torch.randperm(batch, generator=step_generator(seed, step, SUBSAMPLE_STREAM))
+def _order(seed: int, step: int, batch: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The step's order and its ranks, a pure function of (seed, step, B), drawn once:
+    runs of one seed stepped together (:mod:`negscale.cohort`, every m) share them."""
+    order = torch.randperm(batch, generator=step_generator(seed, step, SUBSAMPLE_STREAM))
+    return order, order_rank(order)
 
 
 @register
@@ -43,7 +44,7 @@ class SubsampleSource(NegativeSource):
 
     def order(self, batch: int, step: int) -> torch.Tensor:
         """The step's random order of the batch (what the negatives are cut from); read-only."""
-        return _order(self.seed, step, batch)
+        return _order(self.seed, step, batch)[0]
 
     def mask_of(self, order: torch.Tensor, device: torch.device) -> torch.Tensor:
         """(B, B) keep-mask: row i keeps the first m items of ``order`` other than i."""
@@ -77,7 +78,10 @@ class SubsampleSource(NegativeSource):
         return StepLoss(loss, float(self.m), scores)
 
     def table(self, draw: Draw, batch: int) -> BatchTable:
-        columns, drop = subsample_columns(draw.info["order"], self.m)
+        order, rank = _order(self.seed, draw.step, batch)
+        if order is not draw.info["order"]:  # a draw from elsewhere: its own ranks
+            order, rank = draw.info["order"], None
+        columns, drop = subsample_columns(order, self.m, rank)
         return BatchTable(columns, drop, float(self.m), 2 * batch * (self.m + 1))
 
     def batch_loss(
