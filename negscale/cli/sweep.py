@@ -161,7 +161,7 @@ def sweep(
     if plot is not None:
         plot = check_plot_path(plot)
     check_results_dir(folder)
-    early = _early_workers(plan, jobs, device, report_to)
+    early = _early_workers(plan, jobs, device, report_to, folder, part)
     try:
         workers = _workers(plan, jobs, device)
     except BaseException:
@@ -214,13 +214,18 @@ def _show_plan(doc: dict[str, Any], as_json: bool) -> None:
         out.print(plan_table(doc))
 
 
-def _early_workers(plan: Any, jobs: str, device: str | None, report_to: str | None) -> Any:
+def _early_workers(plan: Any, jobs: str, device: str | None, report_to: str | None,
+                   folder: Path, part: tuple[int, int] | None) -> Any:  # fmt: skip
     """Worker processes spawned before the first run is checked, where the job plan needs
-    no data built (vectors in memory): their 2 s of start-up overlap the check's."""
+    no data built (vectors in memory) and a run is left to train: their 2 s of start-up
+    overlap the check's."""
     from negscale import sweep as sw
+    from negscale.results import record_path
 
     if not plan.recipes or not plan.recipes[0].data.vectors():
         return None
+    if all(record_path(folder, r.run_id()).exists() for r in plan.shard(part)):
+        return None  # a finished study shown again: nothing for workers to do
     job_plan = sw.plan_jobs(jobs, device, decodes=False)
     if job_plan.jobs < 2:
         return None

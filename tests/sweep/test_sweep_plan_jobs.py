@@ -64,3 +64,21 @@ def test_started_workers_spawn_before_any_run_and_serve_the_sweep() -> None:
     with workers as entered:
         assert entered is workers and entered.pool is pool
     assert Workers(JobPlan(1, 1, 0, "test"), "cpu", None, print).start().pool is None
+
+
+def test_workers_start_early_only_when_a_run_is_left_to_train(tmp_path) -> None:
+    """A finished study shown again spawns no workers; a pending one on vector data does."""
+    from negscale.cli.sweep import _early_workers
+    from negscale.results import record_path
+    from negscale.sweep import GridSpec, make_plan
+
+    plan = make_plan("quickstart", ["data.n_eval=256"], GridSpec(negatives="2,4", seeds="0"))
+    early = _early_workers(plan, "2", "cpu", None, tmp_path, None)
+    assert early is not None and early.pool is not None
+    early.__exit__(None, None, None)
+    for r in plan.recipes:
+        path = record_path(tmp_path, r.run_id())
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.touch()
+    assert _early_workers(plan, "2", "cpu", None, tmp_path, None) is None
+    assert _early_workers(plan, "1", "cpu", None, tmp_path / "other", None) is None
