@@ -96,15 +96,18 @@ def resolve_jobs(jobs: str | int, device: str | None) -> int:
     return _cores()
 
 
-GPU_NODES = ("/dev/nvidiactl", "/dev/nvidia0", "/proc/driver/nvidia", "/dev/kfd", "/dev/dxg")
+# device nodes of the drivers CUDA (or ROCm's HIP) runs on: NVIDIA, Jetson, ROCm, WSL
+GPU_NODES = ("/dev/nvidiactl", "/dev/nvidia0", "/proc/driver/nvidia", "/dev/nvhost-ctrl-gpu",
+             "/dev/kfd", "/dev/dxg")  # fmt: skip
 
 
 def _cuda_available() -> bool:
     """torch's answer, asked only where a GPU driver shows itself.
 
-    Importing torch takes 2 s, and on a machine without an NVIDIA (or ROCm, or
-    WSL) device node CUDA cannot be available; there the sweep's own process
-    never needs torch, so its workers start 2 s sooner.
+    Importing torch takes 2 s, and without such a device node CUDA cannot be
+    available; there ``--jobs auto`` is resolved without torch, so the sweep
+    spawns its workers before its own process imports torch to check the
+    first run (the two imports overlap).
     """
     if not any(os.path.exists(node) for node in GPU_NODES):
         return False
