@@ -329,14 +329,17 @@ def test_jobs_get_lanes_of_equal_work() -> None:
 
 
 def test_lanes_weigh_the_loss_width_and_split_within_half_a_run() -> None:
-    """The quickstart's two lanes: its widest-m runs cost more, and the cut falls where
-    the lanes' work differs by at most half of the run at the cut."""
+    """The quickstart's two lanes: its widest-m runs cost more, a small n's runs more than
+    their steps (their validations), and the cut falls where the lanes' work differs by at
+    most the run at the cut."""
     from negscale.cohort import _work
     from negscale.sweep.execute import longest_first
 
     recipes = longest_first(make_plan("quickstart", [], GridSpec()).recipes)
-    wide, narrow = (next(r for r in recipes if r.m == m) for m in (319, 1))
-    assert _work(wide) / _work(narrow) == pytest.approx(1.4, abs=0.01)
+    wide, narrow = (next(r for r in recipes if r.m == m and r.data.n == 16384) for m in (319, 1))
+    assert _work(wide) / _work(narrow) == pytest.approx(1.38, abs=0.01)
+    small = next(r for r in recipes if r.m == 1 and r.data.n == 1024)
+    assert _work(small) / _work(narrow) == pytest.approx(0.11, abs=0.01)  # measured: 0.112
     groups = cohorts(recipes, jobs=2)
     first, rest = sum(map(_work, groups[0])), sum(_work(r) for g in groups[1:] for r in g)
     assert abs(first - rest) <= _work(groups[1][0])
