@@ -162,37 +162,27 @@ def sweep(
         plot = check_plot_path(plot)
     check_results_dir(folder)
     early = _early_workers(plan, jobs, device, report_to, folder, part)
-    try:
+    # the early pool ends with the runs (on an error: once its workers stopped), so that
+    # its workers' teardown overlaps the summary and the fit
+    with early or contextlib.nullcontext():
         workers = _workers(plan, jobs, device)
-    except BaseException:
-        if early is not None:
-            early.__exit__(NegscaleError, None, None)
-        raise
-    if early is not None and early.plan != workers:  # the data asked for another plan
-        early.__exit__(None, None, None)
-        early = None
-    if not stack and isinstance(workers, sw.JobPlan):
-        workers = dataclasses.replace(workers, stack=False)
-    if adaptive:
-        if target <= 0 or (max_runs is not None and max_runs < 1):
-            raise NegscaleError("--target must be > 0 and --max-runs >= 1")
-        budget = max_runs or len(plan.recipes)
-        try:
+        if early is not None and early.plan != workers:  # the data asked for another plan
+            early.__exit__(None, None, None)
+            early = None
+        if not stack and isinstance(workers, sw.JobPlan):
+            workers = dataclasses.replace(workers, stack=False)
+        if adaptive:
+            if target <= 0 or (max_runs is not None and max_runs < 1):
+                raise NegscaleError("--target must be > 0 and --max-runs >= 1")
+            budget = max_runs or len(plan.recipes)
             _adaptive(recipe, set_, plan, folder, part, device, metric, report_to, workers,
                       target, budget, plot, as_json, early)  # fmt: skip
-        finally:
-            if early is not None:
-                early.__exit__(None, None, None)
-        return
-    start = time.perf_counter()
-    if fit_:  # the fit's imports (scipy: 1 s) while the runs train, not after them
-        threading.Thread(target=importlib.import_module, args=("negscale.fit",)).start()
-    metrics = list(dict.fromkeys([metric, _second(metric2, plan)]))
-    try:
+            return
+        start = time.perf_counter()
+        if fit_:  # the fit's imports (scipy: 1 s) while the runs train, not after them
+            threading.Thread(target=importlib.import_module, args=("negscale.fit",)).start()
+        metrics = list(dict.fromkeys([metric, _second(metric2, plan)]))
         stats = _execute(plan, folder, part, device, metrics, report_to, workers, early)
-    finally:
-        if early is not None:  # done: its workers' teardown overlaps the summary
-            early.__exit__(None, None, None)
     summary = sw.summarise(plan, folder, metrics)
     summary.update(shard=list(part) if part else None, sweep=stats.to_dict())
     summary["wall_s"] = time.perf_counter() - start

@@ -132,6 +132,12 @@ class _BatchLoss(torch.autograd.Function):
         return d_img, d_txt, None, None
 
 
+def _is_paper(form: Form) -> bool:
+    if form not in ("paper", "infonce"):
+        raise ValueError(f"unknown loss form {form!r}")
+    return form == "paper"
+
+
 @fp32_scores
 def fused_table_loss(img: torch.Tensor, txt: torch.Tensor, columns: torch.Tensor | None,
                      skip: torch.Tensor, count: torch.Tensor, *, tau: torch.Tensor,
@@ -144,10 +150,8 @@ def fused_table_loss(img: torch.Tensor, txt: torch.Tensor, columns: torch.Tensor
     anchor (K minus the skipped columns of any row, the same for every row);
     ``tau``: (R,), not learnable.
     """
-    if form not in ("paper", "infonce"):
-        raise ValueError(f"unknown loss form {form!r}")
     return _TableLoss.apply(img, txt, columns, skip, count.to(img.dtype), tau.detach(),
-                            form == "paper")  # fmt: skip
+                            _is_paper(form))  # fmt: skip
 
 
 @fp32_scores
@@ -155,6 +159,4 @@ def batch_loss(img: torch.Tensor, txt: torch.Tensor, *, tau: torch.Tensor,
                form: Form) -> torch.Tensor:  # fmt: skip
     """(R,) symmetric losses of the whole batch, each anchor skipping its own item
     (the batch source's table), from one logit matrix a run; ``tau`` not learnable."""
-    if form not in ("paper", "infonce"):
-        raise ValueError(f"unknown loss form {form!r}")
-    return _BatchLoss.apply(img, txt, tau.detach(), form == "paper")
+    return _BatchLoss.apply(img, txt, tau.detach(), _is_paper(form))
