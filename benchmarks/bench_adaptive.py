@@ -14,10 +14,14 @@ For each family of negscale.fit.simulate and each draw:
   spent as many runs as the recipe-style grid.
 
 Printed per family and overall: how often each reached the target, the runs
-each used, the adaptive study's runs as a share of the grid's (median, and
-the share of draws at or under half), and the coverage of both studies'
-intervals (the truth at each study's own ε). A run is a draw from the known
-law with its noise.
+each used, the width the adaptive study ended at (its widest n, median over
+draws, in doublings), the adaptive study's runs as a share of the grid's
+(median over the draws both reached the target, and the share of those at or
+under half), the share of *all* draws whose grid reached the target where the
+adaptive study reached it with at most half the runs (one that did not reach
+it counts as a failure), and the coverage of both studies' intervals (the
+truth at each study's own ε). A run is a draw from the known law with its
+noise.
 
     python benchmarks/bench_adaptive.py                 # 8 draws a family, 2 processes
     python benchmarks/bench_adaptive.py --draws 20 --markdown
@@ -99,6 +103,11 @@ def _row(name: str, res: list[dict]) -> dict:
     a = [x for r in res for x in r["adaptive"]]
     both = [r for r in res if r["grid_runs"] and r["reached"]]
     ratio = [r["runs"] / r["grid_runs"] for r in both]
+    # every draw whose grid reached the target, an adaptive study that did not counted
+    # as a failure (it spent the grid's runs, or stopped short): no survivor bias
+    strict_half = [r["reached"] and r["runs"] <= 0.5 * r["grid_runs"] for r in res
+                   if r["grid_runs"]]  # fmt: skip
+    widest = [max(w for w, _ in r["adaptive"]) for r in res]
     strict = [r["runs"] / r["smallest_runs"] for r in both if r["smallest_runs"]]
     return {
         "family": name,
@@ -106,8 +115,10 @@ def _row(name: str, res: list[dict]) -> dict:
         "grid runs": f"{med([r['grid_runs'] for r in res]):.0f}",
         "adaptive reached": f"{np.mean([r['reached'] for r in res]):.0%}",
         "adaptive runs": f"{med([r['runs'] for r in res if r['reached']]):.0f}",
+        "adaptive width": f"{np.median(widest):.2f}",
         "runs / grid's": "–" if not ratio else f"{np.median(ratio):.0%}",
         "≤ half the grid's": "–" if not ratio else f"{np.mean([x <= 0.5 for x in ratio]):.0%}",
+        "≤ half, of all": "–" if not strict_half else f"{np.mean(strict_half):.0%}",
         "runs / smallest grid's": "–" if not strict else f"{np.median(strict):.0%}",
         "grid coverage": f"{np.mean([c for _, c in g]):.0%}",
         "adaptive coverage": f"{np.mean([c for _, c in a]):.0%}",

@@ -4,15 +4,17 @@ For each n group whose interval is wider than ``target`` doublings (or open),
 from the answer alone:
 
 * **not reached** (a lower bound): more negatives — the next doublings past
-  the largest m, up to what the source can supply;
+  the largest m, up to what the source can supply; first a level in the top
+  gap when it is wider than ``GAP`` (the curve may flatten inside it);
 * **saturated at the smallest m** (an upper bound): fewer — halvings below
   the smallest m, down to 1; once m = 1 is tested, [1, upper] is a closed
   interval and is narrowed as a reached answer is;
 * **reached**, wider than ``target``: where the interval spans gaps between
-  tested levels wider than a doubling, a new level at each gap's geometric
-  middle (the crossing may lie in it and no level can say where); where the
-  forms that pass their checks disagree about m_sat beyond their own noise,
-  a seed at the tested level where their curves differ most (that run tells
+  tested levels wider than ``GAP``, and in the gap holding m_sat once it is
+  as wide as the target, a new level at the gap's geometric middle (the
+  crossing may lie in it and no level can say where); where the forms that
+  pass their checks disagree about m_sat beyond their own noise, a seed at
+  the tested level where their curves differ most per run (that run tells
   them apart); and more seeds at the two levels around m_sat (the interval
   is set by noise).
 
@@ -88,14 +90,14 @@ def _more_seeds(g: GroupReport, level: float, runs, why: str) -> list[Suggestion
 
 
 def _for_group(
-    g: GroupReport, runs, seeds: int, cap: Callable[[float], int | None]
+    g: GroupReport, runs, seeds: int, cap: Callable[[float], int | None], target: float
 ) -> list[Suggestion]:
     """This group's candidate runs, most useful first (module docstring)."""
     a = g.answer
     m = a.m_levels
     if a.status == levels.NOT_REACHED:
         top = cap(g.n)
-        out = []
+        out = _top_gap(g, runs)
         for k in (2, 4):
             want = m[-1] * k if top is None else min(m[-1] * k, top)
             if want > m[-1] and not any(s.m == int(want) for s in out):
@@ -117,12 +119,27 @@ def _for_group(
                 )
                 out += _more_seeds(g, float(level), runs, why)
         elif not out:  # m = 1 closes it below: narrow [1, upper] as a reached answer is
-            out += _for_reached(g, runs, seeds)
+            out += _for_reached(g, runs, seeds, target)
         return out
-    return _for_reached(g, runs, seeds)
+    return _for_reached(g, runs, seeds, target)
 
 
-def _for_reached(g: GroupReport, runs, seeds: int) -> list[Suggestion]:
+def _top_gap(g: GroupReport, runs) -> list[Suggestion]:
+    """Not reached across a gap wider than GAP at the top of the tested range: the
+    curve may flatten inside the gap (a gain spread over several doublings reads as
+    one that goes on), so a level in its middle comes before larger m."""
+    m = g.answer.m_levels
+    if m.size < 2 or np.log2(m[-1] / m[-2]) <= GAP:
+        return []
+    mid = round(float(np.sqrt(m[-1] * m[-2])))
+    why = (
+        f"m = {fmt(mid)} at n = {fmt(g.n)}: not reached by m = {fmt(m[-1])}, but no level "
+        f"is tested between {fmt(m[-2])} and {fmt(m[-1])}"
+    )
+    return _new_level(g, mid, runs, 1, why)
+
+
+def _for_reached(g: GroupReport, runs, seeds: int, target: float) -> list[Suggestion]:
     """Gaps first (a new level, one seed, at each gap the interval spans), then where
     the forms that pass disagree most, then seeds around m_sat (noise)."""
     a = g.answer
@@ -135,7 +152,10 @@ def _for_reached(g: GroupReport, runs, seeds: int) -> list[Suggestion]:
     gaps = [(t[i + 1] - t[i], i) for i in range(t.size - 1) if t[i + 1] > t_lo and t[i] < t_hi]
     for size, i in sorted(gaps, reverse=True):
         mid = round(2.0 ** (0.5 * (t[i] + t[i + 1])))
-        if size > GAP and mid not in (int(a.m_levels[i]), int(a.m_levels[i + 1])):
+        # the gap holding the point estimate is split once it is as wide as the target:
+        # an interval bracketed by two levels a target apart rarely ends narrower
+        holds = t[i] <= point <= t[i + 1] and size >= target - 1e-9
+        if (size > GAP or holds) and mid not in (int(a.m_levels[i]), int(a.m_levels[i + 1])):
             why = (
                 f"m = {fmt(mid)} at n = {fmt(g.n)}: the crossing may lie between "
                 f"{fmt(a.m_levels[i])} and {fmt(a.m_levels[i + 1])}, where no level is tested"
@@ -172,7 +192,10 @@ def _discriminating(g: GroupReport, runs) -> list[Suggestion]:
         form = FORMS[la.form]
         theta = np.array([[la.params[p] for p in form.params]])
         preds.append(la.params["E"] - la.params["A"] * form.shape(theta, c.m)[0])
-    spread = (np.max(preds, axis=0) - np.min(preds, axis=0)) / c.se
+    # one more run at a level adds (spread / sd)² to the evidence between the forms,
+    # whatever its seeds so far; divided by the level's se instead, the levels already
+    # seeded most would look the most telling and collect every later seed
+    spread = (np.max(preds, axis=0) - np.min(preds, axis=0)) / c.sd
     # where the crossing is decided: from two doublings below m_sat to three above; a
     # seed at each of those levels, widest disagreement first, lends every form's lack
     # of fit the power to reject the shapes the data do not follow
@@ -210,7 +233,7 @@ def suggest(
     open_groups = sorted(
         (g for g in report.groups if not pinned(g, target)), key=width, reverse=True
     )
-    queues = [_for_group(g, runs, seeds, cap) for g in open_groups]
+    queues = [_for_group(g, runs, seeds, cap, target) for g in open_groups]
     useful = [[s for s in q if not s.deferred] for q in queues]
     if defer and any(useful):  # the deferred ones only when nothing else is left
         queues = useful

@@ -162,3 +162,85 @@ def test_an_adaptive_round_defers_seeds_at_far_apart_levels_while_a_level_betwee
     assert all(not s.deferred for s in listed[:deferred_first])
     kept = suggest(report, 4, tested, defer=True)
     assert kept and not any(s.deferred for s in kept)
+
+
+def test_not_reached_across_a_wide_top_gap_asks_for_its_middle_before_larger_m():
+    """A gain spread over 8 → 128 (four doublings) reads as one that goes on; the level
+    between comes first, then the doublings past the top."""
+    df = _study([1, 2, 4, 8, 128], curve=lambda m: 0.9 - 0.3 * m**-0.3)
+    rep = fit(df, bootstrap=50)
+    assert rep.groups[0].answer.status == "not reached"
+    runs = suggest(rep, 3, _tested(df))
+    assert runs[0].m == 32 and runs[0].seed == 0  # √(8·128)
+    assert "no level is tested between 8 and 128" in runs[0].reason
+    assert [s.m for s in runs[1:]] == [256, 256]  # then past the top, as before
+    dense = _study([1, 2, 4, 8, 16], curve=lambda m: 0.9 - 0.3 * m**-0.3)
+    assert suggest(fit(dense, bootstrap=50), 1, _tested(dense))[0].m == 32  # no gap: 2 × 16
+
+
+def test_the_gap_holding_m_sat_is_split_once_it_is_as_wide_as_the_target():
+    """Levels a doubling apart bracket the crossing: with a one-doubling target, seeds
+    alone rarely close the interval, so the middle of that gap is asked for; with a
+    wider target the same gap is left alone."""
+    df = _study(2.0 ** np.arange(10), seeds=2, sd=0.01, seed=3)
+    rep = fit(df, bootstrap=100)
+    a = rep.groups[0].answer
+    lo, hi = (m for m in zip(a.m_levels[:-1], a.m_levels[1:], strict=True)
+              if m[0] <= a.m_sat <= m[1]).__next__()  # fmt: skip
+    runs = suggest(rep, 2, _tested(df), target=1.0)
+    assert runs[0].m == round(np.sqrt(lo * hi)) and runs[0].seed == 0
+    assert f"between {lo:g} and {hi:g}" in runs[0].reason
+    assert all(s.m in a.m_levels for s in suggest(rep, 2, _tested(df), target=1.5))
+
+
+def test_telling_seeds_go_where_the_forms_differ_per_run_not_where_seeds_already_are():
+    """One more run at a level adds (spread / sd)² evidence between the forms whatever
+    its seeds so far: the last level asked for, its se shrunk as if it held a hundred
+    times the seeds, stays last (dividing by se moved it first, and piled every later
+    seed on one level)."""
+    from dataclasses import replace
+
+    from negscale.fit.suggest import _discriminating
+
+    rows = []
+    for seed in range(12):
+        st = sim.draw("seeds piled at one level", seed)
+        df = pd.DataFrame([st.run(m, n, s, key=seed) for n, lv in st.design.items()
+                           for m in lv[:7] for s in range(2)])  # fmt: skip
+        rep = fit(df, metric=st.metric, bootstrap=50, random_state=0, **st.fit_kwargs)
+        g = rep.groups[0]
+        first = _discriminating(g, _tested(df))
+        if len(first) >= 2:
+            rows.append((g, first, _tested(df)))
+    assert rows, "no draw where the forms disagree"
+    for g, first, tested in rows:
+        last = list(g.curve.m).index(first[-1].m)
+        se = g.curve.se.copy()
+        se[last] /= 10.0
+        again = _discriminating(replace(g, curve=replace(g.curve, se=se)), tested)
+        assert [s.m for s in again] == [s.m for s in first]
+
+
+def test_an_adaptive_study_not_reached_extends_m_to_what_the_source_supplies_then_says_so():
+    """Rounds of next_round on a curve that keeps rising: larger m each round up to
+    the source's 64, then a stop that names the bound and what would close it."""
+    from negscale.fit.adaptive import BOUND, next_round
+
+    rng = np.random.default_rng(0)
+
+    def run(m, s):
+        return {"m": m, "n": 4096.0, "seed": s, "auc": 0.6 + 0.03 * np.log2(m)
+                + 0.002 * rng.standard_normal()}  # fmt: skip
+
+    rows = [run(m, s) for m, _, s in start_design(1, 16, [4096.0])]
+    kw = {"metric": "auc", "bootstrap": 50, "random_state": 0, "tolerance": 0.005}
+    for _ in range(10):
+        rnd = next_round(pd.DataFrame(rows), target=1.0, budget_left=40, cap=lambda n: 64,
+                         fit_kwargs=kw)  # fmt: skip
+        if rnd.stop:
+            break
+        assert all(s.m <= 64 for s in rnd.runs)
+        rows += [run(s.m, s.seed) for s in rnd.runs]
+    assert rnd.stop == BOUND and max(r["m"] for r in rows) == 64
+    assert rnd.report.groups[0].answer.status == "not reached"
+    assert "not reached by m = 64" in rnd.why[0] and "add larger m" in rnd.why[0]
