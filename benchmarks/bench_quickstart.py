@@ -14,8 +14,9 @@ and the summary. Prints one line the README quotes, then:
   ``--fit``, the fit, timed as its own ``negscale fit`` call;
 * two **floors** measured in the same run (``quickstart_floors.py``): a tight
   hand-written loop of the same model, batches and loss at every (n, m) of the
-  study, alternated with negscale's own step, and the study's training
-  arithmetic at this machine's measured sgemm rate. ``--no-floors`` skips them.
+  study, alternated with negscale's own step, and the study's arithmetic
+  (training, and the evaluations its recipe asks for) at this machine's
+  measured sgemm rate. ``--no-floors`` skips them.
 
     python benchmarks/bench_quickstart.py [--recipe quickstart] [--fit] [--jobs J] [--json]
         [--keep DIR] [--no-floors] [--floor-steps K] [--baseline REV [--repeats R]]
@@ -93,15 +94,19 @@ def floors(recipe: str, records: Any, procs: int, steps: int) -> dict[str, Any]:
         return sum(int(s) * per_cell[(int(n), int(m))][key] / 1e3 for n, m, s in runs)
 
     hand, ours = total("hand_ms"), total("negscale_ms")
-    gflop = float(((records["encoder_gflops"] + records["loss_gflops"]) * records["steps"]).sum())
+    train = float(((records["encoder_gflops"] + records["loss_gflops"]) * records["steps"]).sum())
+    evals = qf.evaluation_gflop(records)
     rate = qf.sgemm_gflops()
     return {
         "cells": rows,
         "negscale_steps_s": ours / procs,
         "hand_loop_s": hand / procs,
-        "arithmetic_gflop": gflop,
+        "training_gflop": train,
+        "evaluation_gflop": evals,
+        "arithmetic_gflop": train + evals,
         "sgemm_gflops": rate,
-        "arithmetic_s": gflop / rate / procs,
+        "training_arithmetic_s": train / rate / procs,
+        "arithmetic_s": (train + evals) / rate / procs,
     }
 
 
@@ -194,6 +199,10 @@ def report(doc: dict[str, Any], line: str) -> None:
         print(f"    arithmetic: {fl['arithmetic_gflop']:.0f} GFLOP at "
               f"{fl['sgemm_gflops']:.0f} GFLOP/s sgemm          {fl['arithmetic_s']:7.1f} s"
               f"  (study {wall / fl['arithmetic_s']:.1f}x)")  # fmt: skip
+        print(f"      of which training {fl['training_gflop']:.0f} GFLOP"
+              f" ({fl['training_arithmetic_s']:.1f} s: study"
+              f" {wall / fl['training_arithmetic_s']:.1f}x), evaluations"
+              f" {fl['evaluation_gflop']:.0f}")  # fmt: skip
     base = doc.get("baseline")
     if base:
         med = base["median_s"]

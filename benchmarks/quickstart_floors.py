@@ -9,9 +9,12 @@
   timed for a few dozen steps, alternated with negscale's ``Trainer.train_step``
   on the same point, CPU-time medians; a step's cost does not depend on its
   index, so ``steps x median`` is the run's floor.
-* **arithmetic**: the training FLOPs the records report (``encoder_gflops`` +
-  ``loss_gflops`` per step, times the steps) at this machine's measured
-  single-thread sgemm rate, spread over the sweep's processes.
+* **arithmetic**: the FLOPs the study cannot do without, at this machine's
+  measured single-thread sgemm rate, spread over the sweep's processes: the
+  training FLOPs the records report (``encoder_gflops`` + ``loss_gflops`` per
+  step, times the steps) and those of the evaluations the recipe asks for
+  (:func:`evaluation_gflop`: selection's ~50 validation passes a run and the
+  final one; the step-0 metrics are left out, so the floor errs low).
 
 Used by ``bench_quickstart.py``; kept out of the package because only the
 benchmark needs it.
@@ -111,3 +114,25 @@ def sgemm_gflops(repeats: int = 20) -> float:
             torch.mm(a, b, out=out)
         times.append((time.process_time() - t0) / 10)
     return 2 * 1024 * 256 * 1024 / min(times) / 1e9
+
+
+def evaluations(steps: int, best: bool) -> int:
+    """Evaluations a run of ``steps`` makes after step 0: the validation passes of
+    ``train.select = "best"`` (at the steps ``selection.is_due`` names) and the final one."""
+    from negscale.selection import is_due
+
+    return 1 + (sum(is_due(s, steps) for s in range(1, steps + 1)) if best else 0)
+
+
+def evaluation_gflop(records: Any) -> float:
+    """GFLOP of the study's evaluations, from its records: each embeds ``n_eval`` pairs
+    with both towers (a forward is a third of the recorded forward + backward per
+    item) and scores every pair against every other (2 n_eval² embed_dim FLOPs; both
+    retrieval directions read the one matrix)."""
+    total = 0.0
+    for row in records.itertuples():
+        forward = row.encoder_gflops / (3 * row.batch_size) * row.n_eval
+        scores = 2 * row.n_eval**2 * row.embed_dim / 1e9
+        best = row.selected_step is not None and row.selected_step == row.selected_step
+        total += evaluations(int(row.steps), best) * (forward + scores)
+    return total
