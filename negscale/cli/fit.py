@@ -207,7 +207,8 @@ def _show_reports(reports: list[tuple[Any, Any]], suggest_k: int, target: float,
 
 
 def _show_suggestions(rows: list[dict]) -> None:
-    """The next runs, one a line, with the reason (plain text: wrapped, never cut)."""
+    """The next runs, one a line, as an adaptive round lists them: the seed, then the
+    reason, which names m and n (plain text: wrapped, never cut)."""
     from negscale.fit.render import wrap
 
     if not rows:
@@ -217,7 +218,7 @@ def _show_suggestions(rows: list[dict]) -> None:
         return
     lines = [f"next runs ({len(rows)}):"]
     later = " (worth it once the runs above are in)"
-    lines += [f"  m = {r['m']}, n = {r['n']}, seed {r['seed']}: {r['reason']}"
+    lines += [f"  seed {r['seed']}: {r['reason']}"
               f"{later if r.get('deferred') else ''}" for r in rows]  # fmt: skip
     text = "\n".join(wrap(line, out.width) for line in lines)
     out.print("\n" + text, markup=False, highlight=False, soft_wrap=True)

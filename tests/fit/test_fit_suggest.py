@@ -244,3 +244,30 @@ def test_an_adaptive_study_not_reached_extends_m_to_what_the_source_supplies_the
     assert rnd.stop == BOUND and max(r["m"] for r in rows) == 64
     assert rnd.report.groups[0].answer.status == "not reached"
     assert "not reached by m = 64" in rnd.why[0] and "add larger m" in rnd.why[0]
+
+
+def test_every_reason_names_its_m_and_n_so_the_text_can_lead_with_the_seed(tmp_path):
+    """`fit --suggest` prints `seed S: <reason>` (as adaptive rounds do): each kind of
+    reason — not reached, saturated, a gap, telling seeds, noise — names m and n."""
+    from negscale.fit.fmt import fmt
+
+    tables = [
+        _study([1, 2, 4, 8, 16], curve=lambda m: 0.9 - 0.3 * m**-0.3),  # not reached
+        _study([64, 128, 256, 512], curve=lambda m: 0.8 + 0.0 * m),  # saturated
+        _study([1, 2, 4, 64, 128, 256, 512]),  # a gap
+        _study(2.0 ** np.arange(10), seeds=2, sd=0.01, seed=3),  # noise, telling seeds
+    ]
+    seen = set()
+    for df in tables:
+        rep = fit(df, bootstrap=50, tolerance=0.005)
+        for s in suggest(rep, 12, _tested(df), target=0.3):
+            assert f"m = {fmt(s.m)}" in s.reason and f"n = {fmt(s.n)}" in s.reason, s.reason
+            seen.add(s.reason.split(": ", 1)[1][:12])
+    assert len(seen) >= 4  # several kinds of reason were checked
+    # the CLI's text: the seed first, then the reason
+    tables[2].to_csv(tmp_path / "t.csv", index=False)
+    args = ["fit", str(tmp_path / "t.csv"), "--bootstrap", "50", "--tolerance", "0.005"]
+    res = runner.invoke(app, [*args, "--suggest", "3"])
+    assert res.exit_code == 0, res.output
+    text = " ".join(res.stdout.split())
+    assert "seed 0: m = 16 at n = 4096: the crossing may lie between 4 and 64" in text
