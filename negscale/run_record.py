@@ -70,7 +70,7 @@ def _design(r: Recipe, runtime: Runtime, facts: RunFacts) -> dict:
         created_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
         negscale_version=__version__,
         git_sha=git_sha(),
-        torch_version=torch.__version__,
+        torch_version=str(torch.__version__),  # a plain str: unpickling needs no torch
         device=str(runtime.device),
         world_size=runtime.dist.world_size,
         recipe=r.model_dump_json(),

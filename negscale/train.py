@@ -297,6 +297,13 @@ def open_run(
     return trainer, ckpt
 
 
+def check_run(recipe: Recipe, data: PairedData, device: str | None) -> None:
+    """What a run would fail on only after its header: the device the recipe asks for,
+    the towers (names, timm architectures, local weight paths)."""
+    resolve_device(device or recipe.train.device)
+    encoders.check(recipe.model, data)
+
+
 def evaluate_init(trainer: Trainer) -> None:
     """The step-0 metrics (the collapse check's baseline), once per run: kept in checkpoints."""
     if trainer.runtime.dist.is_main and trainer.step == 0 and trainer.init_metrics is None:

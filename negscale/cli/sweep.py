@@ -33,7 +33,7 @@ from negscale.cli.common import (
     user_errors,
 )
 from negscale.cli.sweep_render import SweepProgress, plan_table, summary_table
-from negscale.cli.train import check_run, warn_ignored
+from negscale.cli.train import warn_ignored
 from negscale.errors import NegscaleError
 
 _Recipe = typer.Argument(..., help="Recipe file or bundled recipe name (e.g. quickstart).")
@@ -165,10 +165,7 @@ def sweep(
     # the early pool ends with the runs (on an error: once its workers stopped), so that
     # its workers' teardown overlaps the summary and the fit
     with early or contextlib.nullcontext():
-        workers = _workers(plan, jobs, device)
-        if early is not None and early.plan != workers:  # the data asked for another plan
-            early.__exit__(None, None, None)
-            early = None
+        workers = _workers(plan, jobs, device, early)
         if not stack and isinstance(workers, sw.JobPlan):
             workers = dataclasses.replace(workers, stack=False)
         if adaptive:
@@ -183,10 +180,11 @@ def sweep(
             threading.Thread(target=importlib.import_module, args=("negscale.fit",)).start()
         metrics = list(dict.fromkeys([metric, _second(metric2, plan)]))
         stats = _execute(plan, folder, part, device, metrics, report_to, workers, early)
-    summary = sw.summarise(plan, folder, metrics)
+    frame = sw.study_frame(plan, folder)  # read once, for the summary and the fit
+    summary = sw.summarise(plan, folder, metrics, frame)
     summary.update(shard=list(part) if part else None, sweep=stats.to_dict())
     summary["wall_s"] = time.perf_counter() - start
-    _show_study(summary, plan, folder, metric, fit_, plot, as_json)
+    _show_study(summary, plan, frame, metric, fit_, plot, as_json)
     if stats.failed:
         err.print(
             f"[red]error:[/red] {len(stats.failed)} run(s) failed and stay pending; "
@@ -222,19 +220,27 @@ def _early_workers(plan: Any, jobs: str, device: str | None, report_to: str | No
     return sw.Workers(job_plan, device, report_to, lambda message: None).start()
 
 
-def _workers(plan: Any, jobs: str, device: str | None) -> Any:
+def _workers(plan: Any, jobs: str, device: str | None, early: Any = None) -> Any:
     """The runs at once (--jobs); the first run's data, device and towers checked first:
-    a bad device or tower is one error now, not a failure in every run."""
+    a bad device or tower is one error now, not a failure in every run. With workers
+    started early (vector data: the plan needs no data built), a worker makes the
+    check, so this process never imports torch."""
     from negscale import sweep as sw
 
     workers = sw.resolve_jobs(jobs, device)
     if plan.recipes:
-        from negscale import data as datasets
-
         first = plan.recipes[0]
-        data = datasets.build(first.data, first.model)
-        check_run(first, data, device)
-        workers = sw.plan_jobs(jobs, device, decodes=bool(getattr(data.train, "decodes", False)))
+        if early is not None:
+            early.check(first)
+            workers = early.plan
+        else:
+            from negscale import data as datasets
+            from negscale.train import check_run
+
+            data = datasets.build(first.data, first.model)
+            check_run(first, data, device)
+            decodes = bool(getattr(data.train, "decodes", False))
+            workers = sw.plan_jobs(jobs, device, decodes=decodes)
         if str(jobs) == "auto":
             err.print(f"--jobs auto: {workers.text()}", highlight=False, markup=False)
     return workers
@@ -329,10 +335,10 @@ def _second(metric2: str, plan: Any) -> str:
     return sw.second_metric(plan.recipes[0]) if plan.recipes else "recall_at_1"
 
 
-def _show_study(summary: dict, plan: Any, folder: Path, metric: str, fit_: bool,
+def _show_study(summary: dict, plan: Any, frame: Any, metric: str, fit_: bool,
                 plot: Path | None, as_json: bool) -> None:  # fmt: skip
-    """Render the summary (and the fit, and the plot) of a finished sweep."""
-    report, fit_warning = fit_study(plan, folder, metric) if fit_ else (None, None)
+    """Render the summary (and the fit of the study's records ``frame``, and the plot)."""
+    report, fit_warning = fit_study(plan, frame, metric) if fit_ else (None, None)
     if as_json:
         if fit_:
             summary["fit"] = report.to_dict() if report is not None else None
@@ -398,12 +404,12 @@ def _sigterm_as_exit() -> Iterator[None]:
         signal.signal(signal.SIGTERM, previous)
 
 
-def fit_study(plan: Any, folder: Path, metric: str) -> tuple[Any, str | None]:
-    """The fit report of the finished study, or a warning why there is none (never fatal)."""
+def fit_study(plan: Any, frame: Any, metric: str) -> tuple[Any, str | None]:
+    """The fit report of the study's records ``frame``, or a warning why there is none
+    (never fatal)."""
     from negscale.fit import fit
-    from negscale.sweep import study_frame
 
     try:
-        return fit(study_frame(plan, folder), metric=metric, setting=plan.setting), None
+        return fit(frame, metric=metric, setting=plan.setting), None
     except NegscaleError as exc:
         return None, f"fit: {exc}"

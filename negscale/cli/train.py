@@ -73,7 +73,7 @@ def train(
 
     from negscale import data as datasets
     from negscale import distributed
-    from negscale.train import checkpoint_path, run
+    from negscale.train import check_run, checkpoint_path, run
 
     data = datasets.build(r.data, r.model)  # bad data is an error before anything is printed
     check_run(r, data, device)
@@ -104,16 +104,6 @@ def train(
         distributed.shutdown()
     if main:
         _show_run(record.to_row(), as_json)
-
-
-def check_run(recipe: Any, data: Any, device: str | None) -> None:
-    """What a run would fail on only after its header: the device the recipe asks for,
-    the towers (names, timm architectures, local weight paths)."""
-    from negscale import encoders
-    from negscale.train import resolve_device
-
-    resolve_device(device or recipe.train.device)
-    encoders.check(recipe.model, data)
 
 
 def warn_ignored(recipe: Any) -> None:

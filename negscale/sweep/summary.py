@@ -56,10 +56,14 @@ def study_frame(plan: Plan, results: str | Path) -> Any:
 
 
 def summarise(
-    plan: Plan, results: str | Path, metrics: Sequence[str] = ("auc", "recall_at_1")
+    plan: Plan,
+    results: str | Path,
+    metrics: Sequence[str] = ("auc", "recall_at_1"),
+    frame: Any = None,
 ) -> dict[str, Any]:
-    """Per run and per (n, m) cell: each metric's mean and sd over the seeds that finished ok."""
-    frame = study_frame(plan, results)
+    """Per run and per (n, m) cell: each metric's mean and sd over the seeds that finished ok
+    (``frame``: the study's records when the caller has read them, for its fit too)."""
+    frame = study_frame(plan, results) if frame is None else frame
     rows = {row["run_id"]: row for row in frame.to_dict("records")}
     runs, cells = [], {}
     for r in plan.recipes:

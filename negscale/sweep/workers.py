@@ -199,6 +199,12 @@ def _train(
     return [_alone(r, results, device, report_to, data, notice) for r in recipes]
 
 
+def _check_in_worker(recipe: Recipe, device: str | None) -> None:
+    from negscale.train import check_run
+
+    check_run(recipe, _WORKER_CACHE.get(recipe), device)
+
+
 def _train_in_worker(
     recipes: list[Recipe], results: str, device: str | None, report_to: str | None
 ) -> tuple[list[RunRecord | Failed], list[str]]:
@@ -232,6 +238,15 @@ class Workers:
             for _ in range(self.jobs):  # a pool spawns a process per task it cannot place
                 self.pool.submit(_ready)
         return self
+
+    def check(self, recipe: Recipe) -> None:
+        """The checks a run would fail on only after its header (device, towers), made
+        in a worker of a started pool: its data stay in that worker's cache for its
+        runs, and this process need not import torch (its 2 s of CPU would be taken
+        from the workers' own start-up). Raises what the check raises."""
+        if self.pool is None:
+            raise RuntimeError("Workers.check needs a started pool")
+        self.pool.submit(_check_in_worker, recipe, self.device).result()
 
     def __enter__(self) -> Workers:
         if self.pool is not None:  # started early

@@ -100,3 +100,48 @@ def test_no_stack_trains_each_run_alone_to_the_stacked_records(tmp_path, fast) -
         assert a[rid]["selected_step"] == b[rid]["selected_step"]
         for key in ("auc", "recall_at_1", "val_loss", "train_loss"):
             assert a[rid][key] == pytest.approx(b[rid][key], abs=2e-6), key
+
+
+BLOCK_TORCH = """import sys
+class _NoTorch:
+    def find_spec(self, name, path=None, target=None):
+        if name == "torch" or name.startswith("torch."):
+            raise ImportError("torch is blocked in this process")
+sys.meta_path.insert(0, _NoTorch())
+"""  # the sweep's own process only: spawned workers start without this
+
+
+def test_with_workers_on_vector_data_the_sweeps_own_process_never_imports_torch(
+    tmp_path, fast
+) -> None:
+    """The workers import torch (2 s of CPU each); the sweep's process plans, checks the
+    first run through a worker, collects records, summarises and fits without it, so
+    it takes no CPU from their start-up. Torch blocked in this process: it still works."""
+    import json
+    import subprocess
+    import sys
+
+    from .helpers import ENV
+
+    args = ["sweep", "quickstart", "-m", "1,2,4,8,16", "--seeds", "0,1", "--jobs", "2", "--fit",
+            "--json", "--results", str(tmp_path), *set_args(fast)]  # fmt: skip
+    code = (BLOCK_TORCH + "from negscale.cli import app\n"
+            f"sys.argv = ['negscale', *{args!r}]\napp()\n")  # fmt: skip
+    res = subprocess.run([sys.executable, "-c", code], env=ENV, capture_output=True,
+                         text=True, timeout=240)  # fmt: skip
+    assert res.returncode == 0, res.stderr
+    doc = json.loads(res.stdout)
+    assert doc["recorded"] == 10 and doc["fit"] is not None, doc.get("fit_warning")
+    assert "--jobs" in res.stderr or "2 at once" in res.stderr
+
+
+def test_a_bad_tower_checked_in_a_worker_is_still_one_line_and_writes_nothing(
+    tmp_path, fast
+) -> None:
+    args = ["sweep", "quickstart", "-m", "1,8", "--jobs", "2", "--results", str(tmp_path / "r"),
+            *set_args([*fast, "model.image_encoder='timm:no_such_net'"])]  # fmt: skip
+    res = runner.invoke(app, args)
+    assert res.exit_code == 2, res.output
+    assert "Traceback" not in res.output and len(res.stderr.strip().splitlines()) == 1
+    assert "no_such_net" in res.stderr
+    assert not list(tmp_path.rglob("*.parquet")) and not list(tmp_path.rglob("*.lock"))
