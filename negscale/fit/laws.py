@@ -228,7 +228,10 @@ def _solve(c: np.ndarray, w: np.ndarray, X: np.ndarray) -> tuple[np.ndarray, ...
         beta = np.where(ok, (Sw * Sxy - Sx * Sy) / det, 0.0)
     beta = np.minimum(beta, 0.0)
     E = (Sy - beta * Sx) / Sw
-    rss = Syy - 2 * E * Sy - 2 * beta * Sxy + E**2 * Sw + 2 * E * beta * Sx + beta**2 * Sxx
+    # a shape that is ~1e-156 at every level needs |β| ~1e155, whose square overflows:
+    # its rss reads ∞ (the candidate is dropped) without numpy's warning in the output
+    with np.errstate(over="ignore", invalid="ignore"):
+        rss = Syy - 2 * E * Sy - 2 * beta * Sxy + E**2 * Sw + 2 * E * beta * Sx + beta**2 * Sxx
     rss = np.where(ok, np.maximum(rss, 0.0), np.inf)
     return E, beta, rss
 

@@ -115,3 +115,17 @@ def test_a_form_registered_from_outside_is_checked_by_the_fitter(monkeypatch):
     rep = fit(st.table, bootstrap=50)
     names = [la["form"] for la in rep.to_dict()["groups"][0]["details"]["laws"]]
     assert names == ["power", "exp", "knee", "toy-logistic"]
+
+
+def test_a_shape_near_zero_at_every_level_is_dropped_without_a_numpy_warning():
+    """β ~ 1e155 for a shape of ~1e-156: its square overflows. The candidate's rss is
+    ∞ (never NaN, which argmin would pick), and nothing is printed: a user's fit with
+    1000 replicates printed numpy's overflow warning."""
+    import warnings
+
+    x = np.array([[1.0, 3.0, 0.0, 2.0]]) * 1e-156
+    c = np.array([[0.9, 0.7, 0.95, 0.8]])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        _, _, rss = laws._solve(c, np.ones((1, 4)), np.broadcast_to(x, (1, 1, 4)))
+    assert np.isposinf(rss).all()
