@@ -129,10 +129,12 @@ def evaluation_gflop(records: Any) -> float:
     with both towers (a forward is a third of the recorded forward + backward per
     item) and scores every pair against every other (2 n_eval² embed_dim FLOPs; both
     retrieval directions read the one matrix)."""
+    import pandas as pd
+
     total = 0.0
     for row in records.itertuples():
         forward = row.encoder_gflops / (3 * row.batch_size) * row.n_eval
         scores = 2 * row.n_eval**2 * row.embed_dim / 1e9
-        best = row.selected_step is not None and row.selected_step == row.selected_step
+        best = bool(pd.notna(row.selected_step))  # train.select = "best" records a step
         total += evaluations(int(row.steps), best) * (forward + scores)
     return total
