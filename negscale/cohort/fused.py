@@ -24,10 +24,22 @@ import torch
 
 from negscale.losses import Form, fp32_scores
 
+SOFTMAX_WIDTH = 16  # from this many columns torch.softmax beats the exp chain below
+
 
 def _softmax_(logits: torch.Tensor, dim: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """(softmax, LSE) along ``dim`` of logits with -inf where skipped; the softmax in place."""
+    """(softmax, LSE) along ``dim`` of logits with -inf where skipped (in place when narrow).
+
+    From ``SOFTMAX_WIDTH`` columns, torch's softmax kernel (its vectorised exp
+    is some 2x the elementwise ``exp_``; the chain below took a tenth of a
+    quickstart step) gives the softmax, and the LSE follows from its largest
+    entry: p_max = exp(top - LSE), so LSE = top - log p_max. Narrower rows
+    keep the chain, which torch's per-row cost makes faster there.
+    """
     top = logits.amax(dim=dim, keepdim=True)  # finite: every row keeps a column
+    if logits.shape[dim] >= SOFTMAX_WIDTH:
+        prob = torch.softmax(logits, dim)
+        return prob, (top - prob.amax(dim=dim, keepdim=True).log_()).squeeze(dim)
     prob = logits.sub_(top).exp_()  # one exp serves the LSE and the softmax
     total = prob.sum(dim=dim, keepdim=True)
     prob.div_(total)
@@ -45,10 +57,13 @@ def _form(lse: torch.Tensor, pos: torch.Tensor, tau: torch.Tensor, log_count: to
 
 
 def _direction(scaled: torch.Tensor, items: torch.Tensor, table: torch.Tensor,
-               skip: torch.Tensor, tau: torch.Tensor, log_count: torch.Tensor,
-               paper: bool) -> tuple[torch.Tensor, ...]:  # fmt: skip
+               drop: torch.Tensor, pad: torch.Tensor | None, tau: torch.Tensor,
+               log_count: torch.Tensor, paper: bool) -> tuple[torch.Tensor, ...]:  # fmt: skip
     """(R, B) losses, the (R, B, K) softmax over kept columns and each anchor's dloss/dlse."""
-    logits = torch.bmm(scaled, table.transpose(1, 2)).masked_fill_(skip, float("-inf"))
+    logits = torch.bmm(scaled, table.transpose(1, 2))
+    logits.scatter_(-1, drop, float("-inf"))  # a row's own column (a mask read cost more)
+    if pad is not None:
+        logits.masked_fill_(pad, float("-inf"))
     prob, lse = _softmax_(logits, -1)
     loss, coef = _form(lse, (scaled * items).sum(dim=-1), tau, log_count, paper)
     return loss, prob, coef
@@ -74,16 +89,18 @@ class _TableLoss(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx: Any, img: torch.Tensor, txt: torch.Tensor, columns: torch.Tensor | None,
-                skip: torch.Tensor, count: torch.Tensor, tau: torch.Tensor,
-                paper: bool) -> torch.Tensor:  # fmt: skip
+                drop: torch.Tensor, pad: torch.Tensor | None, count: torch.Tensor,
+                tau: torch.Tensor, paper: bool) -> torch.Tensor:  # fmt: skip
         inv = (1.0 / tau)[:, None, None]
         index = None if columns is None else columns[:, :, None].expand(-1, -1, img.shape[-1])
         log_count = count.log()
+        drop = drop[..., None]
         saved, total = [], torch.zeros_like(img[:, :, 0])
         for anchors, items in ((img, txt), (txt, img)):
             scaled = anchors * inv
             table = items if index is None else torch.gather(items, 1, index)
-            loss, prob, coef = _direction(scaled, items, table, skip, tau, log_count, paper)
+            loss, prob, coef = _direction(scaled, items, table, drop, pad, tau, log_count,
+                                           paper)  # fmt: skip
             total += loss
             saved += [scaled, table, prob, coef]
         ctx.save_for_backward(img, txt, inv, *saved)
@@ -96,7 +113,7 @@ class _TableLoss(torch.autograd.Function):
         per_anchor = grad[:, None] * (0.5 / img.shape[1])
         a1, i1 = _grads(s1, txt, t1, p1, c1 * per_anchor, inv, ctx.index)  # img -> txt
         a2, i2 = _grads(s2, img, t2, p2, c2 * per_anchor, inv, ctx.index)  # txt -> img
-        return a1 + i2, i1 + a2, None, None, None, None, None
+        return a1 + i2, i1 + a2, None, None, None, None, None, None
 
 
 class _BatchLoss(torch.autograd.Function):
@@ -140,17 +157,18 @@ def _is_paper(form: Form) -> bool:
 
 @fp32_scores
 def fused_table_loss(img: torch.Tensor, txt: torch.Tensor, columns: torch.Tensor | None,
-                     skip: torch.Tensor, count: torch.Tensor, *, tau: torch.Tensor,
-                     form: Form) -> torch.Tensor:  # fmt: skip
-    """(R,) symmetric losses, as ``stacked_table_loss``, of tables given as a skip mask.
+                     drop: torch.Tensor, count: torch.Tensor, *, tau: torch.Tensor,
+                     form: Form, pad: torch.Tensor | None = None) -> torch.Tensor:  # fmt: skip
+    """(R,) symmetric losses, as ``stacked_table_loss``, of tables given as column indices.
 
     ``columns``: (R, K) batch rows each run scores (None: all B rows, in order);
-    ``skip``: (R, B, K) True where anchor i does not score column j (its own
-    item, the extra column, or padding up to K); ``count``: (R,) negatives per
+    ``drop``: (R, B) in [0, K), the column anchor i does not score (its own item
+    or the extra column); ``pad``: (R, 1, K) True on columns a run does not
+    score at all (padding up to K), or None; ``count``: (R,) negatives per
     anchor (K minus the skipped columns of any row, the same for every row);
     ``tau``: (R,), not learnable.
     """
-    return _TableLoss.apply(img, txt, columns, skip, count.to(img.dtype), tau.detach(),
+    return _TableLoss.apply(img, txt, columns, drop, pad, count.to(img.dtype), tau.detach(),
                             _is_paper(form))  # fmt: skip
 
 

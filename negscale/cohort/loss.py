@@ -86,12 +86,12 @@ def table_loss(
     every = not padded and k == img.shape[1] and torch.equal(columns, in_order)
     if every and torch.equal(drop, in_order):  # the batch source: one logit matrix
         return batch_loss(img, txt, tau=tau, form=form)
-    skip = F.one_hot(drop, k).bool()
+    pad = None
     if padded:
         assert widths is not None
-        skip |= torch.arange(k, device=skip.device) >= widths.to(skip.device)[:, None, None]
+        pad = (torch.arange(k, device=img.device) >= widths.to(img.device)[:, None])[:, None]
         count = (widths - 1).to(img.device, torch.float32)
     else:
         count = torch.full((len(columns),), k - 1.0, device=img.device)
-    return fused_table_loss(img, txt, None if every else columns, skip, count, tau=tau,
-                            form=form)  # fmt: skip
+    return fused_table_loss(img, txt, None if every else columns, drop, count, tau=tau,
+                            form=form, pad=pad)  # fmt: skip
