@@ -41,7 +41,7 @@ class RunLog:
         self.steps, self.lr, self.warmup = steps, lr, warmup
         self.sync_every, self.tau = sync_every, tau
         self.losses: list[float] = []
-        self.pending: list[torch.Tensor] = []  # step losses still on the device
+        self.pending: list[torch.Tensor | float] = []  # step losses not yet checked
         self.negatives_seen: list[float] = []
         self.scores_per_step = 0
         self.history: list[dict[str, float]] = []
@@ -49,8 +49,9 @@ class RunLog:
         self.select_s = 0.0  # selection's validation evaluations (train.select = "best")
         self.eval_s = 0.0  # the held-out evaluations at step 0 and at the end
 
-    def add(self, loss: torch.Tensor, negatives_per_anchor: float, scores: int) -> None:
-        """One step's outcome; the losses reach the host every ``sync_every`` steps."""
+    def add(self, loss: torch.Tensor | float, negatives_per_anchor: float, scores: int) -> None:
+        """One step's outcome; the losses reach the host every ``sync_every`` steps (a
+        float is on the host already: runs stepped together on CPU bring theirs at once)."""
         self.pending.append(loss)
         self.negatives_seen.append(negatives_per_anchor)
         self.scores_per_step = scores
@@ -65,7 +66,11 @@ class RunLog:
         """
         if not self.pending:
             return
-        values = torch.stack(self.pending).float().cpu().tolist()
+        pending = self.pending
+        if isinstance(pending[0], torch.Tensor):
+            values = torch.stack(pending).float().cpu().tolist()  # type: ignore[arg-type]
+        else:
+            values = [float(v) for v in pending]
         first = len(self.losses)
         self.pending.clear()
         for i, value in enumerate(values):

@@ -178,9 +178,11 @@ def train_together(trainers: Sequence[Trainer], checkpoints: Sequence[Path]) -> 
             t0 = time.perf_counter()
             aucs = _validation_aucs(stack, live)
             select_share = (time.perf_counter() - t0) / len(live)
+        # one host copy a step on CPU, not one per run (views stay on a GPU: no sync)
+        values = losses.tolist() if losses.device.type == "cpu" else losses.unbind()
         for r, t in list(live.items()):
             try:
-                t.log.add(losses[r], tables[r].negatives_per_anchor, tables[r].scores)
+                t.log.add(values[r], tables[r].negatives_per_anchor, tables[r].scores)
                 if due or select or step == total:
                     t.log.flush()
             except Diverged as exc:
