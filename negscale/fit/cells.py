@@ -27,7 +27,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 
 import numpy as np
-from scipy import special, stats
+from scipy import special
+
+from negscale.fit.quantiles import chi2_median, theil_sen_slope
 
 OUTLIER_Z = 8.0  # a run this many sds (of its distance) from the rest of its cell is an outlier
 PRIOR_DOF = 8.0  # weight (in degrees of freedom) of the variance trend in a cell's variance
@@ -123,7 +125,7 @@ def _typical_sd(curves: list[Curve], pooled: float) -> float:
     v = np.concatenate([c.sd[c.dof > 0] ** 2 for c in curves])
     if v.size == 0 or not (v > 0).any():
         return float(np.sqrt(pooled))
-    return float(np.sqrt(np.median(v / (stats.chi2.median(d) / d))))
+    return float(np.sqrt(np.median(v / (chi2_median(d) / d))))
 
 
 def _cell_lists(
@@ -155,7 +157,7 @@ def _screen_scale(raw: list[list]) -> Callable[[float], float] | None:
         return None
     t, d, v = (np.array(x, float) for x in zip(*rows, strict=True))
     slope = _clear_slope(np.log(v), t, d)
-    level = float(np.median(np.log(v) - slope * t - np.log(stats.chi2.median(d) / d)))
+    level = float(np.median(np.log(v) - slope * t - np.log(chi2_median(d) / d)))
     return lambda tt: float(np.exp(0.5 * (level + slope * tt)))
 
 
@@ -164,7 +166,7 @@ def _clear_slope(lv: np.ndarray, t: np.ndarray, d: np.ndarray) -> float:
     noise of log s² (variance ψ'(d/2)) by TREND_Z."""
     if np.unique(t).size < 3:
         return 0.0
-    slope = float(stats.theilslopes(lv, t)[0])
+    slope = theil_sen_slope(lv, t)
     se = np.sqrt(np.mean(special.polygamma(1, d / 2.0)) / np.sum((t - t.mean()) ** 2))
     return slope if abs(slope) >= TREND_Z * se else 0.0
 

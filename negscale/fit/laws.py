@@ -29,10 +29,10 @@ from dataclasses import dataclass
 from typing import ClassVar
 
 import numpy as np
-from scipy import stats
 from scipy.special import expit
 
 from negscale.fit.cells import Curve
+from negscale.fit.quantiles import chi2_sf, f_sf, t_ppf
 from negscale.registry import Registry
 
 FORMS: Registry[Form] = Registry("fit form", "fit form")  # name -> the form's one instance
@@ -319,8 +319,8 @@ def lack_of_fit_p(rss: float, dof_fit: int, dof_noise: float) -> float:
     if dof_fit <= 0:
         return float("nan")
     if not np.isfinite(dof_noise) or dof_noise > 1e4:
-        return float(stats.chi2.sf(rss, dof_fit))
-    return float(stats.f.sf(rss / dof_fit, dof_fit, dof_noise))
+        return chi2_sf(rss, dof_fit)
+    return f_sf(rss / dof_fit, dof_fit, dof_noise)
 
 
 def loo_z(
@@ -365,7 +365,7 @@ def check(
     p = lack_of_fit_p(float(fit.rss[0]), dof_fit, noise_dof)
     near = _levels_near(curve.m, point)
     z = loo_z(form, curve, w, near, rng)
-    z_max = float(stats.t.ppf(1 - 0.05 / (2 * max(near.size, 1)), max(noise_dof, 1.0)))
+    z_max = t_ppf(1 - 0.05 / (2 * max(near.size, 1)), max(noise_dof, 1.0))
     why = ""
     if not p >= CHECK_P:
         why = f"lack of fit (p = {p:.2g})"

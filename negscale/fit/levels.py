@@ -35,9 +35,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from scipy import stats
 
 from negscale.fit.cells import Curve
+from negscale.fit.quantiles import norm_ppf, t_ppf
 
 REACHED = "reached"
 NOT_REACHED = "not reached"
@@ -117,8 +117,8 @@ def find_decline(c: Curve) -> Decline | None:
 def _quantile(alpha: float, dof: float) -> float:
     """One-sided α/2 critical value (Student's t; normal when dof is large or unknown)."""
     if not np.isfinite(dof) or dof <= 0 or dof > 1000:
-        return float(stats.norm.ppf(1.0 - alpha / 2.0))
-    return float(stats.t.ppf(1.0 - alpha / 2.0, dof))
+        return norm_ppf(1.0 - alpha / 2.0)
+    return t_ppf(1.0 - alpha / 2.0, dof)
 
 
 def lower_evidence(c: Curve, a: int) -> tuple[float, float, float] | None:
