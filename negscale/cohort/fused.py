@@ -62,8 +62,8 @@ def _direction(scaled: torch.Tensor, items: torch.Tensor, table: torch.Tensor,
     """(R, B) losses, the (R, B, K) softmax over kept columns and each anchor's dloss/dlse."""
     logits = torch.bmm(scaled, table.transpose(1, 2))
     logits.scatter_(-1, drop, float("-inf"))  # a row's own column (a mask read cost more)
-    if pad is not None:
-        logits.masked_fill_(pad, float("-inf"))
+    if pad is not None:  # 0 or -inf a column: an add (a masked fill took 2.5 ns an element)
+        logits.add_(pad)
     prob, lse = _softmax_(logits, -1)
     loss, coef = _form(lse, (scaled * items).sum(dim=-1), tau, log_count, paper)
     return loss, prob, coef
@@ -130,7 +130,8 @@ class _BatchLoss(torch.autograd.Function):
         pos = logits.diagonal(dim1=1, dim2=2).clone()  # s+/tau of both directions
         logits.diagonal(dim1=1, dim2=2).fill_(float("-inf"))
         log_count = torch.full_like(tau, img.shape[1] - 1.0).log()
-        by_row, lse_row = _softmax_(logits.clone(), -1)  # image anchors
+        wide = logits.shape[-1] >= SOFTMAX_WIDTH  # torch.softmax leaves its input as it was
+        by_row, lse_row = _softmax_(logits if wide else logits.clone(), -1)  # image anchors
         by_col, lse_col = _softmax_(logits, 1)  # text anchors
         loss_row, coef_row = _form(lse_row, pos, tau, log_count, paper)
         loss_col, coef_col = _form(lse_col, pos, tau, log_count, paper)
@@ -163,8 +164,8 @@ def fused_table_loss(img: torch.Tensor, txt: torch.Tensor, columns: torch.Tensor
 
     ``columns``: (R, K) batch rows each run scores (None: all B rows, in order);
     ``drop``: (R, B) in [0, K), the column anchor i does not score (its own item
-    or the extra column); ``pad``: (R, 1, K) True on columns a run does not
-    score at all (padding up to K), or None; ``count``: (R,) negatives per
+    or the extra column); ``pad``: (R, 1, K), -inf on columns a run does not
+    score at all (padding up to K) and 0 elsewhere, or None; ``count``: (R,) negatives per
     anchor (K minus the skipped columns of any row, the same for every row);
     ``tau``: (R,), not learnable.
     """

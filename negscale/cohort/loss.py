@@ -11,6 +11,8 @@ losses to float rounding (tests/test_cohort.py).
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 
@@ -89,7 +91,8 @@ def table_loss(
     pad = None
     if padded:
         assert widths is not None
-        pad = (torch.arange(k, device=img.device) >= widths.to(img.device)[:, None])[:, None]
+        beyond = torch.arange(k, device=img.device) >= widths.to(img.device)[:, None]
+        pad = torch.zeros(beyond.shape, device=img.device).masked_fill_(beyond, -math.inf)[:, None]
         count = (widths - 1).to(img.device, torch.float32)
     else:
         count = torch.full((len(columns),), k - 1.0, device=img.device)
