@@ -102,6 +102,49 @@ def rise(curve: Curve, decline: levels.Decline | None) -> Curve:
     )
 
 
+@dataclass
+class Started:
+    """One n group up to its laws' refits: its rising part and each form's checking."""
+
+    curve: Curve
+    part: Curve
+    checkings: list[laws.Checking]
+    note: str
+
+
+def start_group(
+    curve: Curve, eps: float, *, seeded: bool, reps: int, rng: np.random.Generator
+) -> Started:
+    """The group's point fits and every random draw of its checks, in the order they are taken."""
+    part = rise(curve, levels.find_decline(curve))
+    if not seeded:
+        return Started(curve, part, [], "no seeds: no law can be checked against the noise")
+    noise_dof = float(np.min(part.dof))
+    checkings = [laws.start_check(form, part, eps, noise_dof, reps, rng)
+                 for form in laws.FORMS.values()]  # fmt: skip
+    kept = [c for c in checkings if c is not None]
+    return Started(curve, part, kept, "" if kept else "too few levels to check a law")
+
+
+def finish_group(
+    started: Started, checked: list[laws.LawAnswer], eps: float, *, alpha: float,
+    joint_alpha: float,
+) -> Answer:  # fmt: skip
+    """The headline answer from the finished checks (and its interval at ``joint_alpha``)."""
+    curve, part = started.curve, started.part
+    scatter = overdispersion(checked)
+    wide = replace(curve, se=curve.se * np.sqrt(scatter)) if scatter > 1.0 else curve
+    reading = levels.read(wide, eps, alpha)
+    base = Answer(
+        curve.n, int(curve.k_all.sum()), reading.status, reading.m_sat, reading.interval,
+        BASIS_LEVELS, reading, checked, note=started.note, m_levels=curve.m, scatter=scatter,
+    )  # fmt: skip
+    out = _narrow(base, part, alpha)
+    joint = _narrow(replace(base, reading=levels.read(wide, eps, joint_alpha)), part, joint_alpha)
+    out.joint_ci = joint.ci if joint.basis == out.basis else _hull(out.ci, joint.reading.interval)
+    return out
+
+
 def answer_group(
     curve: Curve,
     eps: float,
@@ -113,30 +156,9 @@ def answer_group(
     rng: np.random.Generator,
 ) -> Answer:
     """The headline answer for one n group (and its interval at ``joint_alpha``)."""
-    part = rise(curve, levels.find_decline(curve))
-    checked: list[laws.LawAnswer] = []
-    note = ""
-    if not seeded:
-        note = "no seeds: no law can be checked against the noise"
-    else:
-        noise_dof = float(np.min(part.dof))
-        for form in laws.FORMS.values():
-            la = laws.check(form, part, eps, noise_dof, reps, rng)
-            if la is not None:
-                checked.append(la)
-        if not checked:
-            note = "too few levels to check a law"
-    scatter = overdispersion(checked)
-    wide = replace(curve, se=curve.se * np.sqrt(scatter)) if scatter > 1.0 else curve
-    reading = levels.read(wide, eps, alpha)
-    base = Answer(
-        curve.n, int(curve.k_all.sum()), reading.status, reading.m_sat, reading.interval,
-        BASIS_LEVELS, reading, checked, note=note, m_levels=curve.m, scatter=scatter,
-    )  # fmt: skip
-    out = _narrow(base, part, alpha)
-    joint = _narrow(replace(base, reading=levels.read(wide, eps, joint_alpha)), part, joint_alpha)
-    out.joint_ci = joint.ci if joint.basis == out.basis else _hull(out.ci, joint.reading.interval)
-    return out
+    started = start_group(curve, eps, seeded=seeded, reps=reps, rng=rng)
+    checked = [laws.finish_check(c) for c in started.checkings]
+    return finish_group(started, checked, eps, alpha=alpha, joint_alpha=joint_alpha)
 
 
 def overdispersion(checked: list[laws.LawAnswer]) -> float:

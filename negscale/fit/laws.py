@@ -330,19 +330,92 @@ def loo_z(
     sds of that difference: se_j² plus the prediction's own variance (from
     LOO_REPS parametric replicates of the fit without level j), so a flexible
     form is not failed for being unsure where a left-out knee lies."""
-    if near.size == 0:
-        return 0.0
+    return _loo_z(form, curve, w, near, _loo_draws(near, len(curve), rng))
+
+
+def _loo_draws(near: np.ndarray, levels: int, rng: np.random.Generator) -> list[np.ndarray]:
+    return [rng.standard_normal((LOO_REPS, levels)) for _ in near]
+
+
+def _loo_z(
+    form: Form, curve: Curve, w: np.ndarray, near: np.ndarray, draws: list[np.ndarray]
+) -> float:
+    """:func:`loo_z` from its standard-normal draws, one (LOO_REPS, L) block a level."""
     z = 0.0
-    for j in near:  # one weight vector per left-out level: the fast path of _solve
+    for j, draw in zip(near, draws, strict=True):  # one weight vector per left-out level
         wj = w.copy()
         wj[j] = 0.0
         f = fit_form(form, curve.m, curve.centre[None], wj)
         base = f.predict(curve.m)[0]
-        noise = rng.standard_normal((LOO_REPS, len(curve))) * curve.se
+        noise = draw * curve.se
         reps = fit_form(form, curve.m, base + noise, wj, start=f.theta[0], grid_stride=3)
         var = curve.se[j] ** 2 + reps.predict(curve.m[j : j + 1])[:, 0].var()
         z = max(z, abs(curve.centre[j] - base[j]) / np.sqrt(var))
     return float(z)
+
+
+@dataclass
+class Checking:
+    """A form fitted to one n group, with every random number its check will use.
+
+    :func:`start_check` takes them from the generator in the order a check
+    always has, so :func:`finish_check` (the refits: nearly all the time) can
+    run in any order or at once, on threads, with the same answers.
+    """
+
+    form: Form
+    curve: Curve
+    eps: float
+    noise_dof: float
+    w: np.ndarray
+    fit: Fits
+    point: float
+    near: np.ndarray
+    loo_draws: list[np.ndarray]
+    boot_draws: tuple[np.ndarray | float, np.ndarray] | None  # (κ, normals); None: no bootstrap
+
+
+def start_check(
+    form: Form, curve: Curve, eps: float, noise_dof: float, reps: int, rng: np.random.Generator
+) -> Checking | None:
+    """The point fit and the check's draws; None when the form cannot be fitted."""
+    if len(curve) - form.k < 1:
+        return None
+    w = 1.0 / curve.se**2
+    fit = fit_form(form, curve.m, curve.centre[None], w)
+    point = float(fit.m_sat(eps, float(curve.m[0]), float(curve.m[-1]))[0])
+    near = _levels_near(curve.m, point)
+    loo = _loo_draws(near, len(curve), rng)
+    boot = None
+    if reps > 0:
+        dof = max(float(noise_dof), 1.0)
+        kappa = np.sqrt(dof / rng.chisquare(dof, size=reps))[:, None] if dof < 1e4 else 1.0
+        boot = (kappa, rng.standard_normal((reps, curve.m.size)))
+    return Checking(form, curve, eps, noise_dof, w, fit, point, near, loo, boot)
+
+
+def finish_check(c: Checking) -> LawAnswer:
+    """Check and bootstrap the form: lack of fit, leave-one-level-out, replicates' m_sat."""
+    form, curve, fit = c.form, c.curve, c.fit
+    L = len(curve)
+    dof_fit = L - form.k
+    p = lack_of_fit_p(float(fit.rss[0]), dof_fit, c.noise_dof)
+    z = _loo_z(form, curve, c.w, c.near, c.loo_draws)
+    z_max = t_ppf(1 - 0.05 / (2 * max(c.near.size, 1)), max(c.noise_dof, 1.0))
+    why = ""
+    if not p >= CHECK_P:
+        why = f"lack of fit (p = {p:.2g})"
+    elif z > z_max:
+        why = f"leave-one-level-out error {z:.1f} se next to its m_sat"
+    samples = _bootstrap(form, fit, curve, c.w, c.eps, dof_fit, c.boot_draws)
+    rss = float(fit.rss[0])
+    aicc = L * np.log(max(rss, 1e-300) / L) + 2 * form.k
+    if L - form.k - 1 > 0:
+        aicc += 2 * form.k * (form.k + 1) / (L - form.k - 1)
+    params = {"E": float(fit.E[0]), "A": float(-fit.beta[0])}
+    params.update({name: float(v) for name, v in zip(form.params, fit.theta[0], strict=True)})
+    return LawAnswer(form.name, form.formula, c.point, samples, rss, dof_fit, p, z, not why, why,
+                     params, float(aicc))  # fmt: skip
 
 
 def check(
@@ -354,45 +427,8 @@ def check(
     rng: np.random.Generator,
 ) -> LawAnswer | None:
     """Fit, check and bootstrap one form on one n group; None when it cannot be fitted."""
-    L = len(curve)
-    dof_fit = L - form.k
-    if dof_fit < 1:
-        return None
-    w = 1.0 / curve.se**2
-    fit = fit_form(form, curve.m, curve.centre[None], w)
-    lo_m, hi_m = float(curve.m[0]), float(curve.m[-1])
-    point = float(fit.m_sat(eps, lo_m, hi_m)[0])
-    p = lack_of_fit_p(float(fit.rss[0]), dof_fit, noise_dof)
-    near = _levels_near(curve.m, point)
-    z = loo_z(form, curve, w, near, rng)
-    z_max = t_ppf(1 - 0.05 / (2 * max(near.size, 1)), max(noise_dof, 1.0))
-    why = ""
-    if not p >= CHECK_P:
-        why = f"lack of fit (p = {p:.2g})"
-    elif z > z_max:
-        why = f"leave-one-level-out error {z:.1f} se next to its m_sat"
-    samples = _bootstrap(form, fit, curve, w, eps, noise_dof, dof_fit, reps, rng)
-    n_obs = L
-    rss = float(fit.rss[0])
-    aicc = n_obs * np.log(max(rss, 1e-300) / n_obs) + 2 * form.k
-    if n_obs - form.k - 1 > 0:
-        aicc += 2 * form.k * (form.k + 1) / (n_obs - form.k - 1)
-    params = {"E": float(fit.E[0]), "A": float(-fit.beta[0])}
-    params.update({name: float(v) for name, v in zip(form.params, fit.theta[0], strict=True)})
-    return LawAnswer(
-        form.name,
-        form.formula,
-        point,
-        samples,
-        rss,
-        dof_fit,
-        p,
-        z,
-        not why,
-        why,
-        params,
-        float(aicc),
-    )
+    started = start_check(form, curve, eps, noise_dof, reps, rng)
+    return None if started is None else finish_check(started)
 
 
 def _levels_near(m: np.ndarray, point: float) -> np.ndarray:
@@ -410,19 +446,17 @@ def _bootstrap(
     curve: Curve,
     w: np.ndarray,
     eps: float,
-    noise_dof: float,
     dof_fit: int,
-    reps: int,
-    rng: np.random.Generator,
+    draws: tuple[np.ndarray | float, np.ndarray] | None,
 ) -> np.ndarray:
-    """m_sat over parametric replicates of the fitted curve (R,)."""
-    if reps <= 0:
+    """m_sat over parametric replicates of the fitted curve (R,), from the draws
+    (κ, the replicates' Student-t scale, and their standard normals)."""
+    if draws is None:
         return np.empty(0)
+    kappa, normals = draws
     base = fit.predict(curve.m)[0]
     inflate = max(1.0, float(np.sqrt(fit.rss[0] / dof_fit)))
-    dof = max(float(noise_dof), 1.0)
-    kappa = np.sqrt(dof / rng.chisquare(dof, size=reps))[:, None] if dof < 1e4 else 1.0
-    noise = rng.standard_normal((reps, curve.m.size)) * curve.se * inflate * kappa
+    noise = normals * curve.se * inflate * kappa
     refit = fit_form(form, curve.m, base + noise, w, start=fit.theta[0], grid_stride=3)
     return refit.m_sat(eps, float(curve.m[0]), float(curve.m[-1]))
 
