@@ -67,7 +67,7 @@ class BatchFeed:
             self._batches = self._loader(step)
         index, x, y = next(self._batches)
         self._next_step = step + 1
-        labels = None if self.pairs.labels is None else self.pairs.labels[index]  # host side
+        labels = None if self.pairs.labels is None else self.pairs.labels.index_select(0, index)
         dev, pin = self.runtime.device, self.runtime.pin
         return Batch(index, x.to(dev, non_blocking=pin), y.to(dev, non_blocking=pin), labels)
 
