@@ -145,3 +145,41 @@ def test_a_bad_tower_checked_in_a_worker_is_still_one_line_and_writes_nothing(
     assert "Traceback" not in res.output and len(res.stderr.strip().splitlines()) == 1
     assert "no_such_net" in res.stderr
     assert not list(tmp_path.rglob("*.parquet")) and not list(tmp_path.rglob("*.lock"))
+
+
+class _Teardown:
+    """Writes ``path`` when the interpreter tears its modules down (``__del__``)."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+
+    def __del__(self) -> None:
+        with open(self.path, "w") as f:
+            f.write("torn down")
+
+
+def _keep_till_teardown(path: str) -> int:
+    import sys
+
+    sys.modules["negscale"]._teardown_probe = _Teardown(path)  # type: ignore[attr-defined]
+    return os.getpid()
+
+
+def test_a_worker_skips_the_interpreters_teardown_and_exits_with_0(tmp_path) -> None:
+    """A worker ends without Python's module teardown (some 0.5 s of torch's, on the cores
+    the sweep's fit uses): an object kept till then is never collected, and each worker
+    still exits with code 0 once the pool shuts down."""
+    from negscale.sweep.workers import JobPlan, Workers
+
+    plan = JobPlan(jobs=2, threads=1, loader_workers=None, why="test")
+    pool = Workers(plan, None, None, lambda message: None).start().pool
+    assert pool is not None
+    probes = [str(tmp_path / f"probe{i}") for i in range(2)]
+    pids = {pool.submit(_keep_till_teardown, p).result() for p in probes}
+    assert os.getpid() not in pids
+    procs = list(pool._processes.values())
+    pool.shutdown(wait=True)
+    for p in procs:
+        p.join(10)
+    assert [p.exitcode for p in procs] == [0, 0]
+    assert not any(os.path.exists(p) for p in probes)
