@@ -19,7 +19,7 @@ and the summary. Prints one line the README quotes, then:
   measured sgemm rate. ``--no-floors`` skips them.
 
     python benchmarks/bench_quickstart.py [--recipe quickstart] [--fit] [--jobs J] [--json]
-        [--keep DIR] [--no-floors] [--floor-steps K] [--baseline REV [--repeats R]]
+        [--keep DIR] [--no-floors] [--floor-steps K] [--baseline REV] [--repeats R]
 
 ``--baseline REV`` also times the same study with an earlier commit of negscale
 (exported with ``git archive`` into a temporary folder and put first on
@@ -27,6 +27,10 @@ and the summary. Prints one line the README quotes, then:
 alternating the two R times, and reports the median walls, their ratio and
 whether each n's answer of this study (fitted by today's ``negscale fit``) lies
 inside the interval the baseline's study gives.
+
+``--repeats R`` times this tree's study R times (alternated with the baseline's
+when there is one) and the floors' ratios use the median wall; the breakdown
+is the first study's. Every study of both sides runs with the same ``--fit``.
 
 ``--jobs`` is passed to the sweep (the README's command uses ``--jobs auto``).
 
@@ -168,13 +172,14 @@ def compare(args: argparse.Namespace, tmp: str, ours_wall: float, ours_fit: dict
     base_fit: dict[str, Any] = {}
     for r in range(args.repeats):
         out = os.path.join(tmp, f"baseline-{r}")
-        wall, _ = run_study(command(args.recipe, out, False, args.jobs, tree), tree)
+        wall, _ = run_study(command(args.recipe, out, args.fit, args.jobs, tree), tree)
         walls["baseline"].append(wall)
         if r == 0:
             base_fit = fit_json(out)[1]
         if r + 1 < args.repeats:  # alternate: this tree again between the baseline's runs
             again = os.path.join(tmp, f"this-{r + 1}")
-            walls["this"].append(run_study(command(args.recipe, again, False, args.jobs), None)[0])
+            cmd = command(args.recipe, again, args.fit, args.jobs)
+            walls["this"].append(run_study(cmd, None)[0])
     med = {k: statistics.median(v) for k, v in walls.items()}
     return {"rev": args.baseline, "walls_s": walls, "median_s": med,
             "speedup": med["baseline"] / med["this"],
@@ -187,9 +192,15 @@ def report(doc: dict[str, Any], line: str) -> None:
     print(f"  where the time goes ({doc['processes']} process(es) x {doc['wall_s']:.0f} s):")
     for part, sec in doc["breakdown"].items():
         print(f"    {part:<47} {sec:7.1f} s  {100 * sec / total:5.1f} %")
+    walls = doc.get("walls_s") or [doc["wall_s"]]
+    if len(walls) > 1:
+        listed = ", ".join(f"{w:.1f}" for w in walls)
+        median = doc["wall_median_s"]
+        print(f"  {len(walls)} studies of this tree: {listed} s; median {median:.1f} s"
+              " (the floors' ratios below use it)")  # fmt: skip
     fl = doc.get("floors")
     if fl:
-        wall = doc["wall_s"]
+        wall = doc.get("wall_median_s", doc["wall_s"])
         print(f"  floors (study wall seconds on these processes, measured in this run,"
               f" {fl['threads']} thread(s) each):")  # fmt: skip
         own = fl["negscale_steps_s"]
@@ -235,7 +246,12 @@ def main() -> None:
     parser.add_argument("--no-floors", action="store_true", help="skip the two floors")
     parser.add_argument("--floor-steps", type=int, default=40, help="steps timed per (n, m)")
     parser.add_argument("--baseline", metavar="REV", help="also time commit REV's negscale")
-    parser.add_argument("--repeats", type=int, default=1, help="studies per side with --baseline")
+    parser.add_argument(
+        "--repeats",
+        type=int,
+        default=1,
+        help="studies of this tree (and of REV with --baseline, alternated)",
+    )
     args = parser.parse_args()
     if args.keep and os.path.exists(args.keep):
         sys.exit(f"--keep {args.keep}: already exists; the benchmark needs a fresh study")
@@ -248,11 +264,16 @@ def main() -> None:
         procs, threads_each = processes(args.jobs, proc.stderr)
         fit_s, fitted = fit_json(results) if (args.fit or args.baseline) else (None, {})
         baseline = compare(args, tmp, wall, fitted) if args.baseline else None
+        walls = baseline["walls_s"]["this"] if baseline else [wall]
+        for r in range(len(walls), args.repeats):  # without a baseline: this tree again
+            again = os.path.join(tmp, f"this-{r}")
+            walls.append(run_study(command(args.recipe, again, args.fit, args.jobs), None)[0])
     summary = json.loads(proc.stdout)
     threads = os.environ.get("OMP_NUM_THREADS", "unset")
     runs = summary["recorded"]
     doc: dict[str, Any] = {"recipe": args.recipe, "jobs": args.jobs, "processes": procs,
-                           "wall_s": wall, "runs": runs, "cpus": os.cpu_count(),
+                           "wall_s": wall, "walls_s": walls, "wall_median_s":
+                           statistics.median(walls), "runs": runs, "cpus": os.cpu_count(),
                            "omp_num_threads": threads}  # fmt: skip
     doc["breakdown"] = breakdown(records, wall, procs, fit_s if args.fit else None)
     if baseline:
