@@ -72,6 +72,28 @@ class _LayerNorm(torch.autograd.Function):
         return dx, None
 
 
+class _Normalize(torch.autograd.Function):
+    """``F.normalize(x, dim=-1)`` with its gradient written out: (g - y (g·y)) / ‖x‖.
+
+    The same forward (x over max(‖x‖, 1e-12)); autograd's backward of the norm,
+    the clamp and the division took about twice as long on a stack's (R, B, 32)
+    embeddings.
+    """
+
+    @staticmethod
+    def forward(ctx: Any, x: torch.Tensor) -> torch.Tensor:
+        denom = torch.linalg.vector_norm(x, dim=-1, keepdim=True).clamp_min_(1e-12)
+        y = x / denom
+        ctx.save_for_backward(y, denom)
+        return y
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> torch.Tensor:
+        y, denom = ctx.saved_tensors
+        along = (grad * y).sum(dim=-1, keepdim=True)
+        return (grad - y * along).div_(denom)
+
+
 def _layer_norm(layer: nn.LayerNorm, h: torch.Tensor) -> torch.Tensor:
     """``F.layer_norm`` without its affine part: the fast one for floats over one dimension."""
     if len(layer.normalized_shape) == 1 and h.dtype == torch.float32:
@@ -100,6 +122,6 @@ def encode(base: DualEncoder, params: dict[str, torch.Tensor], x: torch.Tensor,
     """(R, b, d) normalised embeddings of each run's (R, b, ...) inputs, as ``base`` does one."""
     img = _tower(base.image_tower.net, "image_tower.net", params, x)
     txt = _tower(base.text_tower.net, "text_tower.net", params, y)
-    img = F.normalize(_linear(params, "image_proj", img), dim=-1)
-    txt = F.normalize(_linear(params, "text_proj", txt), dim=-1)
+    img = _Normalize.apply(_linear(params, "image_proj", img))
+    txt = _Normalize.apply(_linear(params, "text_proj", txt))
     return img, txt
