@@ -228,6 +228,11 @@ def test_a_checkpoint_holds_its_own_run_and_loads_into_a_trainer(tmp_path) -> No
         for key in ("exp_avg", "exp_avg_sq"):
             assert torch.allclose(state["optimizer"]["state"][k][key], v[key], atol=1e-6)
         assert float(state["optimizer"]["state"][k]["step"]) == float(v["step"])
+    # its LR schedule and rate too (only a stack's first run steps its scheduler)
+    assert state["scheduler"]["last_epoch"] == want["scheduler"]["last_epoch"]
+    assert state["scheduler"]["_last_lr"] == want["scheduler"]["_last_lr"]
+    lrs = [g["lr"] for g in state["optimizer"]["param_groups"]]
+    assert lrs == [g["lr"] for g in want["optimizer"]["param_groups"]]
 
 
 def test_a_killed_cohort_resumes_from_its_checkpoints(tmp_path, monkeypatch) -> None:
@@ -245,6 +250,12 @@ def test_a_killed_cohort_resumes_from_its_checkpoints(tmp_path, monkeypatch) -> 
     monkeypatch.setattr(loop, "_step", killed_at_16)
     with pytest.raises(KeyboardInterrupt):
         run_together(recipes, tmp_path / "killed", notice=print)
+    lead = None
+    for r in recipes:  # every run's checkpoint at step 16 holds the schedule at step 16
+        state = torch.load(checkpoint_path(tmp_path / "killed", r.run_id()), weights_only=False)
+        assert state["step"] == 16 and state["scheduler"]["last_epoch"] == 16
+        lead = lead or state["scheduler"]["_last_lr"]
+        assert state["scheduler"]["_last_lr"] == lead
     monkeypatch.setattr(loop, "_step", real)
     said: list[str] = []
     got = run_together(recipes, tmp_path / "killed", notice=said.append)
