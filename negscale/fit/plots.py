@@ -114,7 +114,8 @@ def _scaling_panel(ax, r: FitReport, colours) -> None:
     ax.set_xlabel("n (training anchors)")
     ax.set_ylabel("m_sat")
     ax.set_title("m_sat vs n", fontsize=8)
-    ax.legend(fontsize=7)
+    if ax.get_legend_handles_labels()[0]:  # one n and no answer: nothing to name
+        ax.legend(fontsize=7)
 
 
 def _fit_panel(ax, r: FitReport, colours) -> None:

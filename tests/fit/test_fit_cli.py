@@ -4,6 +4,7 @@ metrics, rows dropped with a count, failed runs and foreign designs named."""
 from __future__ import annotations
 
 import json
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -53,7 +54,9 @@ def test_plot_is_checked_before_fitting_and_gets_an_extension(tmp_path):
     )
     assert res.exit_code == 2 and res.stdout == ""
     assert "--plot" in res.stderr and len(res.stderr.strip().splitlines()) == 1
-    res = runner.invoke(app, ["fit", path, "--bootstrap", "0", "--plot", str(tmp_path / "fig")])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no library warning in the user's output
+        res = runner.invoke(app, ["fit", path, "--bootstrap", "0", "--plot", str(tmp_path / "fig")])
     assert res.exit_code == 0, res.output
     real = tmp_path / "fig.png"
     assert real.read_bytes()[:4] == b"\x89PNG" and f"plot: {real}" in res.stderr
