@@ -145,22 +145,6 @@ def finish_group(
     return out
 
 
-def answer_group(
-    curve: Curve,
-    eps: float,
-    *,
-    seeded: bool,
-    alpha: float,
-    joint_alpha: float,
-    reps: int,
-    rng: np.random.Generator,
-) -> Answer:
-    """The headline answer for one n group (and its interval at ``joint_alpha``)."""
-    started = start_group(curve, eps, seeded=seeded, reps=reps, rng=rng)
-    checked = [laws.finish_check(c) for c in started.checkings]
-    return finish_group(started, checked, eps, alpha=alpha, joint_alpha=joint_alpha)
-
-
 def overdispersion(checked: list[laws.LawAnswer]) -> float:
     """How much more the centres scatter than their seeds say (≥ 1).
 
