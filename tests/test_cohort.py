@@ -422,3 +422,27 @@ def test_bf16_runs_train_one_at_a_time_to_the_lone_records(tmp_path) -> None:
     want = [run(r, tmp_path / "alone", progress=False, notice=print) for r in recipes]
     got = run_together(recipes, tmp_path / "stack", notice=print)
     _same_records(got, want)
+
+
+def test_the_written_out_norms_equal_torchs_with_their_gradients() -> None:
+    """The stack's layer norm (forward as mean/centre/norm/scale) and output normalisation
+    (gradient written out) against F.layer_norm and F.normalize, clamped rows included."""
+    import torch.nn.functional as F
+
+    from negscale.cohort.mlp import _LayerNorm, _Normalize
+
+    torch.manual_seed(0)
+    x = torch.randn(3, 7, 64, dtype=torch.float64)
+    x[0, 1] = 1e-14  # F.normalize clamps this norm at 1e-12
+    x[1, 2] = 0.0
+    g = torch.randn_like(x)
+    for ours, theirs in (
+        (_Normalize.apply, lambda t: F.normalize(t, dim=-1)),
+        (lambda t: _LayerNorm.apply(t, 1e-5), lambda t: F.layer_norm(t, (64,), eps=1e-5)),
+    ):
+        a, b = x.clone().requires_grad_(), x.clone().requires_grad_()
+        ya, yb = ours(a), theirs(b)
+        torch.testing.assert_close(ya, yb)
+        ya.backward(g)
+        yb.backward(g)
+        torch.testing.assert_close(a.grad, b.grad)
