@@ -153,7 +153,7 @@ def _start_worker(threads: int) -> None:
 def _exit_now() -> None:
     """A worker's last step: the pool has every result (written whole before it was
     sent), and ``multiprocessing`` has ended the worker's own children, so the
-    interpreter's teardown of torch and the rest (about 0.5 s, on the cores the
+    interpreter's teardown of torch and the rest (about 0.4 s, on the cores the
     sweep's fit is using) is skipped."""
     sys.stdout.flush()
     sys.stderr.flush()
